@@ -1,0 +1,123 @@
+"""Audio input and atomic file output with one-line, path-naming errors."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+import numpy as np
+
+#: Longest audio accepted in one piece (samples per channel); longer files must be streamed.
+MAX_SAMPLES = 2**31 // 4
+
+
+class InputError(ValueError):
+    """Bad user input: the message names the file and the problem, in one line."""
+
+    def __init__(self, path, problem):
+        self.path, self.problem = str(path), str(problem)
+        super().__init__(f"{self.path}: {self.problem}")
+
+
+def load_audio(path, sr=None, *, allow_silent=True):
+    """Read an audio file as mono float32.
+
+    Any format libsndfile reads (WAV 8/16/24/32-bit and float, FLAC, OGG, ...) and any sample rate.
+    Multichannel audio is averaged to mono. ``sr`` resamples (polyphase, exact rational ratio).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    sr : int, optional
+        Target sample rate in Hz; ``None`` keeps the file's rate.
+    allow_silent : bool
+        If False, an all-zero signal is an error.
+
+    Returns
+    -------
+    x : np.ndarray, float32, shape (n_samples,)
+    sr : int
+
+    Raises
+    ------
+    InputError
+        Missing, unreadable, empty, corrupt or non-audio files, NaN/inf samples, absurd sizes.
+    """
+    import soundfile as sf
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputError(path, "no such file")
+    if os.path.isdir(path):
+        raise InputError(path, "is a directory, not an audio file")
+    if not os.access(path, os.R_OK):
+        raise InputError(path, "permission denied")
+    if os.path.getsize(path) == 0:
+        raise InputError(path, "empty file (0 bytes)")
+    try:
+        with sf.SoundFile(path) as f:
+            if f.frames <= 0:
+                raise InputError(path, "audio has no samples")
+            if f.frames > MAX_SAMPLES:
+                raise InputError(path, f"{f.frames / f.samplerate / 3600:.1f} h of audio is too long to load at once")
+            file_sr = int(f.samplerate)
+            x = f.read(dtype="float32", always_2d=True)
+    except InputError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        msg = str(exc).split("\n")[0].replace(f"Error opening {path!r}: ", "")
+        raise InputError(path, f"not a readable audio file ({msg})") from None
+    except MemoryError:
+        raise InputError(path, "not enough memory to load this file") from None
+    if x.shape[0] == 0:
+        raise InputError(path, "audio has no samples")
+    if not np.all(np.isfinite(x)):
+        raise InputError(path, "audio contains NaN or inf samples")
+    x = x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]
+    if not allow_silent and not np.any(x):
+        raise InputError(path, "audio is all silence")
+    if sr is not None and int(sr) != file_sr:
+        x = resample(x, file_sr, int(sr))
+        file_sr = int(sr)
+    return np.ascontiguousarray(x, dtype=np.float32), file_sr
+
+
+def resample(x, sr_in, sr_out):
+    """Polyphase resampling by the exact rational ratio ``sr_out / sr_in``."""
+    from math import gcd
+
+    import scipy.signal
+
+    g = gcd(int(sr_in), int(sr_out))
+    return scipy.signal.resample_poly(x, int(sr_out) // g, int(sr_in) // g).astype(np.float32)
+
+
+def check_output_path(path):
+    """Fail early, before any work, if ``path`` cannot be written."""
+    path = os.fspath(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise InputError(path, f"output directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise InputError(path, f"output directory {parent} is not writable")
+    if os.path.isdir(path):
+        raise InputError(path, "output path is a directory")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(path, suffix=""):
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
+
+    On any error the temporary file is removed, so a half-written output never appears.
+    """
+    path = check_output_path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix or os.path.splitext(path)[1], dir=os.path.dirname(os.path.abspath(path)))
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,94 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from spiketrum import __version__
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "spiketrum.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def test_version_and_help():
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"spiketrum {__version__}"
+    r = run("--help")
+    assert r.returncode == 0 and "cochleagram" in r.stdout
+
+
+def test_cochleagram_png_from_real_audio(fsdd_wav, tmp_path):
+    out = tmp_path / "c.png"
+    r = run("cochleagram", fsdd_wav, "-o", out, "--channels", 32)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["c.png"]  # no temp files left
+
+
+def _bad_inputs(tmp):
+    sr = 16000
+    files = {}
+    files["empty.wav"] = b""
+    files["text.wav"] = b"this is not audio at all" * 10
+    files["truncated.wav"] = b"RIFF\x24\x00\x00\x00WAVEfmt "
+    for name, data in files.items():
+        (tmp / name).write_bytes(data)
+    sf.write(tmp / "nan.wav", np.array([0.1, np.nan, 0.2] * 100, dtype=np.float32), sr, subtype="FLOAT")
+    sf.write(tmp / "zero_frames.wav", np.zeros(0, dtype=np.float32), sr)
+    return ["empty.wav", "text.wav", "truncated.wav", "nan.wav", "zero_frames.wav", "missing.wav"]
+
+
+def test_bad_audio_gives_one_line_error_and_exit_2(tmp_path):
+    for name in _bad_inputs(tmp_path):
+        out = tmp_path / f"{name}.png"
+        r = run("cochleagram", tmp_path / name, "-o", out)
+        assert r.returncode == 2, (name, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and name in lines[0] and "Traceback" not in r.stderr, (name, r.stderr)
+        assert not out.exists()
+
+
+@pytest.mark.parametrize("subtype,channels,sr", [("PCM_U8", 1, 8000), ("PCM_24", 2, 44100), ("FLOAT", 6, 96000), ("PCM_16", 1, 11025)])
+def test_odd_formats_work(tmp_path, subtype, channels, sr):
+    t = np.arange(int(0.3 * sr)) / sr
+    x = 0.5 * np.sin(2 * np.pi * 440 * t)[:, None].repeat(channels, 1)
+    sf.write(tmp_path / "a.wav", x, sr, subtype=subtype)
+    r = run("cochleagram", tmp_path / "a.wav", "-o", tmp_path / "a.png")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "a.png").exists()
+
+
+def test_silent_and_tiny_audio_work(tmp_path):
+    sf.write(tmp_path / "silent.wav", np.zeros(16000), 16000)
+    sf.write(tmp_path / "tiny.wav", np.ones(160) * 0.1, 16000)  # 0.01 s
+    for name in ("silent.wav", "tiny.wav"):
+        r = run("cochleagram", tmp_path / name, "-o", tmp_path / f"{name}.png")
+        assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--channels", "0"], ["--channels", "x"], ["--fmin", "-1"], ["--hop-ms", "nan"], ["--fmax", "9000"], ["--fmin", "5000", "--fmax", "100"]],
+)
+def test_bad_cli_values_exit_2(fsdd_wav, tmp_path, args):
+    r = run("cochleagram", fsdd_wav, "-o", tmp_path / "a.png", *args)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_unwritable_output_exit_2(fsdd_wav, tmp_path):
+    r = run("cochleagram", fsdd_wav, "-o", tmp_path / "missing" / "a.png")
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o555)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as root: permissions are not enforced")
+        r = run("cochleagram", fsdd_wav, "-o", ro / "a.png")
+        assert r.returncode == 2 and "not writable" in r.stderr
+    finally:
+        os.chmod(ro, 0o755)
