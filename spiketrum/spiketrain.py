@@ -1,0 +1,168 @@
+"""SpikeTrain: the one spike container every encoder returns, with its versioned file format."""
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+
+import numpy as np
+
+from .io import InputError, atomic_output
+
+FORMAT = "spiketrum-spikes"
+FORMAT_VERSION = 1
+_ARRAYS = ("samples", "kernel", "level", "polarity", "amplitude", "level_amplitudes")
+
+
+class SpikeTrain:
+    """Spikes as parallel arrays, sorted by time (ties in emission order).
+
+    Attributes
+    ----------
+    times : np.ndarray, float64, seconds (atom onsets), ascending
+    samples : np.ndarray, int64, onset sample index
+    channels : np.ndarray, int32, output channel (kernel x level x polarity by place)
+    kernel, level : np.ndarray, int16 / int8
+    polarity : np.ndarray, int8, 1 for positive amplitude, 0 for negative
+    amplitude : np.ndarray, float64, exact matching-pursuit coefficient (the "code set")
+    level_amplitudes : np.ndarray [kernels, levels], representative |amplitude| per place
+    sr, n_samples, duration, n_channels, config
+    """
+
+    def __init__(self, samples, kernel, level, polarity, amplitude, level_amplitudes, config, n_samples, meta=None):
+        order = np.argsort(samples, kind="stable")
+        self.samples = np.asarray(samples, np.int64)[order]
+        self.kernel = np.asarray(kernel, np.int16)[order]
+        self.level = np.asarray(level, np.int8)[order]
+        self.polarity = np.asarray(polarity, np.int8)[order]
+        self.amplitude = np.asarray(amplitude, np.float64)[order]
+        self.level_amplitudes = np.asarray(level_amplitudes, np.float64)
+        self.config = config
+        self.n_samples = int(n_samples)
+        self.meta = dict(meta or {})
+
+    @classmethod
+    def from_atoms(cls, kernel, tau, amplitude, config, n_samples, residual_energy=None, signal_energy=None):
+        from .encoder import quantize_levels
+
+        level, book = quantize_levels(kernel, amplitude, config.kernels, config.levels)
+        meta = {}
+        if signal_energy is not None:
+            meta["signal_energy"] = float(signal_energy)
+            meta["residual_energy"] = float(residual_energy[-1]) if len(residual_energy) else float(signal_energy)
+        st = cls(tau, kernel, level, (np.asarray(amplitude) > 0).astype(np.int8), amplitude, book, config, n_samples, meta)
+        st.residual_energy = np.asarray(residual_energy) if residual_energy is not None else None  # emission order
+        return st
+
+    # -- derived --------------------------------------------------------------------------------
+    @property
+    def sr(self):
+        return self.config.sr
+
+    @property
+    def duration(self):
+        return self.n_samples / self.sr
+
+    @property
+    def times(self):
+        return self.samples / self.sr
+
+    @property
+    def n_channels(self):
+        return self.config.n_channels
+
+    @property
+    def channels(self):
+        place = self.kernel.astype(np.int32) * self.config.levels + self.level
+        return (place * 2 + self.polarity if self.config.polarity_channels else place).astype(np.int32)
+
+    def __len__(self):
+        return self.samples.size
+
+    def __repr__(self):
+        return (f"SpikeTrain({len(self)} spikes, {self.duration:.3f} s, {len(self) / max(self.duration, 1e-12):.1f} spikes/s, "
+                f"{self.n_channels} channels, sr={self.sr})")
+
+    # -- conversions ----------------------------------------------------------------------------
+    def to_dense(self, dt=1e-3, torch=False):
+        """Spike counts per time bin and channel, shape ``[ceil(duration / dt), n_channels]``."""
+        if not dt > 0:
+            raise ValueError(f"dt must be > 0, got {dt!r}")
+        n_bins = max(1, int(np.ceil(self.duration / dt - 1e-9)))
+        dense = np.zeros((n_bins, self.n_channels), np.float32)
+        np.add.at(dense, (np.minimum((self.times / dt).astype(np.int64), n_bins - 1), self.channels), 1.0)
+        if torch:
+            import torch as _torch
+
+            return _torch.from_numpy(dense)
+        return dense
+
+    def to_events(self):
+        """tonic-style structured array: ``t`` (µs, int64), ``x`` (channel), ``p`` (polarity)."""
+        ev = np.zeros(len(self), dtype=[("t", "<i8"), ("x", "<i4"), ("p", "<i1")])
+        ev["t"] = np.round(self.samples * 1e6 / self.sr).astype(np.int64)
+        ev["x"] = self.channels
+        ev["p"] = self.polarity
+        return ev
+
+    def to_shd_h5(self, path):
+        """Write SHD-style HDF5 (``spikes/times`` in s, ``spikes/units``); needs h5py."""
+        try:
+            import h5py
+        except ImportError:
+            raise ImportError("to_shd_h5 needs h5py: pip install h5py") from None
+        with atomic_output(path, suffix=".h5") as tmp:
+            with h5py.File(tmp, "w") as f:
+                f.create_dataset("spikes/times", data=self.times.astype(np.float32))
+                f.create_dataset("spikes/units", data=self.channels.astype(np.uint16))
+                f.attrs["config"] = self.config.to_json()
+
+    # -- files ----------------------------------------------------------------------------------
+    def save(self, path):
+        """Write ``.npz`` (arrays + versioned JSON header) atomically."""
+        header = {"format": FORMAT, "version": FORMAT_VERSION, "config": json.loads(self.config.to_json()),
+                  "n_samples": self.n_samples, "meta": self.meta}
+        with atomic_output(path, suffix=".npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, header=np.frombuffer(json.dumps(header).encode(), np.uint8), **{k: getattr(self, k) for k in _ARRAYS})
+
+    @classmethod
+    def load(cls, path):
+        """Read a file written by :meth:`save`; every problem is an :class:`InputError` naming the file."""
+        from .encoder import SpiketrumConfig
+
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise InputError(path, "no such spike file")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                header = json.loads(bytes(z["header"]).decode())
+                arrays = {k: z[k] for k in _ARRAYS}
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError, EOFError) as exc:
+            raise InputError(path, f"not a spiketrum spike file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        if header.get("format") != FORMAT:
+            raise InputError(path, "not a spiketrum spike file (wrong format tag)")
+        if header.get("version", 0) > FORMAT_VERSION:
+            raise InputError(path, f"spike file format version {header['version']} is newer than this spiketrum reads ({FORMAT_VERSION}); upgrade spiketrum")
+        try:
+            cfg = SpiketrumConfig.from_json(json.dumps(header["config"]))
+            n = int(header["n_samples"])
+            sizes = {arrays[k].shape for k in _ARRAYS[:5]}
+            if len(sizes) != 1 or len(next(iter(sizes))) != 1:
+                raise ValueError("spike arrays differ in length")
+            if arrays["level_amplitudes"].shape != (cfg.kernels, cfg.levels):
+                raise ValueError("codebook shape does not match the config")
+            s, k, lv = arrays["samples"], arrays["kernel"], arrays["level"]
+            if s.size and (s.min() < 0 or s.max() >= n or k.min() < 0 or k.max() >= cfg.kernels or lv.min() < 0 or lv.max() >= cfg.levels):
+                raise ValueError("spike indices out of range")
+            if not np.all(np.isfinite(arrays["amplitude"])):
+                raise ValueError("amplitudes contain NaN or inf")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(path, f"corrupt spike file ({exc})") from None
+        return cls(config=cfg, n_samples=n, meta=header.get("meta"), **arrays)
+
+    def __eq__(self, other):
+        if not isinstance(other, SpikeTrain):
+            return NotImplemented
+        return (self.config == other.config and self.n_samples == other.n_samples
+                and all(np.array_equal(getattr(self, k), getattr(other, k)) for k in _ARRAYS))

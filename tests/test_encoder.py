@@ -1,0 +1,189 @@
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+from hypothesis import given
+from hypothesis import strategies as st
+from mp_oracle import slow_mp
+
+from spiketrum import InputError, SpikeTrain, SpiketrumConfig, decode, encode, metrics
+from spiketrum.encoder import dictionary
+
+
+def _speechlike(rng, n, sr):
+    t = np.arange(n) / sr
+    return np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.3 * rng.standard_normal(n)
+
+
+def test_cross_correlation_table_against_direct_sums():
+    phi, lengths, G = dictionary(8000, 6, 100.0, 3000.0, -40.0)
+    D = phi.shape[1] - 1
+    for m, k, d in [(0, 0, 0), (1, 4, 3), (5, 2, -7), (3, 3, 25), (2, 5, -D)]:
+        direct = sum(phi[m, t] * phi[k, t - d] for t in range(phi.shape[1]) if 0 <= t - d < phi.shape[1])
+        assert G[m, k, d + D] == pytest.approx(direct, abs=1e-12)
+    np.testing.assert_allclose(G[np.arange(6), np.arange(6), D], 1.0, rtol=1e-12)  # unit norm
+
+
+@pytest.mark.parametrize("gains", [None, [1.0, 0.5, 2.0, 1.0, 0.0, 1.5, 1.0, 0.8]])
+def test_fast_encoder_equals_slow_oracle_spike_for_spike(rng, gains):
+    sr, n = 8000, 2400
+    x = rng.standard_normal(n)
+    st = encode(x, sr, n_spikes=120, kernels=8, fmin=100.0, fmax=3000.0, floor_db=-40.0, gains=gains)
+    phi, lengths, _ = dictionary(sr, 8, 100.0, 3000.0, -40.0)
+    ref, energies, _ = slow_mp(x, phi, lengths, 120, gains)
+    emitted = sorted(zip(st.samples.tolist(), st.kernel.tolist(), st.amplitude.tolist()))
+    expect = sorted((tau, m, s) for m, tau, s in ref)
+    assert [(t, m) for t, m, _ in emitted] == [(t, m) for t, m, _ in expect]
+    np.testing.assert_allclose([a for *_, a in emitted], [a for *_, a in expect], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(st.residual_energy, energies, rtol=1e-9)
+
+
+def test_residual_energy_never_increases(rng):
+    x = _speechlike(rng, 8000, 16000)
+    st = encode(x, 16000, n_spikes=400)
+    e = np.concatenate([[x @ x], st.residual_energy])
+    assert np.all(np.diff(e) <= 1e-12 * e[0])
+    # the decoded residual is no larger than what pursuit tracked (tails past the end are cut off)
+    assert np.sum((x - decode(st, exact=True)) ** 2) <= e[-1] * (1 + 1e-9)
+
+
+def test_recovers_fifty_known_atoms():
+    sr, kernels = 16000, 40
+    phi, lengths, _ = dictionary(sr, kernels, 100.0, 7000.0, -60.0)
+    rng = np.random.default_rng(7)
+    gap = phi.shape[1] + 50
+    truth = []
+    x = np.zeros(50 * gap + gap)
+    for i in range(50):
+        m, tau = int(rng.integers(kernels)), i * gap + int(rng.integers(40))
+        a = float(rng.choice([-1, 1]) * rng.uniform(0.2, 3.0))
+        x[tau : tau + lengths[m]] += a * phi[m, : lengths[m]]
+        truth.append((tau, m, a))
+    st = encode(x, sr, n_spikes=50, kernels=kernels, fmin=100.0, fmax=7000.0)
+    got = list(zip(st.samples.tolist(), st.kernel.tolist(), st.amplitude.tolist()))
+    assert [(t, m) for t, m, _ in got] == [(t, m) for t, m, _ in truth]
+    assert max(abs(a - b) for (*_, a), (*_, b) in zip(got, truth)) < 1e-6
+
+
+@given(k=st.integers(0, 300), rate=st.floats(10, 3000), seconds=st.floats(0.05, 0.6))
+def test_spike_count_is_exact(k, rate, seconds):
+    sr = 8000
+    x = np.random.default_rng(k).standard_normal(int(seconds * sr))
+    assert len(encode(x, sr, n_spikes=k, kernels=10)) == k
+    assert len(encode(x, sr, rate=rate, kernels=10)) == round(rate * x.size / sr)
+
+
+@given(frame_ms=st.floats(2, 60), rate=st.floats(50, 3000))
+def test_every_frame_holds_exactly_its_budget(frame_ms, rate):
+    sr = 8000
+    x = np.random.default_rng(1).standard_normal(3000)
+    st_ = encode(x, sr, rate=rate, frame_ms=frame_ms, kernels=10)
+    frame = max(1, int(round(frame_ms * sr / 1000)))
+    edges = np.unique(np.minimum(np.arange(0, x.size + frame, frame), x.size))
+    budget = np.diff(np.round(rate * edges / sr).astype(int))
+    counts = np.histogram(st_.samples, bins=edges)[0]
+    np.testing.assert_array_equal(counts, budget)
+    assert len(st_) == round(rate * x.size / sr)
+
+
+def test_snr_target_stops_as_soon_as_reached(rng):
+    x = _speechlike(rng, 4000, 8000)
+    st = encode(x, 8000, snr_db=15.0, kernels=20)
+    e0 = x @ x
+    assert 10 * np.log10(e0 / st.residual_energy[-1]) >= 15.0
+    assert 10 * np.log10(e0 / st.residual_energy[-2]) < 15.0
+
+
+def test_real_speech_snr_rises_with_rate(fsdd_wav):
+    x, sr = sf.read(fsdd_wav)
+    snrs = [metrics.snr_db(x, decode(encode(x, sr, rate=r), exact=True)) for r in (250, 500, 1000, 2000, 4000)]
+    assert all(b > a for a, b in zip(snrs, snrs[1:])), snrs
+    assert snrs[2] > 15  # 1000 spikes/s on 8 kHz speech
+
+
+def test_silence_gives_zero_spikes_and_a_warning():
+    with pytest.warns(UserWarning, match="silent"):
+        st = encode(np.zeros(4000), 8000, rate=1000)
+    assert len(st) == 0
+    np.testing.assert_array_equal(decode(st), np.zeros(4000))
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [dict(rate=0), dict(rate=-5), dict(rate=np.nan), dict(n_spikes=-1), dict(n_spikes=2.5), dict(rate=100, n_spikes=4),
+     dict(), dict(frame_ms=10), dict(rate=100, snr_db=10), dict(rate=100, kernels=0), dict(rate=100, levels=0),
+     dict(rate=100, fmax=5000), dict(rate=100, fmin=0), dict(rate=100, gains=[1, 2])],
+)
+def test_bad_configuration_raises(kw):
+    with pytest.raises(ValueError):
+        encode(np.ones(800), 8000, **kw)
+
+
+@pytest.mark.parametrize("x", [np.array([]), np.array([1.0, np.nan]), np.ones((2, 100)), np.array(["a"])])
+def test_bad_audio_raises(x):
+    with pytest.raises(ValueError):
+        encode(x, 8000, rate=100)
+
+
+def test_channels_place_code(rng):
+    x = rng.standard_normal(4000)
+    st = encode(x, 8000, n_spikes=200, kernels=12, levels=3)
+    assert st.channels.max() < st.n_channels == 12 * 3 * 2
+    np.testing.assert_array_equal(st.channels, (st.kernel * 3 + st.level) * 2 + st.polarity)
+    np.testing.assert_array_equal(st.polarity == 1, st.amplitude > 0)
+    folded = encode(x, 8000, n_spikes=200, kernels=12, levels=3, polarity_channels=False)
+    assert folded.n_channels == 36 and folded.channels.max() < 36
+    assert np.all(np.diff(st.times) >= 0)
+
+
+def test_dense_and_events(rng):
+    st = encode(rng.standard_normal(8000), 16000, rate=2000)
+    dense = st.to_dense(1e-3)
+    assert dense.shape == (500, st.n_channels) and dense.sum() == len(st)
+    ev = st.to_events()
+    assert ev.dtype.names == ("t", "x", "p") and np.all(np.diff(ev["t"]) >= 0)
+    assert st.to_dense(1e-3, torch=True).sum().item() == len(st)
+
+
+def test_save_load_roundtrip_is_bit_exact(rng, tmp_path):
+    st = encode(rng.standard_normal(4000), 8000, rate=1500, gains=[1.0] * 40)
+    st.save(tmp_path / "a.npz")
+    back = SpikeTrain.load(tmp_path / "a.npz")
+    assert back == st and back.config == st.config
+    np.testing.assert_array_equal(decode(back), decode(st))
+    assert [p.name for p in tmp_path.iterdir()] == ["a.npz"]
+
+
+def test_load_rejects_future_tampered_and_foreign_files(rng, tmp_path):
+    st = encode(rng.standard_normal(2000), 8000, n_spikes=50)
+    st.save(tmp_path / "a.npz")
+    with np.load(tmp_path / "a.npz") as z:
+        arrays = dict(z)
+    header = json.loads(bytes(arrays["header"]).decode())
+    header["version"] = 99
+    np.savez(tmp_path / "future.npz", **{**arrays, "header": np.frombuffer(json.dumps(header).encode(), np.uint8)})
+    with pytest.raises(InputError, match="newer"):
+        SpikeTrain.load(tmp_path / "future.npz")
+    np.savez(tmp_path / "tampered.npz", **{**arrays, "kernel": arrays["kernel"] + 100})
+    with pytest.raises(InputError, match="out of range"):
+        SpikeTrain.load(tmp_path / "tampered.npz")
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04garbage")
+    with pytest.raises(InputError, match="junk.npz"):
+        SpikeTrain.load(tmp_path / "junk.npz")
+    np.savez(tmp_path / "other.npz", a=np.arange(3))
+    with pytest.raises(InputError, match="not a spiketrum"):
+        SpikeTrain.load(tmp_path / "other.npz")
+
+
+def test_config_json_roundtrip():
+    cfg = SpiketrumConfig(sr=16000, rate=500.0, frame_ms=10.0, gains=tuple([1.0] * 40))
+    assert SpiketrumConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(dataclasses_frozen()):
+        cfg.rate = 3
+
+
+def dataclasses_frozen():
+    import dataclasses
+
+    return dataclasses.FrozenInstanceError
