@@ -52,6 +52,118 @@ def cmd_cochleagram(args):
     print(f"wrote {args.output}: {args.channels} channels x {C.shape[1]} frames")
 
 
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3", ".au")
+
+
+def _collect(inputs, output):
+    """(source, destination) pairs; folders are walked recursively and mirrored under the output."""
+    from pathlib import Path
+
+    from .io import InputError
+
+    out = Path(output)
+    single = len(inputs) == 1 and not Path(inputs[0]).is_dir() and out.suffix == ".npz"
+    pairs = []
+    for inp in map(Path, inputs):
+        if inp.is_dir():
+            for f in sorted(p for p in inp.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()):
+                pairs.append((f, out / inp.name / f.relative_to(inp).with_suffix(".npz")))
+        elif single:
+            pairs.append((inp, out))
+        elif inp.exists() or inp.suffix:
+            pairs.append((inp, out / inp.with_suffix(".npz").name))
+        else:
+            raise InputError(inp, "no such file or folder")
+    return pairs
+
+
+def cmd_encode(args):
+    import warnings
+
+    from tqdm import tqdm
+
+    from .encoder import SpiketrumConfig, encode_with
+    from .io import InputError, load_audio
+    from .spiketrain import SpikeTrain
+
+    rules = dict(rate=args.rate, n_spikes=args.spikes, snr_db=args.snr, frame_ms=args.frame_ms)
+    if all(v is None for k, v in rules.items() if k != "frame_ms"):
+        rules["rate"] = 1000.0
+    pairs = _collect(args.input, args.output)
+    if not pairs:
+        raise InputError(args.input[0], "no audio files found")
+    failures, skipped = [], 0
+    for src, dst in tqdm(pairs, desc="encode", unit="file", disable=len(pairs) < 2 or args.quiet):
+        try:
+            x, sr = load_audio(src, sr=args.sr)
+            cfg = SpiketrumConfig(sr=sr, kernels=args.kernels, levels=args.levels, fmin=args.fmin, fmax=args.fmax, **rules)
+            if dst.exists():  # written atomically, so an existing file is complete; re-encode only if the config changed
+                try:
+                    if SpikeTrain.load(dst).config == cfg:
+                        skipped += 1
+                        continue
+                except InputError:
+                    pass
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                st = encode_with(x, cfg)
+            if len(st) == 0:
+                tqdm.write(f"spiketrum encode: warning: {src}: silent audio, encoded to zero spikes", file=sys.stderr)
+            st.save(dst)
+        except (ValueError, OSError) as exc:
+            msg = str(exc) if isinstance(exc, InputError) else f"{src}: {exc}"
+            tqdm.write(f"spiketrum encode: error: {msg}".split("\n")[0], file=sys.stderr)
+            failures.append(str(src))
+    done = len(pairs) - len(failures) - skipped
+    if len(pairs) > 1 or failures:
+        print(f"encoded {done}, skipped {skipped} already done, failed {len(failures)} of {len(pairs)} files")
+    elif done:
+        print(f"wrote {pairs[0][1]}")
+    if failures:
+        raise SystemExit(2)
+
+
+def cmd_decode(args):
+    import soundfile as sf
+
+    from .encoder import decode
+    from .io import atomic_output, check_output_path
+    from .spiketrain import SpikeTrain
+
+    check_output_path(args.output)
+    st = SpikeTrain.load(args.input)
+    y = decode(st, exact=args.exact)
+    peak = float(max(abs(y).max(), 1e-12)) if y.size else 1.0
+    with atomic_output(args.output) as tmp:
+        sf.write(tmp, (y / peak if peak > 1 else y).astype("float32"), st.sr, subtype="FLOAT", format="WAV")
+    print(f"wrote {args.output}: {st.duration:.3f} s at {st.sr} Hz from {len(st)} spikes")
+
+
+def cmd_info(args):
+    import json
+
+    from . import metrics
+    from .spiketrain import SpikeTrain
+
+    st = SpikeTrain.load(args.input)
+    info = {"file": args.input, **metrics.report(st), "config": json.loads(st.config.to_json())}
+    if "signal_energy" in st.meta and st.meta["residual_energy"] > 0:
+        info["encoder_residual_snr_db"] = 10 * __import__("math").log10(st.meta["signal_energy"] / st.meta["residual_energy"])
+    if args.source:
+        from .io import load_audio
+
+        x, _ = load_audio(args.source, sr=st.sr)
+        if x.size != st.n_samples:
+            raise ValueError(f"{args.source}: has {x.size} samples, the spike file encodes {st.n_samples}")
+        info.update(metrics.report(st, x))
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for k, v in info.items():
+            print(f"{k:>24s}: {v:.4g}" if isinstance(v, float) else f"{k:>24s}: {v}")
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog="spiketrum",
@@ -70,6 +182,35 @@ def build_parser():
     c.add_argument("--hop-ms", type=_positive_float, default=10.0, help="frame hop in ms (default 10)")
     c.add_argument("--dpi", type=_positive_int, default=120)
     c.set_defaults(func=cmd_cochleagram)
+
+    e = sub.add_parser("encode", help="encode audio files or folders into spike files (.npz)")
+    e.add_argument("input", nargs="+", help="audio files or folders (walked recursively)")
+    e.add_argument("-o", "--output", required=True, help="output folder (mirrors input folders), or a .npz for one file")
+    rule = e.add_mutually_exclusive_group()
+    rule.add_argument("--spikes", type=_positive_int, help="total number of spikes")
+    rule.add_argument("--snr", type=float, help="stop at this residual SNR in dB")
+    e.add_argument("--rate", type=_positive_float, help="spikes per second (default 1000); per frame with --frame-ms")
+    e.add_argument("--frame-ms", type=_positive_float, help="frame length for per-frame spike budgets (needs --rate)")
+    e.add_argument("--kernels", type=_positive_int, default=40, help="gammatone kernels (default 40)")
+    e.add_argument("--levels", type=_positive_int, default=3, help="intensity levels per kernel (default 3)")
+    e.add_argument("--fmin", type=_positive_float, default=50.0, help="lowest kernel centre frequency, Hz (default 50)")
+    e.add_argument("--fmax", type=_positive_float, default=None, help="highest kernel centre frequency, Hz (default min(8000, 0.45 sr))")
+    e.add_argument("--sr", type=_positive_int, default=None, help="resample to this rate first (default: keep the file's rate)")
+    e.add_argument("--method", choices=["spiketrum"], default="spiketrum", help="encoder (default spiketrum)")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=cmd_encode)
+
+    d = sub.add_parser("decode", help="reconstruct audio from a spike file")
+    d.add_argument("input", help="spike file (.npz)")
+    d.add_argument("-o", "--output", required=True, help="wav file to write")
+    d.add_argument("--exact", action="store_true", help="use exact amplitudes (code set), not level representatives")
+    d.set_defaults(func=cmd_decode)
+
+    i = sub.add_parser("info", help="describe a spike file")
+    i.add_argument("input", help="spike file (.npz)")
+    i.add_argument("--source", help="the source audio, to report reconstruction SNR")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.set_defaults(func=cmd_info)
     return p
 
 

@@ -92,3 +92,59 @@ def test_unwritable_output_exit_2(fsdd_wav, tmp_path):
         assert r.returncode == 2 and "not writable" in r.stderr
     finally:
         os.chmod(ro, 0o755)
+
+
+def test_encode_folder_mirrors_tree_resumes_and_reports_failures(data_root, tmp_path):
+    import shutil
+
+    src = tmp_path / "corpus"
+    (src / "sub").mkdir(parents=True)
+    rec = data_root / "fsdd" / "recordings"
+    for name in ("3_jackson_0.wav", "4_theo_1.wav"):
+        shutil.copy(rec / name, src / name)
+    shutil.copy(rec / "7_nicolas_2.wav", src / "sub" / "7_nicolas_2.wav")
+    (src / "broken.wav").write_bytes(b"RIFF....WAVEjunk")
+    out = tmp_path / "spikes"
+    r = run("encode", src, "-o", out, "--rate", 500)
+    assert r.returncode == 2 and "broken.wav" in r.stderr and "Traceback" not in r.stderr
+    made = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.npz"))
+    assert made == ["corpus/3_jackson_0.npz", "corpus/4_theo_1.npz", "corpus/sub/7_nicolas_2.npz"]
+    stamp = (out / made[0]).stat().st_mtime_ns
+    r = run("encode", src, "-o", out, "--rate", 500)
+    assert "skipped 3 already done" in r.stdout and (out / made[0]).stat().st_mtime_ns == stamp
+    r = run("encode", src, "-o", out, "--rate", 800)  # a new config re-encodes
+    assert "encoded 3" in r.stdout
+
+
+def test_decode_and_info_roundtrip(fsdd_wav, tmp_path):
+    import json
+
+    assert run("encode", fsdd_wav, "-o", tmp_path / "a.npz", "--rate", 2000).returncode == 0
+    r = run("info", tmp_path / "a.npz", "--json", "--source", fsdd_wav)
+    info = json.loads(r.stdout)
+    assert info["spikes_per_second"] == pytest.approx(2000, rel=2e-3)
+    assert info["snr_exact_db"] == pytest.approx(info["encoder_residual_snr_db"], abs=0.5)
+    r = run("decode", tmp_path / "a.npz", "-o", tmp_path / "a.wav", "--exact")
+    assert r.returncode == 0
+    y, sr = sf.read(tmp_path / "a.wav")
+    x, sr0 = sf.read(fsdd_wav)
+    assert sr == sr0 and y.size == x.size
+
+
+@pytest.mark.parametrize("cmd", ["decode", "info"])
+def test_bad_spike_files_exit_2(tmp_path, cmd):
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    extra = ["-o", str(tmp_path / "o.wav")] if cmd == "decode" else []
+    for name in ("bad.npz", "missing.npz"):
+        r = run(cmd, tmp_path / name, *extra)
+        assert r.returncode == 2 and name in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "o.wav").exists()
+
+
+def test_encode_silence_warns_and_writes_zero_spikes(tmp_path):
+    sf.write(tmp_path / "s.wav", np.zeros(8000), 16000)
+    r = run("encode", tmp_path / "s.wav", "-o", tmp_path / "s.npz")
+    assert r.returncode == 0 and "silent" in r.stderr
+    from spiketrum import SpikeTrain
+
+    assert len(SpikeTrain.load(tmp_path / "s.npz")) == 0
