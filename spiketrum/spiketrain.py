@@ -40,6 +40,7 @@ class SpikeTrain:
         self.config = config
         self.n_samples = int(n_samples)
         self.meta = dict(meta or {})
+        self.residual_energy = None  # per-spike, in emission order; only known right after encoding
 
     @classmethod
     def from_atoms(cls, kernel, tau, amplitude, config, n_samples, residual_energy=None, signal_energy=None):
@@ -51,7 +52,8 @@ class SpikeTrain:
             meta["signal_energy"] = float(signal_energy)
             meta["residual_energy"] = float(residual_energy[-1]) if len(residual_energy) else float(signal_energy)
         st = cls(tau, kernel, level, (np.asarray(amplitude) > 0).astype(np.int8), amplitude, book, config, n_samples, meta)
-        st.residual_energy = np.asarray(residual_energy) if residual_energy is not None else None  # emission order
+        if residual_energy is not None:
+            st.residual_energy = np.asarray(residual_energy)
         return st
 
     # -- derived --------------------------------------------------------------------------------

@@ -151,6 +151,7 @@ def test_save_load_roundtrip_is_bit_exact(rng, tmp_path):
     st.save(tmp_path / "a.npz")
     back = SpikeTrain.load(tmp_path / "a.npz")
     assert back == st and back.config == st.config
+    assert back.residual_energy is None and back.meta == st.meta
     np.testing.assert_array_equal(decode(back), decode(st))
     assert [p.name for p in tmp_path.iterdir()] == ["a.npz"]
 
