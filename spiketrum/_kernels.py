@@ -55,12 +55,12 @@ def _argmax(C, w, lo, hi, bmax, bpos, smax, sblk):
     M = C.shape[0]
     best = -1.0
     bm, bt = -1, -1
+    # whole superblocks inside [lo, hi) come from the summary; the partial ends are scanned
+    first_sb = (lo + B * S - 1) // (B * S)
+    last_sb = hi // (B * S)  # exclusive
     for m in range(M):
         wm = w[m]
         row = C[m]
-        # whole superblocks inside [lo, hi) come from the summary; the partial ends are scanned
-        first_sb = (lo + B * S - 1) // (B * S)
-        last_sb = hi // (B * S)  # exclusive
         if first_sb < last_sb:
             for t in range(lo, first_sb * B * S):
                 a = abs(row[t]) * wm
@@ -83,7 +83,7 @@ def _argmax(C, w, lo, hi, bmax, bpos, smax, sblk):
 
 @nb.njit(cache=True, nogil=True, fastmath={"contract"})
 def _subtract(C, G, lengths, k, tau, s):
-    """Remove spike (k, tau, s) from every kernel's correlation; returns the touched range per kernel."""
+    """Remove spike (k, tau, s) from every kernel's correlation C[m, tau - L_m + 1 : tau + L_k]."""
     M, T = C.shape
     D = (G.shape[2] + 1) // 2 - 1
     lk = lengths[k]

@@ -142,6 +142,7 @@ def cmd_decode(args):
 
 def cmd_info(args):
     import json
+    import math
 
     from . import metrics
     from .spiketrain import SpikeTrain
@@ -149,7 +150,7 @@ def cmd_info(args):
     st = SpikeTrain.load(args.input)
     info = {"file": args.input, **metrics.report(st), "config": json.loads(st.config.to_json())}
     if "signal_energy" in st.meta and st.meta["residual_energy"] > 0:
-        info["encoder_residual_snr_db"] = 10 * __import__("math").log10(st.meta["signal_energy"] / st.meta["residual_energy"])
+        info["encoder_residual_snr_db"] = 10 * math.log10(st.meta["signal_energy"] / st.meta["residual_energy"])
     if args.source:
         from .io import load_audio
 
@@ -190,7 +191,7 @@ def build_parser():
     rule.add_argument("--spikes", type=_positive_int, help="total number of spikes")
     rule.add_argument("--snr", type=float, help="stop at this residual SNR in dB")
     e.add_argument("--rate", type=_positive_float, help="spikes per second (default 1000); per frame with --frame-ms")
-    e.add_argument("--frame-ms", type=_positive_float, help="frame length for per-frame spike budgets (needs --rate)")
+    e.add_argument("--frame-ms", type=_positive_float, help="frame length for per-frame spike budgets of --rate (default rate 1000)")
     e.add_argument("--kernels", type=_positive_int, default=40, help="gammatone kernels (default 40)")
     e.add_argument("--levels", type=_positive_int, default=3, help="intensity levels per kernel (default 3)")
     e.add_argument("--fmin", type=_positive_float, default=50.0, help="lowest kernel centre frequency, Hz (default 50)")

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -180,11 +181,5 @@ def test_load_rejects_future_tampered_and_foreign_files(rng, tmp_path):
 def test_config_json_roundtrip():
     cfg = SpiketrumConfig(sr=16000, rate=500.0, frame_ms=10.0, gains=tuple([1.0] * 40))
     assert SpiketrumConfig.from_json(cfg.to_json()) == cfg
-    with pytest.raises(dataclasses_frozen()):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.rate = 3
-
-
-def dataclasses_frozen():
-    import dataclasses
-
-    return dataclasses.FrozenInstanceError
