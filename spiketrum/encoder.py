@@ -7,6 +7,7 @@ import json
 import warnings
 
 import numpy as np
+import scipy.fft
 import scipy.signal
 
 from cochlea import erb_space, gammatone_kernels
@@ -35,6 +36,9 @@ class SpiketrumConfig:
     floor_db: float = -60.0
     polarity_channels: bool = True
     gains: tuple | None = None
+    mode: str = "fast"
+    xcorr_floor_db: float = -60.0
+    chunk_s: float = 20.0
     method: str = "spiketrum"
 
     def __post_init__(self):
@@ -67,6 +71,12 @@ class SpiketrumConfig:
             g = np.asarray(self.gains, dtype=float)
             if g.shape != (self.kernels,) or not np.all(np.isfinite(g)) or np.any(g < 0):
                 bad(f"gains must be {self.kernels} finite values >= 0")
+        if self.mode not in ("fast", "exact"):
+            bad(f"mode must be 'fast' or 'exact', got {self.mode!r}")
+        if not (np.isfinite(self.xcorr_floor_db) and self.xcorr_floor_db < 0):
+            bad(f"xcorr_floor_db must be a negative level in dB, got {self.xcorr_floor_db!r}")
+        if not (np.isfinite(self.chunk_s) and self.chunk_s > 0):
+            bad(f"chunk_s must be > 0 seconds, got {self.chunk_s!r}")
         if self.method != "spiketrum":
             bad(f"unknown method {self.method!r}")
 
@@ -97,65 +107,118 @@ class SpiketrumConfig:
 
 @functools.lru_cache(maxsize=8)
 def dictionary(sr, kernels, fmin, fmax, floor_db):
-    """Gammatone kernels, their lengths and the cross-correlation table G (see _kernels)."""
+    """Unit-norm gammatone kernels ``phi [M, Lmax]`` (zero-padded) and their lengths."""
     phi, lengths = gammatone_kernels(sr, erb_space(fmin, fmax, kernels), floor_db=floor_db)
+    phi.setflags(write=False)
+    lengths.setflags(write=False)
+    return phi, lengths
+
+
+@functools.lru_cache(maxsize=8)
+def cross_correlations(sr, kernels, fmin, fmax, floor_db, xcorr_floor_db=None, dtype="float64"):
+    """Flattened kernel cross-correlation table driving the local correlation updates (see _kernels).
+
+    For spike kernel k and updated kernel m, ``h[start[k, m] : start[k, m] + length[k, m]]`` holds
+    ``sum_t phi_m[t - d] phi_k[t]`` for lags ``d = lo[k, m], lo[k, m] + 1, ...``. ``xcorr_floor_db``
+    None keeps every nonzero term (exact pursuit); a level such as -60 trims each lag range to the
+    terms above that level relative to the unit autocorrelation peak, and drops pairs entirely below it.
+    """
+    phi, lengths = dictionary(sr, kernels, fmin, fmax, floor_db)
     lmax = phi.shape[1]
-    nfft = scipy.fft.next_fast_len(2 * lmax - 1)
-    F = np.fft.rfft(phi, nfft)
-    full = np.fft.irfft(F[:, None, :] * F[None, :, :].conj(), nfft)  # index d mod nfft: sum_t phi_m[t] phi_k[t-d]
-    G = np.concatenate([full[..., nfft - (lmax - 1) :], full[..., :lmax]], axis=-1)
-    for a in (phi, lengths, G):
+    nfft = scipy.fft.next_fast_len(2 * lmax - 1, real=True)
+    F = scipy.fft.rfft(phi, nfft)
+    eps = 0.0 if xcorr_floor_db is None else 10 ** (xcorr_floor_db / 20)
+    start, lo, length = (np.zeros((kernels, kernels), np.int64) for _ in range(3))
+    pieces, pos = [], 0
+    for k in range(kernels):
+        full = scipy.fft.irfft(F[k] * F.conj(), nfft)  # [m, d mod nfft]: sum_t phi_k[t] phi_m[t - d]
+        for m in range(kernels):
+            d0, d1 = -(lengths[m] - 1), lengths[k] - 1  # where the atoms overlap at all
+            seg = full[m, np.arange(d0, d1 + 1) % nfft]
+            keep = np.flatnonzero(np.abs(seg) > eps)
+            if keep.size == 0:
+                continue
+            seg = seg[keep[0] : keep[-1] + 1]
+            start[k, m], lo[k, m], length[k, m] = pos, d0 + keep[0], seg.size
+            pieces.append(seg)
+            pos += seg.size
+    h = np.concatenate(pieces).astype(dtype)
+    for a in (h, start, lo, length):
         a.setflags(write=False)
-    return phi, lengths, G
+    return h, start, lo, length
 
 
-def _correlation_map(x, phi, lengths):
-    """C[m, tau] = sum_t x[tau + t] phi_m[t] for tau in [0, len(x)), zero past the end of x."""
-    n = x.size
-    C = np.empty((phi.shape[0], n))
-    for m in range(phi.shape[0]):
-        k = phi[m, : lengths[m]]
-        C[m] = scipy.signal.oaconvolve(x, k[::-1], mode="full")[k.size - 1 : k.size - 1 + n]
+def _correlation_map(r, phi, T, dtype=np.float64, block=8192):
+    """``C[m, tau] = sum_t r[tau + t] phi_m[t]`` for tau in [0, T); r must hold T + Lmax - 1 samples.
+
+    Overlap-save with one FFT of the input blocks shared by all kernels.
+    """
+    M, lmax = phi.shape
+    nb = max(block, scipy.fft.next_fast_len(4 * lmax, real=True))
+    hop = nb - lmax + 1
+    nblk = -(-T // hop)
+    seg = np.zeros(nblk * hop + lmax - 1, dtype)
+    seg[: min(r.size, seg.size)] = r[: seg.size]
+    X = scipy.fft.rfft(np.lib.stride_tricks.sliding_window_view(seg, nb)[::hop], axis=-1)
+    P = scipy.fft.rfft(phi.astype(dtype), nb).conj()
+    C = np.empty((M, T), dtype)
+    for m in range(M):
+        C[m] = scipy.fft.irfft(X * P[m], nb, axis=-1)[:, :hop].reshape(-1)[:T]
     return C
 
 
-def _budgets(cfg, n, sr):
-    """Spikes per frame and frame length in samples for the configured stopping rule."""
-    duration = n / sr
+def _chunks(cfg, n):
+    """Plan of the pursuit: (start, stop, per-frame budgets, frame length) for each chunk of onsets.
+
+    Frame budgets are cumulatively rounded over the whole file, so every frame and the total are
+    exact. A count rule (``n_spikes`` or ``rate``) on a file longer than ``chunk_s`` becomes a per-chunk
+    budget in proportion to the chunk's length: memory stays bounded, at the price of pursuit not
+    moving spikes between chunks.
+    """
+    sr = cfg.sr
     if cfg.frame_ms is not None:
         frame = max(1, int(round(cfg.frame_ms * sr / 1000)))
-        edges = np.minimum(np.arange(0, n + frame, frame), n)
-        edges = np.unique(edges)
-        cum = np.round(cfg.rate * edges / sr).astype(np.int64)  # cumulative rounding: the total is exact too
-        return np.diff(cum), frame
-    if cfg.n_spikes is not None:
-        total = int(cfg.n_spikes)
-    elif cfg.rate is not None:
-        total = int(round(cfg.rate * duration))
+        chunk = frame * max(1, int(cfg.chunk_s * sr) // frame)
     else:
-        total = np.iinfo(np.int64).max // 2
-    return np.array([total], dtype=np.int64), n
+        chunk = frame = max(1, int(cfg.chunk_s * sr))
+    edges = np.unique(np.minimum(np.arange(0, n + chunk, chunk), n))
+    if cfg.frame_ms is not None:
+        fe = np.unique(np.minimum(np.arange(0, n + frame, frame), n))
+        per_frame = np.diff(np.round(cfg.rate * fe / sr).astype(np.int64))
+        per_chunk = [per_frame[a // frame : -(-b // frame)] for a, b in zip(edges[:-1], edges[1:])]
+    elif cfg.snr_db is not None:
+        per_chunk = [np.array([np.iinfo(np.int64).max // 4])] * (edges.size - 1)
+    else:
+        total = int(cfg.n_spikes) if cfg.n_spikes is not None else int(round(cfg.rate * n / sr))
+        per_chunk = [np.array([c]) for c in np.diff(np.round(total * (edges / n)).astype(np.int64))]
+    return [(int(a), int(b), bud.copy(), frame) for a, b, bud in zip(edges[:-1], edges[1:], per_chunk)]
 
 
-def quantize_levels(kernel, amplitude, n_kernels, levels):
-    """Intensity-to-place: |amplitude| in ``levels`` log-uniform bins over this train's range.
+def quantize_levels(kernel, amplitude, n_kernels, levels, iterations=30):
+    """Intensity-to-place: |amplitude| into ``levels`` levels per kernel, chosen for this train.
 
-    Returns (level per spike, codebook[n_kernels, levels]) where the codebook holds the mean
-    |amplitude| of each (kernel, level), the least-squares representative for spike-only decoding.
+    Per kernel, a Lloyd-Max quantiser of |amplitude| (least squared error, so the best spike-only
+    reconstruction SNR) started from equal-count quantiles. Returns (level per spike, codebook
+    [n_kernels, levels]) with the codebook holding each (kernel, level)'s representative |amplitude|,
+    ascending in level; levels no spike uses hold 0.
     """
-    a = np.abs(amplitude)
+    a = np.abs(np.asarray(amplitude, np.float64))
+    kernel = np.asarray(kernel, np.int64)
+    level = np.zeros(a.size, np.int64)
     book = np.zeros((n_kernels, levels))
-    if a.size == 0:
-        return np.zeros(0, np.int8), book
-    lo, hi = np.log(a.min()), np.log(a.max())
-    if levels == 1 or hi <= lo:
-        level = np.zeros(a.size, np.int64)
-    else:
-        level = np.clip(((np.log(a) - lo) / (hi - lo) * levels).astype(np.int64), 0, levels - 1)
-    np.add.at(book, (kernel, level), a)
-    count = np.zeros_like(book)
-    np.add.at(count, (kernel, level), 1)
-    book = np.divide(book, count, out=np.zeros_like(book), where=count > 0)
+    for m in np.unique(kernel):
+        sel = np.flatnonzero(kernel == m)
+        v = np.sort(a[sel])
+        q = np.unique(np.quantile(v, (np.arange(levels) + 0.5) / levels))
+        for _ in range(iterations):
+            idx = np.searchsorted((q[1:] + q[:-1]) / 2, v)
+            new = np.bincount(idx, v, q.size) / np.maximum(np.bincount(idx, minlength=q.size), 1)
+            new = np.where(np.bincount(idx, minlength=q.size) > 0, new, q)
+            if np.array_equal(new, q):
+                break
+            q = new
+        level[sel] = np.searchsorted((q[1:] + q[:-1]) / 2, a[sel])
+        book[m, : q.size] = q
     return level.astype(np.int8), book
 
 
@@ -172,7 +235,7 @@ def _as_audio(x):
 
 
 def encode(x, sr, *, rate=None, n_spikes=None, snr_db=None, frame_ms=None, kernels=40, levels=3, fmin=50.0, fmax=None,
-           gains=None, floor_db=-60.0, polarity_channels=True):
+           gains=None, floor_db=-60.0, polarity_channels=True, mode="fast", xcorr_floor_db=-60.0, chunk_s=20.0):
     """Encode audio into a spiketrum spike train by matching pursuit: one spike per iteration.
 
     Each iteration picks the gammatone kernel and onset with the largest (gain-weighted)
@@ -201,6 +264,12 @@ def encode(x, sr, *, rate=None, n_spikes=None, snr_db=None, frame_ms=None, kerne
         Kernel truncation floor of the envelope.
     polarity_channels : bool
         ``True``: M x L x 2 channels (polarity by place); ``False``: M x L, polarity as an attribute.
+    mode : {"fast", "exact"}
+        ``"exact"`` is plain matching pursuit, spike for spike. ``"fast"`` keeps the correlation map in
+        float32 and skips kernel cross-correlation terms below ``xcorr_floor_db`` (relative to the
+        autocorrelation peak); amplitudes still come from the exact residual.
+    chunk_s : float
+        Onsets are pursued in chunks of this many seconds, which bounds memory on long files.
 
     Returns
     -------
@@ -216,6 +285,7 @@ def encode(x, sr, *, rate=None, n_spikes=None, snr_db=None, frame_ms=None, kerne
     """
     cfg = SpiketrumConfig(sr=int(sr), rate=rate, n_spikes=n_spikes, snr_db=snr_db, frame_ms=frame_ms, kernels=kernels,
                           levels=levels, fmin=fmin, fmax=fmax, floor_db=floor_db, polarity_channels=polarity_channels,
+                          mode=mode, xcorr_floor_db=xcorr_floor_db, chunk_s=chunk_s,
                           gains=None if gains is None else tuple(float(g) for g in gains))
     return encode_with(x, cfg)
 
@@ -223,17 +293,44 @@ def encode(x, sr, *, rate=None, n_spikes=None, snr_db=None, frame_ms=None, kerne
 def encode_with(x, cfg):
     """Encode with a ready :class:`SpiketrumConfig`."""
     x = _as_audio(x)
-    phi, lengths, G = dictionary(cfg.sr, cfg.kernels, cfg.fmin, cfg.resolved_fmax, cfg.floor_db)
-    budgets, frame = _budgets(cfg, x.size, cfg.sr)
+    n = x.size
+    phi, lengths = dictionary(cfg.sr, cfg.kernels, cfg.fmin, cfg.resolved_fmax, cfg.floor_db)
+    fast = cfg.mode == "fast"
+    dtype, itype = (np.float32, np.int32) if fast else (np.float64, np.int64)
+    mask = itype(np.iinfo(itype).max)  # all bits but the sign: |x| as an integer
+    table = cross_correlations(cfg.sr, cfg.kernels, cfg.fmin, cfg.resolved_fmax, cfg.floor_db,
+                               cfg.xcorr_floor_db if fast else None, np.dtype(dtype).name)
+    w = np.ones(cfg.kernels) if cfg.gains is None else np.asarray(cfg.gains, dtype=np.float64)
+    lmax = phi.shape[1]
     energy = float(x @ x)
     if energy == 0.0:
         warnings.warn("silent input: encoded to zero spikes", stacklevel=2)
-    min_energy = energy * 10 ** (-cfg.snr_db / 10) if cfg.snr_db is not None else -1.0
-    w = np.ones(cfg.kernels) if cfg.gains is None else np.asarray(cfg.gains, dtype=np.float64)
-    C = _correlation_map(x, phi, lengths)
-    max_spikes = int(min(budgets.sum(), 50 * x.size + 1000))
-    k, tau, amp, res = _kernels.matching_pursuit(C, G, lengths, w, budgets, frame, min_energy, energy, max_spikes)
-    return SpikeTrain.from_atoms(k, tau, amp, cfg, n_samples=x.size, residual_energy=res, signal_energy=energy)
+    target = 10 ** (-cfg.snr_db / 10) if cfg.snr_db is not None else None
+    out = []
+    spill = np.zeros(lmax - 1)  # what earlier chunks' atoms took from the samples after their chunk
+    for a, b, budgets, frame in _chunks(cfg, n):
+        r = np.zeros(b - a + lmax - 1)
+        seg = x[a : b + lmax - 1]
+        r[: seg.size] = seg
+        r[: lmax - 1] -= spill
+        region = float(r @ r)
+        min_energy = target * float(seg @ seg) if target is not None else -1.0
+        cap = int(min(budgets.sum(), 50 * (b - a) + 1000))
+        while True:  # more than one pass only when the fast mode resyncs its correlation map
+            C = _correlation_map(r, phi, b - a, dtype)
+            k, tau, amp, res, resync = _kernels.matching_pursuit(C, C.view(itype), mask, r, phi, lengths, *table, w,
+                                                                 budgets, frame, min_energy, region, fast, cap)
+            out.append((k, tau + a, amp))
+            cap -= k.size
+            region = res[-1] if res.size else region
+            if not resync:
+                break
+        tail = x[b : b + lmax - 1]
+        spill = np.zeros(lmax - 1)
+        spill[: tail.size] = tail - r[b - a : b - a + tail.size]
+    k, tau, amp = (np.concatenate(z) for z in zip(*out))
+    res = energy - np.cumsum(amp * amp)  # unit-norm atoms: each spike removes exactly s^2
+    return SpikeTrain.from_atoms(k, tau, amp, cfg, n_samples=n, residual_energy=res, signal_energy=energy)
 
 
 def decode(spike_train, exact=False):
@@ -244,7 +341,7 @@ def decode(spike_train, exact=False):
     """
     st = spike_train
     cfg = st.config
-    phi, lengths, _ = dictionary(cfg.sr, cfg.kernels, cfg.fmin, cfg.resolved_fmax, cfg.floor_db)
+    phi, lengths = dictionary(cfg.sr, cfg.kernels, cfg.fmin, cfg.resolved_fmax, cfg.floor_db)
     sign = np.where(st.polarity > 0, 1.0, -1.0)
     amp = st.amplitude if exact else sign * st.level_amplitudes[st.kernel, st.level]
     y = np.zeros(st.n_samples + phi.shape[1])

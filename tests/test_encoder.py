@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from mp_oracle import slow_mp
 
 from spiketrum import InputError, SpikeTrain, SpiketrumConfig, decode, encode, metrics
-from spiketrum.encoder import dictionary
+from spiketrum.encoder import cross_correlations, dictionary
 
 
 def _speechlike(rng, n, sr):
@@ -17,21 +17,30 @@ def _speechlike(rng, n, sr):
     return np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.3 * rng.standard_normal(n)
 
 
-def test_cross_correlation_table_against_direct_sums():
-    phi, lengths, G = dictionary(8000, 6, 100.0, 3000.0, -40.0)
-    D = phi.shape[1] - 1
-    for m, k, d in [(0, 0, 0), (1, 4, 3), (5, 2, -7), (3, 3, 25), (2, 5, -D)]:
-        direct = sum(phi[m, t] * phi[k, t - d] for t in range(phi.shape[1]) if 0 <= t - d < phi.shape[1])
-        assert G[m, k, d + D] == pytest.approx(direct, abs=1e-12)
-    np.testing.assert_allclose(G[np.arange(6), np.arange(6), D], 1.0, rtol=1e-12)  # unit norm
+@pytest.mark.parametrize("floor", [None, -40.0])
+def test_cross_correlation_table_against_direct_sums(floor):
+    phi, lengths = dictionary(8000, 6, 100.0, 3000.0, -40.0)
+    h, start, lo, length = cross_correlations(8000, 6, 100.0, 3000.0, -40.0, floor)
+    eps = 0.0 if floor is None else 10 ** (floor / 20)
+    for k in range(6):
+        for m in range(6):
+            for d in range(-(lengths[m] - 1), lengths[k]):  # every lag where the atoms overlap
+                direct = sum(phi[k, t] * phi[m, t - d] for t in range(max(0, d), lengths[k]) if t - d < lengths[m])
+                j = d - lo[k, m]
+                if 0 <= j < length[k, m]:
+                    assert h[start[k, m] + j] == pytest.approx(direct, abs=1e-12)
+                else:  # only negligible terms may be left out, and none at all by the exact table
+                    assert abs(direct) <= eps + 1e-12
+    assert np.all(length[np.arange(6), np.arange(6)] > 0)
+    np.testing.assert_allclose(h[start[np.arange(6), np.arange(6)] - lo[np.arange(6), np.arange(6)]], 1.0, rtol=1e-12)
 
 
 @pytest.mark.parametrize("gains", [None, [1.0, 0.5, 2.0, 1.0, 0.0, 1.5, 1.0, 0.8]])
 def test_fast_encoder_equals_slow_oracle_spike_for_spike(rng, gains):
     sr, n = 8000, 2400
     x = rng.standard_normal(n)
-    st = encode(x, sr, n_spikes=120, kernels=8, fmin=100.0, fmax=3000.0, floor_db=-40.0, gains=gains)
-    phi, lengths, _ = dictionary(sr, 8, 100.0, 3000.0, -40.0)
+    st = encode(x, sr, n_spikes=120, kernels=8, fmin=100.0, fmax=3000.0, floor_db=-40.0, gains=gains, mode="exact")
+    phi, lengths = dictionary(sr, 8, 100.0, 3000.0, -40.0)
     ref, energies, _ = slow_mp(x, phi, lengths, 120, gains)
     emitted = sorted(zip(st.samples.tolist(), st.kernel.tolist(), st.amplitude.tolist()))
     expect = sorted((tau, m, s) for m, tau, s in ref)
@@ -51,7 +60,7 @@ def test_residual_energy_never_increases(rng):
 
 def test_recovers_fifty_known_atoms():
     sr, kernels = 16000, 40
-    phi, lengths, _ = dictionary(sr, kernels, 100.0, 7000.0, -60.0)
+    phi, lengths = dictionary(sr, kernels, 100.0, 7000.0, -60.0)
     rng = np.random.default_rng(7)
     gap = phi.shape[1] + 50
     truth = []
@@ -183,3 +192,91 @@ def test_config_json_roundtrip():
     assert SpiketrumConfig.from_json(cfg.to_json()) == cfg
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.rate = 3
+
+
+def _residual_energy(x, st_):
+    """||x - sum of atoms||^2 over the atoms' whole extent, tails past the end of x included."""
+    cfg = st_.config
+    phi, lengths = dictionary(cfg.sr, cfg.kernels, cfg.fmin, cfg.resolved_fmax, cfg.floor_db)
+    r = np.concatenate([x, np.zeros(phi.shape[1])])
+    for k, t, a in zip(st_.kernel, st_.samples, st_.amplitude):
+        r[t : t + lengths[k]] -= a * phi[k, : lengths[k]]
+    return r @ r
+
+
+def _clips(data_root, n=3):
+    fsdd = sorted((data_root / "fsdd" / "recordings").glob("*.wav"))[::600][:n]
+    sc = sorted((data_root / "speech_commands_sample").glob("*/*.wav"))[::60][:n]
+    return [sf.read(f) for f in fsdd + sc]
+
+
+def test_fast_mode_keeps_the_snr_of_exact_pursuit_on_real_speech(data_root):
+    deltas = []
+    for x, sr in _clips(data_root):
+        for rate in (500, 2000):
+            fast, exact = encode(x, sr, rate=rate), encode(x, sr, rate=rate, mode="exact")
+            assert len(fast) == len(exact) == round(rate * x.size / sr)
+            deltas.append(metrics.snr_db(x, decode(fast, exact=True)) - metrics.snr_db(x, decode(exact, exact=True)))
+    assert np.mean(deltas) > -0.1 and min(deltas) > -0.6, deltas
+
+
+def test_fast_mode_resyncs_a_drifting_map_and_stays_consistent(fsdd_wav, monkeypatch):
+    from spiketrum import encoder
+
+    x, sr = sf.read(fsdd_wav)
+    calls = []
+    real = encoder._correlation_map
+    monkeypatch.setattr(encoder, "_correlation_map", lambda *a, **k: calls.append(1) or real(*a, **k))
+    coarse = encode(x, sr, rate=3000, xcorr_floor_db=-25.0)  # a table this coarse drifts within a few spikes
+    assert len(calls) > 1 and len(coarse) == round(3000 * x.size / sr)
+    # amplitudes come from the true residual, so the tracked residual energy is the decoded one
+    np.testing.assert_allclose(_residual_energy(x, coarse), coarse.residual_energy[-1], rtol=1e-6)
+    exact = encode(x, sr, rate=3000, mode="exact")
+    assert metrics.snr_db(x, decode(coarse, exact=True)) > metrics.snr_db(x, decode(exact, exact=True)) - 1.0
+
+
+def test_chunked_framed_pursuit_equals_whole_file(rng):
+    sr = 8000
+    x = _speechlike(rng, 3 * sr, sr)
+    for mode in ("exact", "fast"):
+        whole = encode(x, sr, rate=800, frame_ms=25, mode=mode)
+        chunked = encode(x, sr, rate=800, frame_ms=25, mode=mode, chunk_s=0.4)  # 8 chunks; no frame straddles two
+        edges = np.arange(0, x.size + 200, 200)
+        np.testing.assert_array_equal(np.histogram(chunked.samples, edges)[0], np.histogram(whole.samples, edges)[0])
+        if mode == "exact":  # the chunk's map, recomputed from the residual, is the one pursuit would have tracked
+            np.testing.assert_array_equal(chunked.samples, whole.samples)
+            np.testing.assert_array_equal(chunked.kernel, whole.kernel)
+            np.testing.assert_allclose(chunked.amplitude, whole.amplitude, rtol=1e-6, atol=1e-9)
+        else:  # a chunk boundary resyncs the fast map, so the paths may part, not the quality
+            snr = [metrics.snr_db(x, decode(t, exact=True)) for t in (whole, chunked)]
+            assert abs(snr[0] - snr[1]) < 0.2, snr
+
+
+def test_chunked_count_rule_spreads_the_budget_exactly(rng):
+    sr, chunk_s = 8000, 0.25
+    x = _speechlike(rng, 9000, sr)
+    st_ = encode(x, sr, n_spikes=333, chunk_s=chunk_s)
+    edges = np.minimum(np.arange(0, x.size + 2000, 2000), x.size)
+    edges = np.unique(edges)
+    np.testing.assert_array_equal(np.histogram(st_.samples, bins=edges)[0], np.diff(np.round(333 * edges / x.size)))
+    assert len(st_) == 333
+    # pursuit continues across chunk boundaries on the true residual: the decoded error is what it tracked
+    np.testing.assert_allclose(_residual_energy(x, st_), st_.residual_energy[-1], rtol=1e-6)
+
+
+def test_levels_are_a_least_squares_quantiser_per_kernel(rng):
+    from spiketrum.encoder import quantize_levels
+
+    kernel = rng.integers(0, 5, 2000)
+    amp = rng.choice([-1, 1], 2000) * rng.lognormal(0, 1, 2000)
+    level, book = quantize_levels(kernel, amp, 6, 3)
+    assert np.all(book[5] == 0)  # a kernel without spikes
+    for m in range(5):
+        sel = kernel == m
+        a, lv = np.abs(amp[sel]), level[sel]
+        order = np.argsort(a)
+        assert np.all(np.diff(lv[order]) >= 0)  # larger amplitudes never get a lower level
+        for j in range(3):  # centroid condition: each representative is the mean of its members
+            assert book[m, j] == pytest.approx(a[lv == j].mean(), rel=1e-12)
+        mid = (book[m, 1:] + book[m, :-1]) / 2  # nearest-neighbour condition
+        np.testing.assert_array_equal(lv, np.searchsorted(mid, a))
