@@ -96,7 +96,8 @@ def cmd_encode(args):
     for src, dst in tqdm(pairs, desc="encode", unit="file", disable=len(pairs) < 2 or args.quiet):
         try:
             x, sr = load_audio(src, sr=args.sr)
-            cfg = SpiketrumConfig(sr=sr, kernels=args.kernels, levels=args.levels, fmin=args.fmin, fmax=args.fmax, **rules)
+            cfg = SpiketrumConfig(sr=sr, kernels=args.kernels, levels=args.levels, fmin=args.fmin, fmax=args.fmax,
+                                  mode=args.mode, **rules)
             if dst.exists():  # written atomically, so an existing file is complete; re-encode only if the config changed
                 try:
                     if SpikeTrain.load(dst).config == cfg:
@@ -165,6 +166,30 @@ def cmd_info(args):
             print(f"{k:>24s}: {v:.4g}" if isinstance(v, float) else f"{k:>24s}: {v}")
 
 
+def cmd_plot(args):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_output, check_output_path, load_audio
+    from .plot import plot_spikegram
+    from .spiketrain import SpikeTrain
+
+    check_output_path(args.output)
+    st = SpikeTrain.load(args.input)
+    x = None
+    if args.source:
+        x, _ = load_audio(args.source, sr=st.sr)
+        if x.size != st.n_samples:
+            raise ValueError(f"{args.source}: has {x.size} samples, the spike file encodes {st.n_samples}")
+    fig = plot_spikegram(st, x, reconstruction=args.reconstruction, title=args.title)
+    with atomic_output(args.output) as tmp:
+        fig.savefig(tmp, dpi=args.dpi, format=args.output.rsplit(".", 1)[-1] if "." in args.output else "png")
+    plt.close(fig)
+    print(f"wrote {args.output}: {len(st)} spikes over {st.duration:.3f} s")
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog="spiketrum",
@@ -197,6 +222,8 @@ def build_parser():
     e.add_argument("--fmin", type=_positive_float, default=50.0, help="lowest kernel centre frequency, Hz (default 50)")
     e.add_argument("--fmax", type=_positive_float, default=None, help="highest kernel centre frequency, Hz (default min(8000, 0.45 sr))")
     e.add_argument("--sr", type=_positive_int, default=None, help="resample to this rate first (default: keep the file's rate)")
+    e.add_argument("--mode", choices=["fast", "exact"], default="fast",
+                   help="fast (default; within 0.1 dB of exact on speech) or exact matching pursuit")
     e.add_argument("--method", choices=["spiketrum"], default="spiketrum", help="encoder (default spiketrum)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_encode)
@@ -212,6 +239,15 @@ def build_parser():
     i.add_argument("--source", help="the source audio, to report reconstruction SNR")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.set_defaults(func=cmd_info)
+
+    pl = sub.add_parser("plot", help="draw a spike file as a spikegram over its waveform")
+    pl.add_argument("input", help="spike file (.npz)")
+    pl.add_argument("-o", "--output", required=True, help="image to write (.png, .pdf, .svg)")
+    pl.add_argument("--source", help="the source audio, drawn above the raster")
+    pl.add_argument("--reconstruction", action="store_true", help="also draw the audio decoded from the spikes")
+    pl.add_argument("--title", help="figure title")
+    pl.add_argument("--dpi", type=_positive_int, default=120)
+    pl.set_defaults(func=cmd_plot)
     return p
 
 

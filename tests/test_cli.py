@@ -148,3 +148,19 @@ def test_encode_silence_warns_and_writes_zero_spikes(tmp_path):
     from spiketrum import SpikeTrain
 
     assert len(SpikeTrain.load(tmp_path / "s.npz")) == 0
+
+
+def test_plot_spikegram_with_source_and_reconstruction(fsdd_wav, tmp_path):
+    npz, png = tmp_path / "a.npz", tmp_path / "a.png"
+    assert run("encode", fsdd_wav, "-o", npz, "--rate", 500).returncode == 0
+    r = run("plot", npz, "-o", png, "--source", fsdd_wav, "--reconstruction")
+    assert r.returncode == 0, r.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "a.png"]
+    # a source of another length is refused in one line, and nothing is written
+    sf.write(tmp_path / "short.wav", np.zeros(100), 8000)
+    r = run("plot", npz, "-o", tmp_path / "b.png", "--source", tmp_path / "short.wav")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "short.wav" in r.stderr
+    assert not (tmp_path / "b.png").exists()
+    r = run("plot", tmp_path / "short.wav", "-o", tmp_path / "c.png")
+    assert r.returncode == 2 and "short.wav" in r.stderr and "Traceback" not in r.stderr
