@@ -82,6 +82,7 @@ def cmd_encode(args):
 
     from tqdm import tqdm
 
+    from .baselines import BaselineConfig
     from .encoder import SpiketrumConfig, encode_with
     from .io import InputError, load_audio
     from .spiketrain import SpikeTrain
@@ -96,8 +97,14 @@ def cmd_encode(args):
     for src, dst in tqdm(pairs, desc="encode", unit="file", disable=len(pairs) < 2 or args.quiet):
         try:
             x, sr = load_audio(src, sr=args.sr)
-            cfg = SpiketrumConfig(sr=sr, kernels=args.kernels, levels=args.levels, fmin=args.fmin, fmax=args.fmax,
-                                  mode=args.mode, **rules)
+            if args.method == "spiketrum":
+                cfg = SpiketrumConfig(sr=sr, kernels=args.kernels, levels=args.levels, fmin=args.fmin, fmax=args.fmax,
+                                      mode=args.mode, **rules)
+            else:
+                if rules["snr_db"] is not None or rules["frame_ms"] is not None:
+                    raise ValueError(f"--method {args.method} takes --rate or --spikes only")
+                cfg = BaselineConfig(args.method, sr, rate=rules["rate"], n_spikes=rules["n_spikes"],
+                                     channels=args.kernels, fmin=args.fmin, fmax=args.fmax)
             if dst.exists():  # written atomically, so an existing file is complete; re-encode only if the config changed
                 try:
                     if SpikeTrain.load(dst).config == cfg:
@@ -224,7 +231,8 @@ def build_parser():
     e.add_argument("--sr", type=_positive_int, default=None, help="resample to this rate first (default: keep the file's rate)")
     e.add_argument("--mode", choices=["fast", "exact"], default="fast",
                    help="fast (default; within 0.1 dB of exact on speech) or exact matching pursuit")
-    e.add_argument("--method", choices=["spiketrum"], default="spiketrum", help="encoder (default spiketrum)")
+    e.add_argument("--method", choices=["spiketrum", "delta", "lif", "bsa", "poisson"], default="spiketrum",
+                   help="encoder (default spiketrum); the baselines use --kernels cochlear channels")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_encode)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import warnings
 
 import numpy as np
@@ -14,6 +15,11 @@ from cochlea import erb_space, gammatone_kernels
 
 from . import _kernels
 from .spiketrain import SpikeTrain
+
+
+# The fast mode recomputes its correlation map from the residual once the map has drifted by this
+# fraction of a chosen atom's true amplitude.
+FAST_DRIFT_TOLERANCE = float(os.environ.get("SPIKETRUM_DRIFT", 0.1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,7 +241,8 @@ def _as_audio(x):
 
 
 def encode(x, sr, *, rate=None, n_spikes=None, snr_db=None, frame_ms=None, kernels=40, levels=3, fmin=50.0, fmax=None,
-           gains=None, floor_db=-60.0, polarity_channels=True, mode="fast", xcorr_floor_db=-60.0, chunk_s=20.0):
+           gains=None, floor_db=-60.0, polarity_channels=True, mode="fast", xcorr_floor_db=-60.0, chunk_s=20.0,
+           method="spiketrum", **baseline_params):
     """Encode audio into a spiketrum spike train by matching pursuit: one spike per iteration.
 
     Each iteration picks the gammatone kernel and onset with the largest (gain-weighted)
@@ -270,6 +277,9 @@ def encode(x, sr, *, rate=None, n_spikes=None, snr_db=None, frame_ms=None, kerne
         autocorrelation peak); amplitudes still come from the exact residual.
     chunk_s : float
         Onsets are pursued in chunks of this many seconds, which bounds memory on long files.
+    method : {"spiketrum", "delta", "lif", "bsa", "poisson"}
+        Another name selects a baseline encoder (:func:`spiketrum.baselines.encode_baseline`) on
+        ``kernels`` cochlear channels at the same exact spike count; ``baseline_params`` go to it.
 
     Returns
     -------
@@ -283,6 +293,13 @@ def encode(x, sr, *, rate=None, n_spikes=None, snr_db=None, frame_ms=None, kerne
     >>> len(st), st.n_channels
     (500, 240)
     """
+    if method != "spiketrum":
+        from .baselines import encode_baseline
+
+        return encode_baseline(x, sr, method, rate=rate, n_spikes=n_spikes, channels=kernels, fmin=fmin, fmax=fmax,
+                               **baseline_params)
+    if baseline_params:
+        raise TypeError(f"unexpected options for the spiketrum encoder: {', '.join(baseline_params)}")
     cfg = SpiketrumConfig(sr=int(sr), rate=rate, n_spikes=n_spikes, snr_db=snr_db, frame_ms=frame_ms, kernels=kernels,
                           levels=levels, fmin=fmin, fmax=fmax, floor_db=floor_db, polarity_channels=polarity_channels,
                           mode=mode, xcorr_floor_db=xcorr_floor_db, chunk_s=chunk_s,
@@ -291,7 +308,11 @@ def encode(x, sr, *, rate=None, n_spikes=None, snr_db=None, frame_ms=None, kerne
 
 
 def encode_with(x, cfg):
-    """Encode with a ready :class:`SpiketrumConfig`."""
+    """Encode with a ready config: a :class:`SpiketrumConfig`, or a baseline's ``BaselineConfig``."""
+    if cfg.method != "spiketrum":
+        from .baselines import encode_baseline_with
+
+        return encode_baseline_with(x, cfg)
     x = _as_audio(x)
     n = x.size
     phi, lengths = dictionary(cfg.sr, cfg.kernels, cfg.fmin, cfg.resolved_fmax, cfg.floor_db)
@@ -319,7 +340,8 @@ def encode_with(x, cfg):
         while True:  # more than one pass only when the fast mode resyncs its correlation map
             C = _correlation_map(r, phi, b - a, dtype)
             k, tau, amp, res, resync = _kernels.matching_pursuit(C, C.view(itype), mask, r, phi, lengths, *table, w,
-                                                                 budgets, frame, min_energy, region, fast, cap)
+                                                                 budgets, frame, min_energy, region, fast,
+                                                                 FAST_DRIFT_TOLERANCE, cap)
             out.append((k, tau + a, amp))
             cap -= k.size
             region = res[-1] if res.size else region
@@ -337,10 +359,15 @@ def decode(spike_train, exact=False):
     """Sum the atoms back into audio of the encoded length.
 
     ``exact=True`` uses each spike's exact amplitude (the "code set"); otherwise the per-(kernel,
-    level) representative amplitude that spikes alone carry.
+    level) representative amplitude that spikes alone carry. Baseline trains decode with
+    :func:`spiketrum.baselines.decode_baseline`.
     """
     st = spike_train
     cfg = st.config
+    if cfg.method != "spiketrum":
+        from .baselines import decode_baseline
+
+        return decode_baseline(st)
     phi, lengths = dictionary(cfg.sr, cfg.kernels, cfg.fmin, cfg.resolved_fmax, cfg.floor_db)
     sign = np.where(st.polarity > 0, 1.0, -1.0)
     amp = st.amplitude if exact else sign * st.level_amplitudes[st.kernel, st.level]

@@ -47,12 +47,18 @@ def sparsity(st):
 
 
 def report(st, x=None):
-    """Dictionary of the metrics above; SNRs need the source audio ``x``."""
+    """Dictionary of the metrics above; SNRs need the source audio ``x``.
+
+    ``envelope_snr_db`` compares cochleagrams (see :func:`spiketrum.baselines.envelope_snr_db`), the
+    one measure every encoder, waveform code or envelope code, can be held to.
+    """
+    from .baselines import envelope_snr_db
     from .encoder import decode
 
     out = {"spikes": len(st), "duration_s": st.duration, "spikes_per_second": spikes_per_second(st),
            "n_channels": st.n_channels, "bits_per_spike": bits_per_spike(st), "sparsity": sparsity(st)}
     if x is not None:
         xe, xq = decode(st, exact=True), decode(st)
-        out.update(snr_exact_db=snr_db(x, xe), snr_levels_db=snr_db(x, xq), segsnr_exact_db=segmental_snr_db(x, xe, st.sr))
+        out.update(snr_exact_db=snr_db(x, xe), snr_levels_db=snr_db(x, xq), segsnr_exact_db=segmental_snr_db(x, xe, st.sr),
+                   envelope_snr_db=envelope_snr_db(st, x))
     return out

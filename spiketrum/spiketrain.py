@@ -131,6 +131,7 @@ class SpikeTrain:
     @classmethod
     def load(cls, path):
         """Read a file written by :meth:`save`; every problem is an :class:`InputError` naming the file."""
+        from .baselines import BaselineConfig
         from .encoder import SpiketrumConfig
 
         path = os.fspath(path)
@@ -147,7 +148,8 @@ class SpikeTrain:
         if header.get("version", 0) > FORMAT_VERSION:
             raise InputError(path, f"spike file format version {header['version']} is newer than this spiketrum reads ({FORMAT_VERSION}); upgrade spiketrum")
         try:
-            cfg = SpiketrumConfig.from_json(json.dumps(header["config"]))
+            config_cls = SpiketrumConfig if header["config"].get("method", "spiketrum") == "spiketrum" else BaselineConfig
+            cfg = config_cls.from_json(json.dumps(header["config"]))
             n = int(header["n_samples"])
             sizes = {arrays[k].shape for k in _ARRAYS[:5]}
             if len(sizes) != 1 or len(next(iter(sizes))) != 1:
@@ -159,7 +161,7 @@ class SpikeTrain:
                 raise ValueError("spike indices out of range")
             if not np.all(np.isfinite(arrays["amplitude"])):
                 raise ValueError("amplitudes contain NaN or inf")
-        except (KeyError, TypeError, ValueError) as exc:
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise InputError(path, f"corrupt spike file ({exc})") from None
         return cls(config=cfg, n_samples=n, meta=header.get("meta"), **arrays)
 

@@ -164,3 +164,21 @@ def test_plot_spikegram_with_source_and_reconstruction(fsdd_wav, tmp_path):
     assert not (tmp_path / "b.png").exists()
     r = run("plot", tmp_path / "short.wav", "-o", tmp_path / "c.png")
     assert r.returncode == 2 and "short.wav" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("method", ["delta", "bsa"])
+def test_baseline_encoders_through_the_cli(fsdd_wav, tmp_path, method):
+    npz = tmp_path / "a.npz"
+    r = run("encode", fsdd_wav, "-o", npz, "--method", method, "--rate", 400, "--kernels", 16)
+    assert r.returncode == 0, r.stderr
+    r = run("info", npz, "--source", fsdd_wav, "--json")
+    assert r.returncode == 0, r.stderr
+    import json
+
+    info = json.loads(r.stdout)
+    assert info["config"]["method"] == method and info["n_channels"] == 32
+    assert info["spikes"] == round(400 * info["duration_s"]) and np.isfinite(info["envelope_snr_db"])
+    assert run("decode", npz, "-o", tmp_path / "a.wav").returncode == 0
+    assert sf.info(tmp_path / "a.wav").frames == sf.info(fsdd_wav).frames
+    r = run("encode", fsdd_wav, "-o", tmp_path / "b.npz", "--method", method, "--snr", 10)
+    assert r.returncode == 2 and "--rate or --spikes" in r.stderr and not (tmp_path / "b.npz").exists()

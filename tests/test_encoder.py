@@ -280,3 +280,13 @@ def test_levels_are_a_least_squares_quantiser_per_kernel(rng):
             assert book[m, j] == pytest.approx(a[lv == j].mean(), rel=1e-12)
         mid = (book[m, 1:] + book[m, :-1]) / 2  # nearest-neighbour condition
         np.testing.assert_array_equal(lv, np.searchsorted(mid, a))
+
+
+def test_encode_dispatches_to_baselines_at_the_same_count(rng):
+    x = _speechlike(rng, 4000, 8000)
+    for method in ("delta", "lif", "bsa", "poisson"):
+        st_ = encode(x, 8000, rate=600, method=method, kernels=16)
+        assert len(st_) == 300 and st_.config.method == method and st_.config.kernels == 16
+        assert decode(st_).shape == x.shape
+    with pytest.raises(TypeError, match="tau_ms"):
+        encode(x, 8000, rate=600, tau_ms=5.0)

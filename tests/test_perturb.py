@@ -1,0 +1,150 @@
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from spiketrum import SpikeTrain, encode, load_audio
+from spiketrum.baselines import BaselineConfig, decode_envelope, encode_baseline
+from spiketrum.perturb import delete, drop_channels, insert, jitter
+
+ARRAYS = ("samples", "kernel", "level", "polarity", "amplitude", "level_amplitudes")
+
+
+@pytest.fixture(scope="module")
+def speech(fsdd_wav):
+    x, sr = load_audio(fsdd_wav)
+    return x.astype(np.float64), sr
+
+
+@pytest.fixture(scope="module", params=["spiketrum", "delta", "poisson"])
+def train(request, speech):
+    """A spiketrum train (3 levels, polarity by place), an ON/OFF baseline and a polarity-free baseline."""
+    x, sr = speech
+    if request.param == "spiketrum":
+        return encode(x, sr, rate=6000)
+    return encode_baseline(x, sr, request.param, rate=20000)
+
+
+def _rows(st):
+    return Counter(zip(st.samples.tolist(), st.channels.tolist(), st.amplitude.tolist()))
+
+
+def _snapshot(st):
+    return {k: getattr(st, k).copy() for k in ARRAYS}
+
+
+def _untouched(st, snap):
+    return all(np.array_equal(getattr(st, k), v) for k, v in snap.items())
+
+
+def test_delete_extremes_and_binomial_count(train):
+    snap = _snapshot(train)
+    assert delete(train, 0.0) == train
+    gone = delete(train, 1.0)
+    assert len(gone) == 0 and gone.config == train.config and gone.n_samples == train.n_samples
+    n, p = len(train), 0.3
+    kept = delete(train, p, seed=5)
+    assert abs(len(kept) - n * (1 - p)) <= 5 * np.sqrt(n * p * (1 - p))
+    assert not _rows(kept) - _rows(train)  # only original spikes, unchanged
+    assert _untouched(train, snap)
+
+
+def test_same_seed_same_result_different_seed_different(train):
+    for op, arg in ((delete, 0.2), (jitter, 1.0), (insert, 5.0), (drop_channels, 0.25)):
+        assert op(train, arg, seed=1) == op(train, arg, seed=1), op.__name__
+        assert op(train, arg, seed=1) != op(train, arg, seed=2), op.__name__
+
+
+def test_jitter_zero_is_identity_and_shifts_have_the_requested_spread():
+    sr, n, k = 8000, 400_000, 20_000
+    cfg = BaselineConfig("poisson", sr, n_spikes=k)
+    rng = np.random.default_rng(0)
+    samples = np.sort(rng.integers(100_000, 300_000, k))  # far from the ends: no clipping
+    st = SpikeTrain(samples, rng.integers(0, 40, k), np.zeros(k), np.ones(k), np.arange(k) + 1.0, np.ones((40, 1)), cfg, n)
+    assert jitter(st, 0.0) == st
+    moved = jitter(st, 2.0, seed=3)
+    order = np.argsort(moved.amplitude)  # amplitudes are unique spike labels
+    shift = moved.samples[order] - st.samples
+    assert np.array_equal(moved.kernel[order], st.kernel)
+    assert abs(shift.mean()) < 5 * 16 / np.sqrt(k)
+    assert shift.std() == pytest.approx(2.0 * sr / 1000, rel=0.05)
+    assert np.all(np.diff(moved.samples) >= 0)
+
+
+def test_jitter_clips_to_the_signal(train):
+    moved = jitter(train, 50.0, seed=0)
+    assert len(moved) == len(train)
+    assert moved.samples.min() >= 0 and moved.samples.max() <= train.n_samples - 1
+    assert np.any(moved.samples == 0) and np.any(moved.samples == train.n_samples - 1)
+    assert Counter(moved.channels.tolist()) == Counter(train.channels.tolist())
+
+
+def test_insert_count_and_valid_decoded_channels(train):
+    empty = delete(train, 1.0)
+    rate = 40.0
+    noisy = insert(empty, rate, seed=7)
+    lam = rate * train.n_channels * train.duration
+    assert abs(len(noisy) - lam) <= 5 * np.sqrt(lam)
+    cfg = train.config
+    assert noisy.kernel.max() < cfg.kernels and noisy.level.max() < cfg.levels
+    assert np.all((noisy.channels >= 0) & (noisy.channels < train.n_channels))
+    # Re-deriving the channel from (kernel, level, polarity) gives back a uniform spread over all channels.
+    assert set(noisy.channels.tolist()) == set(range(train.n_channels))
+    sign = np.where(noisy.polarity == 1, 1.0, -1.0)
+    np.testing.assert_array_equal(noisy.amplitude, sign * train.level_amplitudes[noisy.kernel, noisy.level])
+    assert set(noisy.polarity.tolist()) == {0, 1}  # drawn at random where polarity is not by place
+    both = insert(train, rate, seed=7)
+    assert len(both) == len(train) + len(noisy)
+    assert not _rows(train) - _rows(both)  # the originals are all still there
+    assert insert(train, 0.0) == train
+
+
+def test_drop_channels_removes_exactly_the_chosen_channels(train):
+    before = np.bincount(train.channels, minlength=train.n_channels)
+    chosen = [0, 3, train.n_channels - 1]
+    out = drop_channels(train, channels=chosen)
+    after = np.bincount(out.channels, minlength=train.n_channels)
+    assert np.all(after[chosen] == 0)
+    keep = np.setdiff1d(np.arange(train.n_channels), chosen)
+    np.testing.assert_array_equal(after[keep], before[keep])
+    assert out.meta["perturb"][-1]["channels"] == sorted(chosen)
+
+    out = drop_channels(train, 0.25, seed=4)
+    dropped = out.meta["perturb"][-1]["channels"]
+    assert len(dropped) == round(0.25 * train.n_channels)
+    after = np.bincount(out.channels, minlength=train.n_channels)
+    assert np.all(after[dropped] == 0)
+    keep = np.setdiff1d(np.arange(train.n_channels), dropped)
+    np.testing.assert_array_equal(after[keep], before[keep])
+    assert drop_channels(train, 0.0) == train and len(drop_channels(train, 1.0)) == 0
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda st: delete(st, -0.1), "p must be"),
+    (lambda st: delete(st, 1.5), "p must be"),
+    (lambda st: delete(st, float("nan")), "p must be"),
+    (lambda st: jitter(st, -1.0), "sigma_ms must be"),
+    (lambda st: insert(st, -2.0), "rate must be"),
+    (lambda st: insert(st, float("inf")), "rate must be"),
+    (lambda st: drop_channels(st, 2.0), "p must be"),
+    (lambda st: drop_channels(st), "exactly one"),
+    (lambda st: drop_channels(st, 0.5, channels=[1]), "exactly one"),
+    (lambda st: drop_channels(st, channels=[st.n_channels]), "channels must be"),
+    (lambda st: drop_channels(st, channels=[-1]), "channels must be"),
+    (lambda st: drop_channels(st, channels=[0.5]), "channels must be"),
+])
+def test_bad_arguments_raise(train, call, match):
+    with pytest.raises(ValueError, match=match):
+        call(train)
+
+
+def test_perturbed_trains_save_load_and_decode(speech, tmp_path):
+    x, sr = speech
+    st = encode_baseline(x, sr, "bsa", rate=3000)
+    out = insert(jitter(delete(st, 0.1, seed=1), 0.5, seed=2), 20.0, seed=3)
+    assert [op["op"] for op in out.meta["perturb"]] == ["delete", "jitter", "insert"]
+    assert "perturb" not in st.meta
+    out.save(tmp_path / "p.npz")
+    back = SpikeTrain.load(tmp_path / "p.npz")
+    assert back == out and back.meta == out.meta
+    assert decode_envelope(back).shape == decode_envelope(st).shape
