@@ -17,7 +17,6 @@ import numpy as np
 U = np.uint64
 B = 64  # samples per block
 S = 64  # blocks per superblock
-REFINE_DRIFT = 0.1  # relative error of an approximate C that triggers a resync
 
 
 # Maxima of |C| are taken on the bit patterns: for IEEE floats, |x| as an integer (sign bit masked
@@ -103,7 +102,7 @@ def _subtract(C, Ci, h, hstart, hlo, hlen, k, tau, s, mask, bmax, smax):
 
 @nb.njit(cache=True, nogil=True)
 def matching_pursuit(C, Ci, mask, r, phi, lengths, h, hstart, hlo, hlen, w, budgets, frame_len, min_energy, energy,
-                     refine, max_spikes):
+                     refine, drift_tol, max_spikes):
     """Greedy matching pursuit over the onsets of one chunk; C, r and budgets are updated in place.
 
     ``Ci`` is C viewed as integers of its width and ``mask`` that width's all-but-sign bits.
@@ -113,7 +112,7 @@ def matching_pursuit(C, Ci, mask, r, phi, lengths, h, hstart, hlo, hlen, w, budg
 
     ``refine`` (for an approximate C) takes each amplitude from the residual itself, s = <r, phi_k>,
     so C only decides which atom comes next. When C at the chosen atom has drifted from s by more
-    than REFINE_DRIFT of s, pursuit returns early with ``resync`` set: the caller recomputes C from
+    than ``drift_tol`` times |s|, pursuit returns early with ``resync`` set: the caller recomputes C from
     the residual and calls again, which continues exactly where this call stopped.
 
     Returns (kernel, tau, amplitude, residual_energy_after_each_spike, resync).
@@ -151,7 +150,7 @@ def matching_pursuit(C, Ci, mask, r, phi, lengths, h, hstart, hlo, hlen, w, budg
                 s = 0.0
                 for j in range(L):
                     s += r[tau + j] * phi[k, j]
-                if abs(C[k, tau] - s) > REFINE_DRIFT * abs(s):
+                if abs(C[k, tau] - s) > drift_tol * abs(s):
                     return kern[:n], taus[:n], amps[:n], res[:n], True
             else:
                 s = C[k, tau]
@@ -166,3 +165,39 @@ def matching_pursuit(C, Ci, mask, r, phi, lengths, h, hstart, hlo, hlen, w, budg
             budgets[f] -= 1
             n += 1
     return kern[:n], taus[:n], amps[:n], res[:n], False
+
+
+@nb.njit(cache=True, nogil=True)
+def lloyd_max(v, starts, levels, iterations):
+    """Lloyd-Max quantisers of the sorted segments v[starts[m]:starts[m+1]], one per kernel m.
+
+    Starts from equal-count quantiles; returns the representatives q [M, levels], ascending (a
+    level no value falls into keeps its previous representative). Centroids come from prefix sums,
+    so an iteration costs O(levels log n) per kernel.
+    """
+    M = starts.size - 1
+    cs = np.zeros(v.size + 1)
+    for i in range(v.size):
+        cs[i + 1] = cs[i] + v[i]
+    q = np.zeros((M, levels))
+    bounds = np.empty(levels + 1, np.int64)
+    for m in range(M):
+        s, e = starts[m], starts[m + 1]
+        if e == s:
+            continue
+        for j in range(levels):
+            q[m, j] = v[s + min(int((j + 0.5) / levels * (e - s)), e - s - 1)]
+        for _ in range(iterations):
+            bounds[0], bounds[levels] = s, e
+            for j in range(1, levels):
+                bounds[j] = s + np.searchsorted(v[s:e], (q[m, j - 1] + q[m, j]) / 2, side="right")
+            changed = False
+            for j in range(levels):
+                n = bounds[j + 1] - bounds[j]
+                if n > 0:
+                    c = (cs[bounds[j + 1]] - cs[bounds[j]]) / n
+                    changed |= c != q[m, j]
+                    q[m, j] = c
+            if not changed:
+                break
+    return q

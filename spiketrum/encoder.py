@@ -210,21 +210,15 @@ def quantize_levels(kernel, amplitude, n_kernels, levels, iterations=30):
     """
     a = np.abs(np.asarray(amplitude, np.float64))
     kernel = np.asarray(kernel, np.int64)
-    level = np.zeros(a.size, np.int64)
     book = np.zeros((n_kernels, levels))
-    for m in np.unique(kernel):
-        sel = np.flatnonzero(kernel == m)
-        v = np.sort(a[sel])
-        q = np.unique(np.quantile(v, (np.arange(levels) + 0.5) / levels))
-        for _ in range(iterations):
-            idx = np.searchsorted((q[1:] + q[:-1]) / 2, v)
-            new = np.bincount(idx, v, q.size) / np.maximum(np.bincount(idx, minlength=q.size), 1)
-            new = np.where(np.bincount(idx, minlength=q.size) > 0, new, q)
-            if np.array_equal(new, q):
-                break
-            q = new
-        level[sel] = np.searchsorted((q[1:] + q[:-1]) / 2, a[sel])
-        book[m, : q.size] = q
+    if a.size == 0:
+        return np.zeros(0, np.int8), book
+    order = np.lexsort((a, kernel))
+    starts = np.concatenate([[0], np.cumsum(np.bincount(kernel, minlength=n_kernels))])
+    q = _kernels.lloyd_max(a[order], starts, levels, iterations)
+    level = (a[:, None] > ((q[:, 1:] + q[:, :-1]) / 2)[kernel]).sum(1)
+    used = np.bincount(kernel * levels + level, minlength=q.size).reshape(q.shape) > 0
+    book[used] = q[used]
     return level.astype(np.int8), book
 
 

@@ -290,3 +290,15 @@ def test_encode_dispatches_to_baselines_at_the_same_count(rng):
         assert decode(st_).shape == x.shape
     with pytest.raises(TypeError, match="tau_ms"):
         encode(x, 8000, rate=600, tau_ms=5.0)
+
+
+def test_shd_export_holds_every_spike(rng, tmp_path):
+    h5py = pytest.importorskip("h5py")
+    st_ = encode(_speechlike(rng, 4000, 8000), 8000, rate=800)
+    st_.to_shd_h5(tmp_path / "a.h5")
+    with h5py.File(tmp_path / "a.h5") as f:
+        times, units = f["spikes/times"][:], f["spikes/units"][:]
+        assert SpiketrumConfig.from_json(f.attrs["config"]) == st_.config
+    np.testing.assert_array_equal(units, st_.channels)
+    np.testing.assert_allclose(times, st_.times, rtol=1e-6)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.h5"]
