@@ -112,10 +112,11 @@ def matching_pursuit(C, Ci, mask, r, phi, lengths, h, hstart, hlo, hlen, w, budg
 
     ``refine`` (for an approximate C) takes each amplitude from the residual itself, s = <r, phi_k>,
     so C only decides which atom comes next. When C at the chosen atom has drifted from s by more
-    than ``drift_tol`` times |s|, pursuit returns early with ``resync`` set: the caller recomputes C from
-    the residual and calls again, which continues exactly where this call stopped.
+    than ``drift_tol`` times |s|, pursuit returns early with that atom's onset as ``resync_at``: the
+    caller recomputes C around it from the residual and calls again, which continues exactly where
+    this call stopped.
 
-    Returns (kernel, tau, amplitude, residual_energy_after_each_spike, resync).
+    Returns (kernel, tau, amplitude, residual_energy_after_each_spike, resync_at or -1).
     """
     M, T = C.shape
     nblk = (T + B - 1) // B
@@ -135,7 +136,7 @@ def matching_pursuit(C, Ci, mask, r, phi, lengths, h, hstart, hlo, hlen, w, budg
         hi = min(lo + frame_len, T)
         while budgets[f] > 0:
             if energy <= min_energy or n >= max_spikes:
-                return kern[:n], taus[:n], amps[:n], res[:n], False
+                return kern[:n], taus[:n], amps[:n], res[:n], -1
             best, k = 0.0, -1
             for m in range(M):
                 cvi[0] = _range_max(Ci, m, lo, hi, mask, bmax, smax)
@@ -151,7 +152,7 @@ def matching_pursuit(C, Ci, mask, r, phi, lengths, h, hstart, hlo, hlen, w, budg
                 for j in range(L):
                     s += r[tau + j] * phi[k, j]
                 if abs(C[k, tau] - s) > drift_tol * abs(s):
-                    return kern[:n], taus[:n], amps[:n], res[:n], True
+                    return kern[:n], taus[:n], amps[:n], res[:n], tau
             else:
                 s = C[k, tau]
             for j in range(L):
@@ -164,7 +165,7 @@ def matching_pursuit(C, Ci, mask, r, phi, lengths, h, hstart, hlo, hlen, w, budg
             kern[n], taus[n], amps[n], res[n] = k, tau, s, energy
             budgets[f] -= 1
             n += 1
-    return kern[:n], taus[:n], amps[:n], res[:n], False
+    return kern[:n], taus[:n], amps[:n], res[:n], -1
 
 
 @nb.njit(cache=True, nogil=True)

@@ -18,8 +18,10 @@ from .spiketrain import SpikeTrain
 
 
 # The fast mode recomputes its correlation map from the residual once the map has drifted by this
-# fraction of a chosen atom's true amplitude.
+# fraction of a chosen atom's true amplitude ...
 FAST_DRIFT_TOLERANCE = float(os.environ.get("SPIKETRUM_DRIFT", 0.1))
+# ... over this many seconds either side of the atom where the drift showed.
+FAST_RESYNC_S = float(os.environ.get("SPIKETRUM_RESYNC", 0.5))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,6 +323,7 @@ def encode_with(x, cfg):
     if energy == 0.0:
         warnings.warn("silent input: encoded to zero spikes", stacklevel=2)
     target = 10 ** (-cfg.snr_db / 10) if cfg.snr_db is not None else None
+    resync = int(FAST_RESYNC_S * cfg.sr)
     out = []
     spill = np.zeros(lmax - 1)  # what earlier chunks' atoms took from the samples after their chunk
     for a, b, budgets, frame in _chunks(cfg, n):
@@ -331,16 +334,20 @@ def encode_with(x, cfg):
         region = float(r @ r)
         min_energy = target * float(seg @ seg) if target is not None else -1.0
         cap = int(min(budgets.sum(), 50 * (b - a) + 1000))
+        C = _correlation_map(r, phi, b - a, dtype)
+        tol, last = FAST_DRIFT_TOLERANCE, -1
         while True:  # more than one pass only when the fast mode resyncs its correlation map
-            C = _correlation_map(r, phi, b - a, dtype)
-            k, tau, amp, res, resync = _kernels.matching_pursuit(C, C.view(itype), mask, r, phi, lengths, *table, w,
-                                                                 budgets, frame, min_energy, region, fast,
-                                                                 FAST_DRIFT_TOLERANCE, cap)
+            k, tau, amp, res, at = _kernels.matching_pursuit(C, C.view(itype), mask, r, phi, lengths, *table, w, budgets,
+                                                             frame, min_energy, region, fast, tol, cap)
             out.append((k, tau + a, amp))
             cap -= k.size
             region = res[-1] if res.size else region
-            if not resync:
+            if at < 0:
                 break
+            # a freshly recomputed spot that still disagrees is float32 noise, not drift: take it
+            tol, last = (np.inf if k.size == 0 and at == last else FAST_DRIFT_TOLERANCE), at
+            lo, hi = max(0, at - resync), min(b - a, at + resync)
+            C[:, lo:hi] = _correlation_map(r[lo:], phi, hi - lo, dtype)
         tail = x[b : b + lmax - 1]
         spill = np.zeros(lmax - 1)
         spill[: tail.size] = tail - r[b - a : b - a + tail.size]

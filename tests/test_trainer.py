@@ -1,0 +1,121 @@
+import dataclasses
+
+import pytest
+import torch
+
+from snn.trainer import Callback, TrainConfig, Trainer
+
+
+class Toy(torch.nn.Module):
+    """Mean over the valid time bins, dropout, linear: small, random (dropout) and order-sensitive (AdamW)."""
+
+    def __init__(self, c=6, k=3):
+        super().__init__()
+        self.drop = torch.nn.Dropout(0.3)
+        self.fc = torch.nn.Linear(c, k)
+
+    def forward(self, x, lengths):
+        mask = (torch.arange(x.shape[0])[:, None] < lengths[None]).to(x.dtype)
+        return self.fc(self.drop((x * mask[..., None]).sum(0) / lengths[:, None]))
+
+
+def _data(n=60, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    lengths = torch.randint(5, 12, (n,), generator=g)
+    x = [torch.rand(int(L), 6, generator=g) + torch.nn.functional.one_hot(yy, 6)[None] * 0.5 for yy, L in zip(y, lengths)]
+    return list(zip(x, y.tolist()))
+
+
+def collate(batch):
+    T = max(x.shape[0] for x, _ in batch)
+    out = torch.zeros(T, len(batch), 6)
+    for i, (x, _) in enumerate(batch):
+        out[: x.shape[0], i] = x
+    return out, torch.tensor([x.shape[0] for x, _ in batch]), torch.tensor([y for _, y in batch])
+
+
+class Counter(Callback):
+    def __init__(self, kill_at=None):
+        self.calls = {"batch": 0, "loss": 0, "backward": 0, "step": 0, "epoch": 0}
+        self.kill_at = kill_at
+
+    def on_batch(self, trainer, x, lengths, y):
+        self.calls["batch"] += 1
+        return x, lengths, y
+
+    def loss(self, trainer, logits, y, x, lengths, loss):
+        self.calls["loss"] += 1
+        return loss + 0.0 * logits.sum()
+
+    def on_after_backward(self, trainer):
+        self.calls["backward"] += 1
+
+    def on_step_end(self, trainer):
+        self.calls["step"] += 1
+
+    def on_epoch_end(self, trainer, record):
+        self.calls["epoch"] += 1
+        record["counted"] = self.calls["step"]
+        if self.calls["epoch"] == self.kill_at:  # dies before this epoch's checkpoint
+            raise KeyboardInterrupt
+
+    def state_dict(self):
+        return dict(self.calls)
+
+    def load_state_dict(self, state):
+        self.calls = dict(state)
+
+
+def _trainer(run_dir, kill_at=None, **kw):
+    torch.manual_seed(123)  # model init; the trainer seeds everything else from the config
+    cfg = TrainConfig(**{**dict(epochs=4, batch_size=8, lr=5e-2, patience=0, seed=3), **kw})
+    return Trainer(Toy(), _data(), _data(20, seed=1), collate, cfg, callbacks=[Counter(kill_at)], run_dir=run_dir,
+                   device="cpu", progress=False)
+
+
+def test_resume_after_a_kill_continues_exactly(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    full = _trainer(tmp_path / "a")
+    full.fit()
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(tmp_path / "b", kill_at=3).fit()
+    resumed = _trainer(tmp_path / "b")
+    resumed.load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    assert resumed.epoch == 2
+    resumed.fit()
+    assert resumed.history == full.history
+    for p, q in zip(resumed.model.parameters(), full.model.parameters()):
+        assert torch.equal(p, q)
+    assert resumed.callbacks[0].calls == full.callbacks[0].calls == {"batch": 32, "loss": 32, "backward": 32, "step": 32, "epoch": 4}
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["checkpoint.pt"]  # no temporary files left
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    _trainer(tmp_path, epochs=1).fit()
+    other = Trainer(Toy(), _data(), None, collate, TrainConfig(epochs=1, batch_size=8, lr=1e-3, patience=0, seed=3),
+                    device="cpu", progress=False)
+    with pytest.raises(ValueError, match="lr"):
+        other.load_checkpoint(tmp_path / "checkpoint.pt")
+
+
+def test_learns_and_keeps_the_best_validation_model(tmp_path):
+    t = _trainer(tmp_path, epochs=15)
+    history = t.fit()
+    best = max(h["val_accuracy"] for h in history)
+    assert best > 0.8 and t.evaluate(t.val_set)["accuracy"] == best
+    ev = t.evaluate(t.val_set, n_classes=3)
+    assert ev["confusion"].sum() == 20 and ev["confusion"].trace() == round(ev["accuracy"] * 20)
+
+
+def test_early_stopping_counts_stale_epochs(tmp_path):
+    t = _trainer(tmp_path, epochs=50, patience=2, lr=1e-12)  # nothing improves after the first epoch
+    t.fit()
+    assert len(t.history) == 3
+
+
+@pytest.mark.parametrize("kw", [dict(epochs=0), dict(lr=0.0), dict(batch_size=2.5), dict(patience=-1), dict(grad_clip=float("nan"))])
+def test_bad_config(kw):
+    with pytest.raises(ValueError):
+        TrainConfig(**kw)
