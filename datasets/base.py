@@ -1,0 +1,259 @@
+"""Labelled audio datasets: the common item model, any folder-per-class tree, and background noise."""
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch.utils.data
+
+from spiketrum.io import InputError, load_audio
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
+
+
+def existing_dir(root, what):
+    """``root`` as a Path; FileNotFoundError naming it (and ``what`` it should hold) if it is no folder."""
+    if root is None:
+        raise FileNotFoundError(f"no folder given for the {what}")
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: {what} not found" + (" (not a directory)" if root.exists() else ""))
+    return root
+
+
+def read_segment(path, start, stop):
+    """Samples ``[start, stop)`` of an audio file as mono float32, reading only that part.
+
+    Returns
+    -------
+    x : np.ndarray, float32, shape (stop - start,)
+    sr : int
+
+    Raises
+    ------
+    InputError
+        Unreadable file, or a range outside the file.
+    """
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(os.fspath(path)) as f:
+            if not 0 <= start < stop <= f.frames:
+                raise InputError(path, f"segment [{start}, {stop}) lies outside its {f.frames} samples")
+            f.seek(start)
+            x, sr = f.read(stop - start, dtype="float32", always_2d=True), int(f.samplerate)
+    except InputError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise InputError(path, f"not a readable audio file ({str(exc).splitlines()[0]})") from None
+    return np.ascontiguousarray(x.mean(axis=1), np.float32), sr
+
+
+def _probe(path):
+    """Why ``path`` is not usable audio, or None if its header reads and it has samples."""
+    import soundfile as sf
+
+    try:
+        frames = sf.info(os.fspath(path)).frames
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return msg.replace(f"Error opening {os.fspath(path)!r}: ", "")
+    return None if frames > 0 else "no samples"
+
+
+def _audio_files(folder, extensions, recursive):
+    exts = {e.lower() for e in extensions}
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if p.suffix.lower() in exts and p.is_file())
+
+
+class AudioDataset(torch.utils.data.Dataset):
+    """Labelled audio clips; item ``i`` is ``(audio, label)``.
+
+    The audio is mono float32 at the file's own rate (:meth:`load` also gives the rate).
+
+    Parameters
+    ----------
+    files : sequence of str or os.PathLike
+    labels : sequence of int
+        Index into ``classes`` of every item.
+    classes : sequence of str
+    segments : sequence of (int, int) or None, optional
+        Per item, the ``(start, stop)`` samples it takes from its file (items cut from a longer
+        file, like Speech Commands' silence), or None for the whole file.
+    transform : callable, optional
+        Applied to the audio of every item.
+    """
+
+    def __init__(self, files, labels, classes, segments=None, transform=None):
+        self.files = [Path(f) for f in files]
+        self.labels = [int(y) for y in labels]
+        self.classes = list(classes)
+        self.segments = list(segments) if segments is not None else [None] * len(self.files)
+        self.transform = transform
+        if not len(self.files) == len(self.labels) == len(self.segments):
+            raise ValueError("files, labels and segments differ in length")
+        if any(not 0 <= y < len(self.classes) for y in self.labels):
+            raise ValueError(f"labels must index the {len(self.classes)} classes")
+
+    def __len__(self):
+        return len(self.files)
+
+    def load(self, i):
+        """Audio of item ``i`` as ``(x, sr)``: mono float32 at the file's own rate."""
+        seg = self.segments[i]
+        return load_audio(self.files[i]) if seg is None else read_segment(self.files[i], *seg)
+
+    def fingerprint(self, i):
+        """SHA-256 digest of item ``i``'s content: its file's bytes, or the rate and samples of a segment."""
+        if self.segments[i] is None:
+            try:
+                return hashlib.sha256(self.files[i].read_bytes()).digest()
+            except OSError as exc:
+                raise InputError(self.files[i], exc.strerror or type(exc).__name__) from None
+        x, sr = self.load(i)
+        return hashlib.sha256(b"%d:" % sr + x.tobytes()).digest()
+
+    def subset(self, indices):
+        """A plain :class:`AudioDataset` of the items at ``indices``, with the same classes and transform."""
+        idx = [int(i) for i in indices]
+        return AudioDataset([self.files[i] for i in idx], [self.labels[i] for i in idx], self.classes,
+                            [self.segments[i] for i in idx], self.transform)
+
+    def __getitem__(self, i):
+        x, _ = self.load(i)
+        return (self.transform(x) if self.transform is not None else x), self.labels[i]
+
+    def __repr__(self):
+        return f"{type(self).__name__}({len(self)} clips, {len(self.classes)} classes)"
+
+
+class AudioFolder(AudioDataset):
+    """Any folder-per-class tree: every audio file under ``root/<class>/`` has that class.
+
+    Every file's header is read once here; unreadable files are left out with one warning.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+    classes : sequence of str, optional
+        Class folders in label order; default every sub-folder of ``root``, sorted, except hidden ones
+        and those starting with ``_`` (reserved, like Speech Commands' ``_background_noise_``).
+    extensions : sequence of str
+        File suffixes taken as audio (case-insensitive); class folders are searched recursively.
+    transform : callable, optional
+        Applied to the audio of every item.
+
+    Attributes
+    ----------
+    skipped : list of (pathlib.Path, str)
+        Files with an audio suffix that could not be read, and why.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``root`` or one of ``classes`` is not a folder.
+    ValueError
+        No class folders, or a class folder without a readable audio file.
+    """
+
+    def __init__(self, root, classes=None, extensions=AUDIO_EXTENSIONS, transform=None):
+        root = existing_dir(root, "audio folder")
+        if classes is None:
+            classes = sorted(d.name for d in root.iterdir() if d.is_dir() and d.name[0] not in "._")
+        if not classes:
+            raise ValueError(f"{root}: no class folders")
+        files, labels, self.skipped = [], [], []
+        for label, name in enumerate(classes):
+            folder = existing_dir(root / name, f"class folder {name!r}")
+            n = len(files)
+            for p in _audio_files(folder, extensions, recursive=True):
+                problem = _probe(p)
+                if problem:
+                    self.skipped.append((p, problem))
+                else:
+                    files.append(p)
+                    labels.append(label)
+            if len(files) == n:
+                raise ValueError(f"{folder}: class folder {name!r} has no readable audio file ({', '.join(extensions)})")
+        if self.skipped:
+            p, problem = self.skipped[0]
+            warnings.warn(f"{root}: skipped {len(self.skipped)} unreadable audio file(s), e.g. {p}: {problem}", stacklevel=2)
+        super().__init__(files, labels, classes, transform=transform)
+
+
+class NoiseFolder:
+    """Background-noise clips held in memory at one sample rate, for mixing into audio at a set SNR.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        Folder whose audio files (not sub-folders) are the noise clips.
+    sr : int
+        Rate every clip is resampled to, and the rate of the audio given to :meth:`mix`.
+    extensions : sequence of str
+        File suffixes taken as audio.
+
+    Attributes
+    ----------
+    files : list of pathlib.Path
+    noise : list of np.ndarray, float32
+    sr : int
+
+    Raises
+    ------
+    FileNotFoundError
+        ``root`` is not a folder.
+    ValueError
+        No audio file in it; :class:`~spiketrum.io.InputError` (a ValueError) for a clip that is
+        unreadable or all zeros.
+    """
+
+    def __init__(self, root, sr, extensions=AUDIO_EXTENSIONS):
+        root = existing_dir(root, "noise folder")
+        self.files = _audio_files(root, extensions, recursive=False)
+        if not self.files:
+            raise ValueError(f"{root}: no noise files ({', '.join(extensions)})")
+        self.sr = int(sr)
+        self.noise = [load_audio(p, self.sr, allow_silent=False)[0] for p in self.files]
+
+    def __repr__(self):
+        return f"NoiseFolder({len(self.files)} clips, {sum(n.size for n in self.noise) / self.sr:.1f} s, sr={self.sr})"
+
+    def mix(self, x, snr_db, rng):
+        """``x`` plus a random noise segment scaled to make the signal-to-noise ratio exactly ``snr_db``.
+
+        A clip is drawn uniformly, then a start within it; a clip shorter than ``x`` is repeated.
+        The SNR is by energy over the length of ``x``: ``10 log10(sum x^2 / sum (g n)^2)``.
+
+        Parameters
+        ----------
+        x : np.ndarray, shape (n,)
+            Audio at :attr:`sr`, not all zeros.
+        snr_db : float
+        rng : np.random.Generator
+            The only source of randomness: the same seed gives the same mix.
+
+        Returns
+        -------
+        np.ndarray, shape (n,)
+            float64 when ``x`` is float64, else float32.
+        """
+        x = np.asarray(x)
+        if x.ndim != 1 or x.size == 0 or x.dtype.kind not in "iuf":
+            raise ValueError(f"x must be a non-empty 1-D real array, got dtype {x.dtype} and shape {x.shape}")
+        x64 = x.astype(np.float64)
+        signal = float(x64 @ x64)
+        if signal == 0.0:
+            raise ValueError("x is all zeros: no noise level gives a finite SNR")
+        k = int(rng.integers(len(self.noise)))
+        start = int(rng.integers(max(1, self.noise[k].size - x.size + 1)))
+        seg = np.take(self.noise[k], start + np.arange(x.size), mode="wrap").astype(np.float64)
+        noise = float(seg @ seg)
+        if noise == 0.0:
+            raise ValueError(f"{self.files[k]}: the noise segment at sample {start} is all zeros")
+        y = x64 + np.sqrt(signal / (noise * 10.0 ** (snr_db / 10.0))) * seg
+        return y if x.dtype == np.float64 else y.astype(np.float32)

@@ -1,0 +1,229 @@
+"""Spike encodings of an audio dataset, each computed once and cached on disk, and their batching."""
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import multiprocessing
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.utils.data
+
+from spiketrum.io import InputError, resample
+from spiketrum.spiketrain import SpikeTrain
+
+
+def _encode(x, sr, config):
+    if sr != config.sr:
+        x = resample(x, sr, config.sr)
+    # Modules are looked up at call time, so baselines is imported only when a baseline is asked for.
+    if getattr(config, "method", "spiketrum") == "spiketrum":
+        from spiketrum import encoder
+
+        return encoder.encode_with(x, config)
+    from spiketrum import baselines
+
+    return baselines.encode_baseline_with(x, config)
+
+
+def make_encode_fn(config):
+    """The encoder an encoder config stands for, as ``encode_fn(x, sr) -> SpikeTrain``.
+
+    Audio at another rate than ``config.sr`` is resampled first. A config whose ``method`` is
+    ``"spiketrum"`` (:class:`~spiketrum.SpiketrumConfig`) encodes with :func:`spiketrum.encode_with`;
+    any other (:class:`spiketrum.baselines.BaselineConfig`) with
+    :func:`spiketrum.baselines.encode_baseline_with`. The function pickles, for worker processes.
+    """
+    return functools.partial(_encode, config=config)
+
+
+class SpikeDataset(torch.utils.data.Dataset):
+    """An audio dataset encoded to spikes; every encoding is computed once and cached on disk.
+
+    Item ``i`` is ``(spikes, label)``: spike counts per ``dt`` bin and channel (float32 tensor
+    ``[T, n_channels]``), or the :class:`~spiketrum.SpikeTrain` itself when ``dt`` is None.
+
+    The entry of an item is ``cache_dir/<config digest>/<key>.npz``, the key a SHA-256 of the
+    config's JSON and the item's content: its file's bytes, or the encoder's input samples for items
+    cut from a file (silence) and noisy items. A changed config or file never reuses a stale entry;
+    moved or duplicated files share one. Entries are written to a temporary file and renamed into place
+    (:meth:`SpikeTrain.save`), so parallel processes and crashes leave a whole entry or none; an entry
+    that no longer loads (truncated, corrupt) is encoded again with a warning.
+
+    Parameters
+    ----------
+    base : AudioDataset
+        Source clips: anything with ``load(i) -> (x, sr)``, ``fingerprint(i) -> bytes``, ``classes``,
+        ``files``, ``labels`` and a length.
+    encoder_config : SpiketrumConfig or BaselineConfig
+        Any config with ``sr``, ``method`` and ``to_json()``; the encoder is :func:`make_encode_fn`'s.
+        Audio is resampled to its ``sr``.
+    cache_dir : str or os.PathLike
+    dt : float or None
+        Time bin of the dense items in seconds; None gives SpikeTrains.
+    jobs : int
+        Worker processes for :meth:`prepare` (spawned: safe beside torch and numba threads).
+    noise : NoiseFolder, optional
+        Mixed into every clip after resampling; its ``sr`` must be the config's.
+    snr_db : float or (float, float), optional
+        SNR of the mix, or a range it is drawn from uniformly per item. Needed with ``noise``.
+    seed : int
+        Seeds the noise. Each item's mix comes from a generator seeded with ``seed`` and the item's
+        content, so it is the same whatever the item's position or process.
+    transform : callable, optional
+        Applied to every item's spikes.
+
+    Attributes
+    ----------
+    classes, files, labels
+        Those of ``base``.
+    encode_fn : callable
+        ``encode_fn(x, sr) -> SpikeTrain``, from :func:`make_encode_fn`.
+    cache_dir : pathlib.Path
+        This config's folder of entries.
+    """
+
+    def __init__(self, base, encoder_config, cache_dir, dt=1e-3, jobs=1, noise=None, snr_db=None, seed=0, transform=None):
+        if dt is not None and not dt > 0:
+            raise ValueError(f"dt must be > 0 seconds or None, got {dt!r}")
+        if not (isinstance(jobs, int) and jobs >= 1):
+            raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+        if noise is not None and snr_db is None:
+            raise ValueError("noise needs snr_db")
+        if noise is not None and noise.sr != encoder_config.sr:
+            raise ValueError(f"noise is at {noise.sr} Hz, the encoder at {encoder_config.sr} Hz: load it with "
+                             f"NoiseFolder(root, sr={encoder_config.sr})")
+        self.base, self.config, self.dt, self.jobs = base, encoder_config, dt, jobs
+        self.noise, self.snr_db, self.seed, self.transform = noise, snr_db, seed, transform
+        self.config_json = encoder_config.to_json()
+        self.encode_fn = make_encode_fn(encoder_config)
+        self.cache_dir = Path(cache_dir) / hashlib.sha256(self.config_json.encode()).hexdigest()[:16]
+        self.classes, self.files, self.labels = base.classes, base.files, base.labels
+
+    def __len__(self):
+        return len(self.base)
+
+    def _input(self, i, fingerprint):
+        """The encoder's input for item ``i``: audio at the config's rate, noise mixed in if asked."""
+        x, sr = self.base.load(i)
+        if sr != self.config.sr:
+            x = resample(x, sr, self.config.sr)
+        if self.noise is not None:
+            rng = np.random.default_rng([self.seed, *np.frombuffer(fingerprint[:16], np.uint32).tolist()])
+            snr = rng.uniform(*self.snr_db) if np.ndim(self.snr_db) else self.snr_db
+            x = self.noise.mix(x, snr, rng)
+        return x
+
+    def entry(self, i):
+        """Cache path of item ``i``, and its encoder input when the key needed it (noisy items), else None."""
+        content, x = self.base.fingerprint(i), None
+        if self.noise is not None:
+            x = self._input(i, content)
+            content = hashlib.sha256(b"%d:" % self.config.sr + x.tobytes()).digest()
+        return self.cache_dir / f"{hashlib.sha256(self.config_json.encode() + b'|' + content).hexdigest()}.npz", x
+
+    def _fetch(self, i):
+        """``(SpikeTrain, whether it was encoded now)`` for item ``i``."""
+        path, x = self.entry(i)
+        if path.is_file():
+            try:
+                st = SpikeTrain.load(path)
+                if st.config.to_json() == self.config_json:
+                    return st, False
+            except InputError as exc:
+                warnings.warn(f"re-encoding a damaged cache entry: {exc}", stacklevel=3)
+        st = self.encode_fn(self._input(i, None) if x is None else x, self.config.sr)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        st.save(path)
+        return st, True
+
+    def spikes(self, i):
+        """The :class:`~spiketrum.SpikeTrain` of item ``i``, from the cache or encoded (and cached) now."""
+        return self._fetch(i)[0]
+
+    def __getitem__(self, i):
+        st = self.spikes(i)
+        item = st if self.dt is None else st.to_dense(self.dt, torch=True)
+        return (self.transform(item) if self.transform is not None else item), self.labels[i]
+
+    def __repr__(self):
+        return f"SpikeDataset({len(self)} clips, {self.config.method} at {self.config.sr} Hz, cache {self.cache_dir})"
+
+    def prepare(self, progress=True):
+        """Encode every item missing from the cache, in ``jobs`` processes, with a progress bar.
+
+        Returns
+        -------
+        int
+            How many items were encoded (0 when the whole corpus was cached).
+        """
+        from tqdm.auto import tqdm
+
+        encoded = 0
+        with tqdm(total=len(self), desc=f"encoding into {self.cache_dir}", unit="clip", disable=not progress) as bar:
+            for fresh in self._fetch_all():
+                encoded += fresh
+                bar.update()
+        return encoded
+
+    def _fetch_all(self):
+        if self.jobs == 1:
+            for i in range(len(self)):
+                yield self._fetch(i)[1]
+            return
+        # Workers only encode: transforms (often lambdas) need not pickle.
+        worker = copy.copy(self)
+        worker.transform = None
+        if getattr(self.base, "transform", None) is not None:
+            worker.base = copy.copy(self.base)
+            worker.base.transform = None
+        chunk = max(1, min(16, len(self) // (4 * self.jobs)))
+        with ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                                 initargs=(worker,)) as pool:
+            yield from pool.map(_fetch_in_worker, range(len(self)), chunksize=chunk)
+
+
+_WORKER = None
+
+
+def _start_worker(dataset):
+    global _WORKER
+    _WORKER = dataset
+
+
+def _fetch_in_worker(i):
+    return _WORKER._fetch(i)[1]
+
+
+def collate_spikes(batch, dt=1e-3):
+    """Stack ``(spikes, label)`` items into one time-major batch, zero-padded to the longest.
+
+    Use as ``DataLoader(..., collate_fn=collate_spikes)`` (``functools.partial`` sets ``dt``).
+
+    Parameters
+    ----------
+    batch : sequence of (SpikeTrain or array-like [T, C], int)
+        SpikeTrains are binned at ``dt``; dense items (as :class:`SpikeDataset` gives) are used as
+        they are, already binned.
+    dt : float
+        Time bin in seconds for SpikeTrain items.
+
+    Returns
+    -------
+    x : torch.Tensor, float32, [T_max, B, C]
+        Spike counts per bin; zero past each item's length.
+    lengths : torch.Tensor, int64, [B]
+        Bins per item.
+    labels : torch.Tensor, int64, [B]
+    """
+    spikes, labels = zip(*batch)
+    dense = [s.to_dense(dt, torch=True) if isinstance(s, SpikeTrain) else torch.as_tensor(s, dtype=torch.float32) for s in spikes]
+    channels = {d.shape[1] for d in dense}
+    if len(channels) > 1:
+        raise ValueError(f"items have different channel counts {sorted(channels)}: encode them with one config")
+    lengths = torch.tensor([d.shape[0] for d in dense], dtype=torch.int64)
+    return torch.nn.utils.rnn.pad_sequence(dense), lengths, torch.as_tensor(labels, dtype=torch.int64)
