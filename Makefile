@@ -44,6 +44,7 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_cochlea.py
+	$(BIN)/python benchmarks/bench_encoder.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .hypothesis
