@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import warnings
 
 import numpy as np
@@ -19,9 +18,9 @@ from .spiketrain import SpikeTrain
 
 # The fast mode recomputes its correlation map from the residual once the map has drifted by this
 # fraction of a chosen atom's true amplitude ...
-FAST_DRIFT_TOLERANCE = float(os.environ.get("SPIKETRUM_DRIFT", 0.1))
+FAST_DRIFT_TOLERANCE = 0.2
 # ... over this many seconds either side of the atom where the drift showed.
-FAST_RESYNC_S = float(os.environ.get("SPIKETRUM_RESYNC", 0.5))
+FAST_RESYNC_S = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
