@@ -197,6 +197,47 @@ def cmd_plot(args):
     print(f"wrote {args.output}: {len(st)} spikes over {st.duration:.3f} s")
 
 
+def _train_config(args):
+    from snn.trainer import TrainConfig
+
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, patience=args.patience)
+
+
+def cmd_train(args):
+    from snn import kws
+
+    model_kwargs = {"hidden": tuple(args.hidden)} if args.hidden else {}
+    m = kws.train(args.dataset, args.data, args.output, split=args.split, model=args.model, encoder=args.encoder,
+                  rate=args.rate, dt=args.dt_ms / 1000, config=_train_config(args), model_kwargs=model_kwargs,
+                  cache_dir=args.cache, jobs=args.jobs, resume=args.resume, noise_dir=args.noise_dir,
+                  progress=not args.quiet)
+    print(f"test accuracy {100 * m['test_accuracy']:.2f} % on {m['n_test']} clips ({m['epochs_run']} epochs); "
+          f"wrote {args.output}/model.pt, metrics.json, confusion.png")
+
+
+def cmd_evaluate(args):
+    import json
+
+    from snn import kws
+
+    r = kws.evaluate(args.run_dir, args.dataset, args.data, split=args.split, noise_dir=args.noise_dir, cache_dir=args.cache,
+                     progress=not args.json)
+    for c in r["unknown_classes"]:
+        print(f"spiketrum evaluate: warning: {args.data}: class folder {c!r} is not a class of this model; skipped",
+              file=sys.stderr)
+    if args.json:
+        print(json.dumps({"accuracy": r["accuracy"], "n": r["n"]}))
+    else:
+        print(f"accuracy {100 * r['accuracy']:.2f} % on {r['n']} clips")
+
+
+def cmd_predict(args):
+    from snn import kws
+
+    for f, word, p in kws.predict(args.run_dir, args.input):
+        print(f"{f}\t{word}\t{p:.3f}")
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog="spiketrum",
@@ -256,6 +297,45 @@ def build_parser():
     pl.add_argument("--title", help="figure title")
     pl.add_argument("--dpi", type=_positive_int, default=120)
     pl.set_defaults(func=cmd_plot)
+
+    datasets = ["fsdd", "speech-commands", "folder"]
+    t = sub.add_parser("train", help="train a keyword-spotting SNN on spike-encoded audio")
+    t.add_argument("--dataset", choices=datasets, required=True)
+    t.add_argument("--data", required=True, help="data root: the FSDD root (holding fsdd/recordings), a Speech Commands "
+                   "folder, or a folder per class")
+    t.add_argument("-o", "--output", required=True, help="run folder to write (model.pt, metrics.json, confusion.png)")
+    t.add_argument("--split", default="official", help="fsdd: official or loso:<speaker> (default official)")
+    t.add_argument("--model", choices=["srnn", "conv"], default="srnn")
+    t.add_argument("--hidden", type=_positive_int, nargs="+", help="hidden layer sizes")
+    t.add_argument("--encoder", choices=["spiketrum", "delta", "lif", "bsa", "poisson"], default="spiketrum")
+    t.add_argument("--rate", type=_positive_float, default=1000.0, help="spikes per second (default 1000)")
+    t.add_argument("--dt-ms", type=_positive_float, default=1.0, help="time bin of the spike tensor in ms (default 1)")
+    t.add_argument("--epochs", type=_positive_int, default=40)
+    t.add_argument("--batch-size", type=_positive_int, default=32)
+    t.add_argument("--lr", type=_positive_float, default=2e-3)
+    t.add_argument("--patience", type=int, default=12, help="early stopping: epochs without a better validation accuracy")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--jobs", type=_positive_int, default=1, help="processes encoding the corpus")
+    t.add_argument("--cache", help="encoding cache folder (default: cache/ beside the run folder)")
+    t.add_argument("--noise-dir", help="background noise for Speech Commands silence")
+    t.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    t.add_argument("-q", "--quiet", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="accuracy of a trained run on a dataset split")
+    ev.add_argument("run_dir")
+    ev.add_argument("--dataset", choices=datasets, required=True)
+    ev.add_argument("--data", required=True)
+    ev.add_argument("--split", default="test", help="train, val, test, or loso:<speaker>[:part] (default test)")
+    ev.add_argument("--noise-dir")
+    ev.add_argument("--cache")
+    ev.add_argument("--json", action="store_true", help='print {"accuracy": ..., "n": ...}')
+    ev.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="keyword and confidence for audio files")
+    pr.add_argument("run_dir")
+    pr.add_argument("input", nargs="+", help="audio files")
+    pr.set_defaults(func=cmd_predict)
     return p
 
 

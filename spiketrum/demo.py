@@ -1,4 +1,5 @@
-"""``make demo``: the main job on real audio: cochleagram, then spiketrum encoding at several rates."""
+"""``make demo``: the main job on real audio: cochleagram, spiketrum encoding at several rates, a
+spikegram, then a small keyword-spotting SNN trained on FSDD."""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +19,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default="out/demo", help="output folder")
     p.add_argument("--recording", default="3_jackson_0.wav", help="FSDD file name")
+    p.add_argument("--epochs", type=int, default=5, help="epochs of the small SNN (0 skips training)")
     args = p.parse_args(argv)
     rec = fsdd_recordings(download=True)
     out = Path(args.out)
@@ -41,8 +43,24 @@ def main(argv=None):
             dt = time.perf_counter() - t
             m = metrics.report(st, x)
             print(f"{clip.parent.name + '/' + clip.name:28s} {rate:6d} {len(st):7d} {m['snr_exact_db']:9.1f}  {m['snr_levels_db']:10.1f} {dt:9.2f}")
-        st.save(out / f"{clip.stem}.npz")
-    print(f"spike files in {out}; try: spiketrum info {out / (clips[0].stem + '.npz')}")
+            if rate == 1000:
+                st.save(out / f"{clip.stem}.npz")
+    first = out / f"{clips[0].stem}.npz"
+    rc = cli_main(["plot", str(first), "-o", str(out / "spikegram.png"), "--source", str(wav), "--reconstruction"])
+    if rc:
+        return rc
+    print(f"spike files in {out}; try: spiketrum info {first}")
+    if args.epochs > 0:
+        from snn import kws
+        from snn.trainer import TrainConfig
+
+        # 10 ms bins and one small recurrent layer keep this to a couple of minutes on a laptop CPU
+        print(f"\ndemo: training a small SNN on FSDD spiketrum spikes ({args.epochs} epochs; the corpus is encoded once and cached)")
+        t = time.perf_counter()
+        m = kws.train("fsdd", rec.parents[1], out / "fsdd-srnn", model="srnn", model_kwargs={"hidden": (128,)}, dt=0.01,
+                      config=TrainConfig(epochs=args.epochs), jobs=2, cache_dir=out / "cache")
+        print(f"demo: FSDD test accuracy {100 * m['test_accuracy']:.1f} % on {m['n_test']} clips after {m['epochs_run']} epochs "
+              f"({time.perf_counter() - t:.0f} s with encoding) -> {out / 'fsdd-srnn'}")
     return 0
 
 

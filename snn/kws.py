@@ -1,0 +1,271 @@
+"""Keyword spotting end to end: datasets -> cached spike encodings -> SNN -> a self-contained run folder.
+
+A run folder holds ``model.pt`` (weights, model and encoder configs, class names: everything
+``evaluate`` and ``predict`` need), ``metrics.json``, ``confusion.png`` and ``checkpoint.pt`` (resume).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .trainer import TrainConfig, Trainer, atomic_save, seed_everything, write_json
+
+MODEL_FORMAT = "spiketrum-model"
+MODEL_VERSION = 1
+SAMPLE_RATES = {"fsdd": 8000, "speech-commands": 16000}
+
+
+def encoder_config(method, sr, rate):
+    """The encoder a run uses: spiketrum or a baseline, at ``rate`` spikes/s."""
+    if method == "spiketrum":
+        from spiketrum import SpiketrumConfig
+
+        return SpiketrumConfig(sr=sr, rate=rate)
+    from spiketrum.baselines import BaselineConfig
+
+    return BaselineConfig(method, sr, rate=rate)
+
+
+def config_from_json(text):
+    """Inverse of ``config.to_json()`` for spiketrum and baseline configs."""
+    from spiketrum import SpiketrumConfig
+    from spiketrum.baselines import BaselineConfig
+
+    method = json.loads(text).get("method", "spiketrum")
+    return (SpiketrumConfig if method == "spiketrum" else BaselineConfig).from_json(text)
+
+
+def _holdout(n_files, files, fraction, salt):
+    """Deterministic per-file split: the same file always lands on the same side, whatever else is there."""
+    h = [int(hashlib.sha256(f"{salt}:{Path(f).name}".encode()).hexdigest()[:8], 16) / 2**32 for f in files]
+    return np.array(h) < fraction
+
+
+def audio_splits(dataset, data, split="official", noise_dir=None, seed=0):
+    """(train, val, test) audio datasets for a named corpus.
+
+    ``fsdd``: split ``official`` (takes 0-4 test) or ``loso:<speaker>``. ``speech-commands``: the
+    corpus's own validation/testing lists, 12-class task, silence cut from ``noise_dir`` (default: a
+    ``speech_commands_noise`` folder beside ``data`` or ``data/_background_noise_``). ``folder``:
+    one folder per class, 10 % validation and 10 % test chosen by a hash of each file name.
+    """
+    from datasets import FSDD, AudioFolder, SpeechCommands
+
+    if dataset == "fsdd":
+        root = Path(data)
+        if (root / "recordings").is_dir() and not (root / "fsdd").is_dir():
+            root = root.parent  # accept the fsdd folder itself
+        if split == "official":
+            return tuple(FSDD(root, split=s, seed=seed) for s in ("train", "val", "test"))
+        if split.startswith("loso:"):
+            return tuple(FSDD(root, split=f"{split}:{s}", seed=seed) for s in ("train", "val", "test"))
+        raise ValueError(f"unknown FSDD split {split!r}: use 'official' or 'loso:<speaker>'")
+    if dataset == "speech-commands":
+        if noise_dir is None:
+            for cand in (Path(data).parent / "speech_commands_noise", Path(data) / "_background_noise_"):
+                if cand.is_dir():
+                    noise_dir = cand
+                    break
+        return tuple(SpeechCommands(data, split=s, noise_root=noise_dir, seed=seed) for s in ("train", "val", "test"))
+    if dataset == "folder":
+        full = AudioFolder(data)
+        test = _holdout(len(full), full.files, 0.1, f"test{seed}")
+        val = ~test & _holdout(len(full), full.files, 0.1 / 0.9, f"val{seed}")
+        return full.subset(np.flatnonzero(~test & ~val)), full.subset(np.flatnonzero(val)), full.subset(np.flatnonzero(test))
+    raise ValueError(f"unknown dataset {dataset!r}: use fsdd, speech-commands or folder")
+
+
+def build_model(name, n_in, n_classes, **kwargs):
+    from .models import ConvSNN, SRNN
+
+    models = {"srnn": SRNN, "conv": ConvSNN}
+    if name not in models:
+        raise ValueError(f"unknown model {name!r}: use {', '.join(models)}")
+    return models[name](n_in, n_classes, **kwargs)
+
+
+@dataclasses.dataclass
+class Run:
+    """A trained model and everything needed to use it on new audio."""
+
+    model: torch.nn.Module
+    model_name: str
+    model_kwargs: dict
+    encoder: object
+    dt: float
+    classes: list
+
+    def save(self, path, extra=None):
+        atomic_save({"format": MODEL_FORMAT, "version": MODEL_VERSION, "model_name": self.model_name,
+                     "model_kwargs": self.model_kwargs, "state_dict": self.model.state_dict(),
+                     "encoder": self.encoder.to_json(), "dt": self.dt, "classes": list(self.classes), **(extra or {})}, path)
+
+    @classmethod
+    def load(cls, run_dir, device="cpu"):
+        path = Path(run_dir) / "model.pt" if Path(run_dir).is_dir() else Path(run_dir)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no trained model here (run `spiketrum train` first)")
+        try:
+            state = torch.load(path, map_location=device, weights_only=False)
+            if state.get("format") != MODEL_FORMAT:
+                raise ValueError("not a spiketrum model file")
+            if state["version"] > MODEL_VERSION:
+                raise ValueError(f"model format {state['version']} is newer than this spiketrum reads; upgrade")
+            encoder = config_from_json(state["encoder"])
+            model = build_model(state["model_name"], encoder.n_channels, len(state["classes"]), **state["model_kwargs"])
+            model.load_state_dict(state["state_dict"])
+        except (OSError, RuntimeError, KeyError, TypeError, AttributeError, ValueError, EOFError) as exc:
+            raise ValueError(f"{path}: cannot load model ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        return cls(model.to(device).eval(), state["model_name"], state["model_kwargs"], encoder, state["dt"], state["classes"])
+
+
+def spike_sets(splits, encoder, cache_dir, dt, jobs=1, progress=True):
+    from datasets import SpikeDataset
+
+    sets = [SpikeDataset(s, encoder, cache_dir, dt=dt, jobs=jobs) for s in splits]
+    for s in sets:
+        s.prepare(progress=progress)
+    return sets
+
+
+def collate_for(dt):
+    from datasets import collate_spikes
+
+    return lambda batch: collate_spikes(batch, dt=dt)
+
+
+def plot_confusion(confusion, classes, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = np.asarray(confusion)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * len(classes), 0.8 + 0.45 * len(classes)), layout="constrained")
+    ax.imshow(c / np.maximum(c.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+    for i, j in zip(*np.nonzero(c)):
+        ax.text(j, i, str(c[i, j]), ha="center", va="center", fontsize=7, color="k" if i != j else "w")
+    ax.set_xticks(range(len(classes)), classes, rotation=90)
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    tmp = f"{path}.tmp-{os.getpid()}.png"
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def train(dataset, data, out, *, split="official", model="srnn", encoder="spiketrum", rate=1000.0, dt=1e-3,
+          config=TrainConfig(), model_kwargs=None, cache_dir=None, jobs=1, resume=False, noise_dir=None, callbacks=(),
+          progress=True, device=None):
+    """Train a keyword-spotting SNN and write the run folder ``out``; returns the metrics dict."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    splits = audio_splits(dataset, data, split, noise_dir, seed=config.seed)
+    sr = SAMPLE_RATES.get(dataset) or _common_rate(splits[0])
+    enc = encoder_config(encoder, sr, rate)
+    cache_dir = Path(cache_dir) if cache_dir is not None else out.parent / "cache"
+    train_set, val_set, test_set = spike_sets(splits, enc, cache_dir, dt, jobs, progress)
+    classes = list(splits[0].classes)
+    model_kwargs = dict(model_kwargs or {})
+    seed_everything(config.seed)  # the same seed gives the same initial weights
+    net = build_model(model, enc.n_channels, len(classes), **model_kwargs)
+    trainer = Trainer(net, train_set, val_set if len(val_set) else None, collate_for(dt), config, callbacks,
+                      run_dir=out, device=device, progress=progress)
+    checkpoint = out / "checkpoint.pt"
+    if resume:
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"{checkpoint}: nothing to resume")
+        trainer.load_checkpoint(checkpoint)
+    trainer.fit()
+    result = trainer.evaluate(test_set, n_classes=len(classes))
+    run = Run(trainer.model, model, model_kwargs, enc, dt, classes)
+    metrics = {"test_accuracy": result["accuracy"], "n_test": result["n"], "classes": classes,
+               "confusion": result["confusion"], "dataset": dataset, "split": split, "model": model, "encoder": encoder,
+               "rate": rate, "dt": dt, "epochs_run": len(trainer.history), "best_val_accuracy": trainer.best_accuracy,
+               "parameters": sum(p.numel() for p in run.model.parameters()), "history": trainer.history,
+               "train_config": dataclasses.asdict(config), **activity(run.model, test_set, collate_for(dt), trainer.device)}
+    run.save(out / "model.pt", extra={"metrics": {k: metrics[k] for k in ("test_accuracy", "n_test")}})
+    write_json(metrics, out / "metrics.json")
+    plot_confusion(result["confusion"], classes, out / "confusion.png",
+                   f"{dataset} {split}, {model} on {encoder} spikes: {100 * result['accuracy']:.1f} %")
+    return metrics
+
+
+def _common_rate(dataset):
+    import soundfile as sf
+
+    rates = {sf.info(str(f)).samplerate for f in dataset.files[:50]}
+    return max(rates)
+
+
+@torch.no_grad()
+def activity(model, dataset, collate, device, max_batches=8):
+    """Spike rates per layer and synaptic operations per sample on (the start of) ``dataset``."""
+    from .models import record_activity
+
+    model.eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=32, collate_fn=collate)
+    with record_activity(model) as act:
+        for i, (x, lengths, _) in enumerate(loader):
+            if i == max_batches:
+                break
+            model(x.to(device), lengths.to(device))
+    return {"activity": act.summary()}
+
+
+def evaluate(run_dir, dataset, data, split="test", noise_dir=None, cache_dir=None, progress=True):
+    """Accuracy of a trained run on a dataset split; a folder's unknown classes are reported and skipped."""
+    run = Run.load(run_dir)
+    if dataset == "folder":
+        from datasets import AudioFolder
+
+        full = AudioFolder(data)
+        known = [c for c in full.classes if c in run.classes]
+        unknown = sorted(set(full.classes) - set(known))
+        if not known:
+            raise ValueError(f"{data}: none of its class folders ({', '.join(full.classes)}) is a class of this model")
+        keep = [i for i, lab in enumerate(full.labels) if full.classes[lab] in run.classes]
+        audio = full.subset(keep)
+        remap = {i: run.classes.index(c) for i, c in enumerate(full.classes) if c in run.classes}
+        audio.labels = [remap[lab] for lab in audio.labels]
+        audio.classes = list(run.classes)
+    else:
+        # "train" / "val" / "test" of the official split; "loso:<speaker>[:part]" (part defaults to test)
+        corpus_split, part = ("official", split) if not split.startswith("loso:") else (":".join(split.split(":")[:2]), (split.split(":") + ["test"])[2])
+        if part not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {split!r}: use train, val, test or loso:<speaker>[:train|val|test]")
+        audio = dict(zip(("train", "val", "test"), audio_splits(dataset, data, corpus_split, noise_dir)))[part]
+        unknown = []
+        if list(audio.classes) != list(run.classes):
+            raise ValueError(f"{data}: classes {audio.classes} differ from the model's {run.classes}")
+    cache_dir = Path(cache_dir) if cache_dir is not None else Path(run_dir).parent / "cache"
+    (spikes,) = spike_sets([audio], run.encoder, cache_dir, run.dt, progress=progress)
+    trainer = Trainer(run.model, spikes, None, collate_for(run.dt), TrainConfig(), progress=False)
+    result = trainer.evaluate(spikes, n_classes=len(run.classes))
+    return {"accuracy": result["accuracy"], "n": result["n"], "unknown_classes": unknown}
+
+
+@torch.no_grad()
+def predict(run_dir, files):
+    """(file, keyword, confidence) for each audio file."""
+    from datasets import make_encode_fn
+    from spiketrum.io import load_audio
+
+    run = Run.load(run_dir)
+    encode = make_encode_fn(run.encoder)
+    out = []
+    for f in files:
+        x, sr = load_audio(f, allow_silent=True)
+        dense = encode(x, sr).to_dense(run.dt, torch=True)
+        probs = torch.softmax(run.model(dense[:, None], torch.tensor([dense.shape[0]])), 1)[0]
+        k = int(probs.argmax())
+        out.append((str(f), run.classes[k], float(probs[k])))
+    return out

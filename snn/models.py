@@ -1,0 +1,289 @@
+"""Spiking classifiers for spike-coded audio, and per-layer activity (spike rates, SynOps).
+
+Both models take a dense spike tensor ``x`` [T, B, C] (counts per time bin and channel, e.g.
+``SpikeTrain.to_dense``) and optional ``lengths`` [B] (valid time bins per sample; the rest is
+padding) and return logits [B, n_classes]. Every layer is causal and the readout only looks at
+valid steps, so padding never changes the logits.
+"""
+import contextlib
+import math
+
+import torch
+from torch import nn
+
+from .layers import ALIF, LI, LIF, RALIF, RLIF, SpikingConv1d
+
+
+def _decay(tau):
+    """Per-step decay of a time constant ``tau`` in time bins."""
+    return math.exp(-1.0 / tau)
+
+
+class Activity:
+    """Spike and synaptic-operation counts gathered over forward passes (see :func:`record_activity`).
+
+    SynOps of a layer = its spikes x the synapses each spike drives (its fan-out: the next layer's
+    neurons, plus the recurrent ones); the input layer's spikes are the data. Only valid time steps
+    (below ``lengths``) count.
+    """
+
+    def __init__(self):
+        self.samples = 0
+        self.steps = 0  # valid time steps summed over samples
+        self.layers = {}
+
+    def _batch(self, batch, steps):
+        self.samples += batch
+        self.steps += steps
+
+    def _add(self, name, spikes, mask, fan_out, steps):
+        s = spikes.detach().reshape(spikes.shape[0], spikes.shape[1], -1)
+        if mask is not None:
+            s = s * mask[:, :, None].to(s.dtype)
+        counts = s.sum((0, 1))
+        fan = torch.as_tensor(fan_out, dtype=counts.dtype, device=counts.device)
+        layer = self.layers.setdefault(name, {"neurons": s.shape[-1], "spikes": 0.0, "synops": 0.0,
+                                              "neuron_steps": 0})
+        layer["spikes"] += float(counts.sum())
+        layer["synops"] += float((counts * fan).sum())
+        layer["neuron_steps"] += s.shape[-1] * steps
+
+    def summary(self):
+        """Per-sample averages, JSON-ready.
+
+        Returns
+        -------
+        dict
+            ``samples``, ``steps_per_sample``; ``layers``: name -> ``neurons``, ``rate`` (spikes
+            per neuron and time step), ``spikes_per_sample``, ``synops_per_sample``; totals
+            ``spikes_per_sample`` (network layers, without the input) and ``synops_per_sample``
+            (all layers, input included).
+        """
+        n = max(self.samples, 1)
+        layers = {name: {"neurons": d["neurons"],
+                         "rate": d["spikes"] / max(d["neuron_steps"], 1),
+                         "spikes_per_sample": d["spikes"] / n,
+                         "synops_per_sample": d["synops"] / n}
+                  for name, d in self.layers.items()}
+        return {"samples": self.samples, "steps_per_sample": self.steps / n, "layers": layers,
+                "spikes_per_sample": sum(d["spikes_per_sample"] for k, d in layers.items()
+                                         if k != "input"),
+                "synops_per_sample": sum(d["synops_per_sample"] for d in layers.values())}
+
+
+@contextlib.contextmanager
+def record_activity(model):
+    """Gather spike counts and SynOps of every SNN model inside ``model`` during the block.
+
+    Examples
+    --------
+    >>> model = SRNN(8, 3, hidden=(16,))
+    >>> with record_activity(model) as act:
+    ...     _ = model(torch.zeros(20, 2, 8))
+    >>> act.summary()["samples"]
+    2
+    """
+    act = Activity()
+    models = [m for m in model.modules() if isinstance(m, _SpikingModel)]
+    for m in models:
+        m._activity = act
+    try:
+        yield act
+    finally:
+        for m in models:
+            m._activity = None
+
+
+class _SpikingModel(nn.Module):
+    _activity = None
+
+    def _begin(self, x, lengths):
+        """Validate the input; return the valid-step mask [T, B] (None without lengths)."""
+        if x.dim() != 3:
+            raise ValueError(f"x must have shape [T, B, C], got {tuple(x.shape)}")
+        mask = None
+        if lengths is not None:
+            lengths = torch.as_tensor(lengths, device=x.device)
+            if lengths.shape != (x.shape[1],):
+                raise ValueError(f"lengths must have shape [{x.shape[1]}], got {tuple(lengths.shape)}")
+            mask = torch.arange(x.shape[0], device=x.device)[:, None] < lengths[None, :]
+        if self._activity is not None:
+            self._steps = int(mask.sum()) if mask is not None else x.shape[0] * x.shape[1]
+            self._activity._batch(x.shape[1], self._steps)
+        return mask
+
+    def _log(self, name, spikes, mask, fan_out):
+        if self._activity is not None:
+            self._activity._add(name, spikes, mask, fan_out, self._steps)
+
+
+class _Readout(nn.Module):
+    """Linear -> leaky integrator reduced over valid steps (mean or max), or -> LIF spike count."""
+
+    def __init__(self, n_in, n_classes, readout, beta, neuron):
+        super().__init__()
+        if readout not in ("mean", "max", "count"):
+            raise ValueError(f"readout must be 'mean', 'max' or 'count', got {readout!r}")
+        self.readout = readout
+        self.linear = nn.Linear(n_in, n_classes)
+        self.integrator = (LIF(n_classes, beta=beta, learn_beta=True, **neuron) if readout == "count"
+                           else LI(n_classes, beta=beta, learn_beta=True))
+
+    def forward(self, s, mask):
+        u = self.integrator(self.linear(s))
+        if self.readout == "max":
+            return (u if mask is None else u.masked_fill(~mask[:, :, None], -math.inf)).amax(0)
+        if mask is not None:
+            u = u * mask[:, :, None].to(u.dtype)
+        total = u.sum(0)
+        if self.readout == "count":
+            return total
+        if mask is None:
+            return total / u.shape[0]
+        return total / mask.sum(0).clamp(min=1)[:, None].to(u.dtype)
+
+
+class SRNN(_SpikingModel):
+    """Adaptive recurrent SNN: stacked Linear -> R(A)LIF layers and a leaky-integrator readout.
+
+    The strong baseline for spike-coded audio (after Yin et al. 2021 / Bellec et al. 2018):
+    adaptive thresholds give the long memory that speech needs at 1 ms bins.
+
+    Parameters
+    ----------
+    n_in : int
+        Input channels C (e.g. 240 = 40 kernels x 3 levels x 2 polarities).
+    n_classes : int
+        Number of classes.
+    hidden : tuple of int
+        Neurons per recurrent layer.
+    adaptive : bool
+        RALIF (adaptive threshold) instead of RLIF neurons.
+    tau_mem, tau_adapt, tau_out : float
+        Time constants in time bins of the membrane, the adaptation and the readout integrator
+        (initial values when learnt).
+    alpha : float
+        Threshold increase per unit of adaptation (adaptive only).
+    threshold : float
+        (Baseline) firing threshold.
+    learn_beta : bool
+        Learn the membrane and adaptation decays per neuron.
+    reset, surrogate, slope
+        See :class:`snn.LIF`.
+    dropout : float
+        Dropout on the spikes between layers (training only).
+    readout : {"mean", "max", "count"}
+        Logits from the readout integrator's membrane (mean or max over valid steps), or the
+        spike count of LIF output neurons.
+
+    Examples
+    --------
+    >>> model = SRNN(240, 10)
+    >>> model(torch.zeros(100, 4, 240), lengths=torch.tensor([100, 80, 60, 40])).shape
+    torch.Size([4, 10])
+    """
+
+    def __init__(self, n_in, n_classes, hidden=(256,), adaptive=True, tau_mem=20.0, tau_adapt=200.0,
+                 tau_out=20.0, alpha=1.8, threshold=1.0, learn_beta=True, reset="subtract",
+                 surrogate="atan", slope=None, dropout=0.0, readout="mean"):
+        super().__init__()
+        neuron = dict(threshold=threshold, reset=reset, surrogate=surrogate, slope=slope)
+        sizes = (n_in, *hidden)
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+        self.neurons = nn.ModuleList(
+            RALIF(n, beta=_decay(tau_mem), rho=_decay(tau_adapt), alpha=alpha, learn_beta=learn_beta,
+                  **neuron) if adaptive else
+            RLIF(n, beta=_decay(tau_mem), learn_beta=learn_beta, **neuron)
+            for n in hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.readout = _Readout(sizes[-1], n_classes, readout, _decay(tau_out), neuron)
+
+    def forward(self, x, lengths=None):
+        """Logits [B, n_classes] for spikes ``x`` [T, B, n_in] and optional ``lengths`` [B]."""
+        mask = self._begin(x, lengths)
+        self._log("input", x, mask, self.linears[0].out_features)
+        s = x
+        for i, (linear, neurons) in enumerate(zip(self.linears, self.neurons)):
+            s = neurons(linear(s))
+            next_size = (self.linears[i + 1].out_features if i + 1 < len(self.linears)
+                         else self.readout.linear.out_features)
+            self._log(f"hidden{i}", s, mask, next_size + neurons.n)  # + recurrent synapses
+            s = self.dropout(s)
+        return self.readout(s, mask)
+
+
+class ConvSNN(_SpikingModel):
+    """Convolutional SNN: spiking Conv1d layers along the channel (frequency) axis, a spiking
+    hidden layer and a leaky-integrator readout; time is integrated by the neurons.
+
+    Parameters
+    ----------
+    n_in : int
+        Input channels C, ordered kernel-major: channel ``c = kernel * in_maps + feature`` (as
+        ``SpikeTrain.channels``: features = levels x polarities).
+    n_classes : int
+        Number of classes.
+    in_maps : int
+        Features per kernel (6 = 3 levels x 2 polarities); ``n_in`` must be a multiple.
+    channels : tuple of int
+        Output maps of each convolution.
+    kernel_size, stride : int
+        Of every convolution, along the kernel (frequency) axis.
+    hidden : int or None
+        Neurons of the fully connected LIF layer after the convolutions (None: none).
+    adaptive : bool
+        ALIF instead of LIF neurons in the convolutions and the hidden layer.
+    tau_mem, tau_adapt, tau_out, alpha, threshold, learn_beta, reset, surrogate, slope, dropout, readout
+        As in :class:`SRNN`.
+
+    Examples
+    --------
+    >>> model = ConvSNN(240, 10)
+    >>> model(torch.zeros(50, 2, 240)).shape
+    torch.Size([2, 10])
+    """
+
+    def __init__(self, n_in, n_classes, in_maps=6, channels=(32, 64), kernel_size=5, stride=2,
+                 hidden=256, adaptive=False, tau_mem=20.0, tau_adapt=200.0, tau_out=20.0, alpha=1.8,
+                 threshold=1.0, learn_beta=True, reset="subtract", surrogate="atan", slope=None,
+                 dropout=0.0, readout="mean"):
+        super().__init__()
+        if n_in % in_maps:
+            raise ValueError(f"n_in={n_in} is not a multiple of in_maps={in_maps}")
+        neuron = dict(threshold=threshold, reset=reset, surrogate=surrogate, slope=slope)
+        cell = dict(beta=_decay(tau_mem), learn_beta=learn_beta, **neuron)
+        if adaptive:
+            cell.update(rho=_decay(tau_adapt), alpha=alpha)
+        self.in_maps = in_maps
+        self.convs = nn.ModuleList()
+        maps, self._lengths = in_maps, [n_in // in_maps]
+        for out_maps in channels:
+            conv = SpikingConv1d(maps, out_maps, kernel_size, stride, adaptive=adaptive, **cell)
+            self.convs.append(conv)
+            maps = out_maps
+            self._lengths.append(conv.output_length(self._lengths[-1]))
+        flat = maps * self._lengths[-1]
+        self.hidden = None
+        if hidden:
+            self.hidden = nn.Sequential(nn.Linear(flat, hidden), (ALIF if adaptive else LIF)(hidden, **cell))
+            flat = hidden
+        self.dropout = nn.Dropout(dropout)
+        self.readout = _Readout(flat, n_classes, readout, _decay(tau_out), neuron)
+
+    def forward(self, x, lengths=None):
+        """Logits [B, n_classes] for spikes ``x`` [T, B, n_in] and optional ``lengths`` [B]."""
+        mask = self._begin(x, lengths)
+        T, B, C = x.shape
+        s = x.reshape(T, B, C // self.in_maps, self.in_maps).transpose(2, 3)  # [T, B, maps, kernels]
+        for i, conv in enumerate(self.convs):
+            fan_out = conv.fan_out(self._lengths[i]).repeat(s.shape[2])  # per (map, position)
+            self._log("input" if i == 0 else f"conv{i - 1}", s, mask, fan_out)
+            s = self.dropout(conv(s))
+        s = s.reshape(T, B, -1)
+        name = f"conv{len(self.convs) - 1}"
+        nxt = self.hidden[0] if self.hidden is not None else self.readout.linear
+        self._log(name, s, mask, nxt.out_features)
+        if self.hidden is not None:
+            s = self.dropout(self.hidden(s))
+            self._log("hidden", s, mask, self.readout.linear.out_features)
+        return self.readout(s, mask)

@@ -1,0 +1,116 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from snn import kws
+from snn.trainer import Callback, TrainConfig
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "spiketrum.cli", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory, data_root):
+    """Three FSDD digits, 14 takes each of two speakers, as a folder per class (links, no copies)."""
+    root = tmp_path_factory.mktemp("digits")
+    rec = data_root / "fsdd" / "recordings"
+    for digit in ("0", "1", "7"):
+        (root / digit).mkdir()
+        for speaker in ("jackson", "theo"):
+            for take in range(14):
+                os.symlink(rec / f"{digit}_{speaker}_{take}.wav", root / digit / f"{digit}_{speaker}_{take}.wav")
+    return root
+
+
+FAST = ["--epochs", 3, "--hidden", 24, "--dt-ms", 10, "--rate", 500, "--batch-size", 8, "-q"]
+
+
+class Kill(Callback):
+    def __init__(self, at=None):
+        self.at = at
+
+    def on_epoch_end(self, trainer, record):
+        if record["epoch"] == self.at:  # dies before this epoch's checkpoint
+            raise KeyboardInterrupt
+
+
+def _train(folder, out, **kw):
+    cfg = TrainConfig(epochs=3, batch_size=8, patience=0)
+    return kws.train("folder", folder, out, model_kwargs={"hidden": (24,)}, rate=500, dt=0.01, config=cfg,
+                     cache_dir=out.parent / "cache", progress=False, **kw)
+
+
+def test_train_evaluate_predict_through_the_cli(tiny_folder, tmp_path):
+    out = tmp_path / "run"
+    r = run("train", "--dataset", "folder", "--data", tiny_folder, "-o", out, *FAST)
+    assert r.returncode == 0, r.stderr
+    assert {"model.pt", "metrics.json", "confusion.png", "checkpoint.pt"} <= {p.name for p in out.iterdir()}
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["classes"] == ["0", "1", "7"] and 0 <= m["test_accuracy"] <= 1
+    assert np.array(m["confusion"]).sum() == m["n_test"] > 0
+    assert m["activity"]["layers"] and m["parameters"] > 0
+    r = run("evaluate", out, "--dataset", "folder", "--data", tiny_folder, "--json")
+    assert r.returncode == 0, r.stderr
+    ev = json.loads(r.stdout)
+    assert ev["n"] == 84 and 0 <= ev["accuracy"] <= 1
+    files = sorted((tiny_folder / "7").iterdir())[:2]
+    r = run("predict", out, *files)
+    assert r.returncode == 0, r.stderr
+    lines = [line.split("\t") for line in r.stdout.strip().splitlines()]
+    assert [line[0] for line in lines] == [str(f) for f in files]
+    assert all(line[1] in ("0", "1", "7") and 0 < float(line[2]) <= 1 for line in lines)
+
+
+def test_resume_after_a_kill_gives_the_uninterrupted_metrics(tiny_folder, tmp_path):
+    full = _train(tiny_folder, tmp_path / "a" / "run", callbacks=[Kill()])
+    with pytest.raises(KeyboardInterrupt):
+        _train(tiny_folder, tmp_path / "b" / "run", callbacks=[Kill(at=2)])
+    resumed = _train(tiny_folder, tmp_path / "b" / "run", callbacks=[Kill()], resume=True)
+    for key in ("test_accuracy", "history", "confusion", "best_val_accuracy"):
+        assert json.dumps(resumed[key], default=str) == json.dumps(full[key], default=str), key
+    a = torch.load(tmp_path / "a" / "run" / "model.pt", weights_only=False)["state_dict"]
+    b = torch.load(tmp_path / "b" / "run" / "model.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_evaluate_skips_unknown_class_folders(tiny_folder, tmp_path):
+    out = tmp_path / "run"
+    _train(tiny_folder, out)
+    other = tmp_path / "other"
+    (other / "7").mkdir(parents=True)
+    (other / "9").mkdir()
+    for f in sorted((tiny_folder / "7").iterdir())[:3]:
+        os.symlink(f.resolve(), other / "7" / f.name)
+    for f in sorted((tiny_folder / "0").iterdir())[:2]:
+        os.symlink(f.resolve(), other / "9" / f.name)
+    r = run("evaluate", out, "--dataset", "folder", "--data", other, "--json", "--cache", tmp_path / "cache")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["n"] == 3 and "'9'" in r.stderr
+
+
+def test_bad_training_input_gives_one_line_and_exit_2(tiny_folder, tmp_path):
+    cases = [
+        ("train", "--dataset", "fsdd", "--data", tmp_path / "nowhere", "-o", tmp_path / "r1", *FAST),
+        ("train", "--dataset", "folder", "--data", tmp_path / "empty", "-o", tmp_path / "r2", *FAST),
+        ("train", "--dataset", "folder", "--data", tiny_folder, "-o", tmp_path / "r3", "--resume", *FAST),
+        ("evaluate", tmp_path / "nomodel", "--dataset", "folder", "--data", tiny_folder),
+        ("predict", tmp_path / "nomodel", tiny_folder / "0" / "0_theo_0.wav"),
+    ]
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    for args in cases:
+        r = run(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def test_resume_with_other_settings_is_refused(tiny_folder, tmp_path):
+    out = tmp_path / "run"
+    assert run("train", "--dataset", "folder", "--data", tiny_folder, "-o", out, *FAST).returncode == 0
+    r = run("train", "--dataset", "folder", "--data", tiny_folder, "-o", out, "--resume", *FAST[:-1], "--lr", 0.01, "-q")
+    assert r.returncode == 2 and "lr" in r.stderr and len(r.stderr.strip().splitlines()) == 1
