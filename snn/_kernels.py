@@ -8,10 +8,10 @@ One step of a (recurrent, adaptive) LIF neuron, state (v, a) after step t-1, spi
     v_t     = h_t - theta_t s_t  (subtract)  or  h_t (1 - s_t)  (zero)
     a_t     = rho * a_{t-1} + (1 - rho) s_t
 
-Forward kernels write s and h; h is all that backward keeps: s, v, theta and a are recomputed from
-it bit-exactly, because the kernels repeat the forward's float operations in the same order (numba
-does not contract a * b + c into an FMA without fastmath). ``omr`` is ``1 - rho`` computed by torch,
-so that it rounds exactly as in the torch path.
+Forward kernels write s and h. Backward recomputes s, v, theta and a bit-exactly, from the saved h
+(recurrent) or by replaying the forward from the input x (feed-forward), because the kernels repeat
+the forward's float operations in the same order (numba does not contract a * b + c into an FMA
+without fastmath). ``omr`` is ``1 - rho`` computed by torch, so that it rounds as in the torch path.
 
 Backward carries dL/dv_t, dL/da_t and (recurrent) dL/ds_t from the future; per step:
 
@@ -71,11 +71,13 @@ def _forward_row(xr, rr, recurrent, hr, sr, v, a, be, te, al, rh, om, adaptive, 
 
 @nb.njit(cache=True, parallel=True, error_model="numpy")
 def ff_forward(x, beta, theta, alpha, rho, omr, adaptive, zero_reset, s, h, block):
-    """LIF/ALIF over x[T, B, N]; writes spikes s and pre-reset membrane h (both [T, B, N]).
+    """LIF/ALIF over x[T, B, N]; writes spikes s [T, B, N] and the pre-reset membrane h, either
+    [T, B, N] or, when not wanted, a [1, B, N] scratch overwritten at every step.
 
     Parallel jobs are blocks of ``block`` neurons of one batch row (see :func:`block_size`).
     """
     T, B, N = x.shape
+    keep_h = h.shape[0] == T
     nblk = (N + block - 1) // block
     for job in nb.prange(B * nblk):
         b = job // nblk
@@ -86,24 +88,22 @@ def ff_forward(x, beta, theta, alpha, rho, omr, adaptive, zero_reset, s, h, bloc
         be, te, al, rh, om = beta[n0:n1], theta[n0:n1], alpha[n0:n1], rho[n0:n1], omr[n0:n1]
         for t in range(T):
             xr = x[t, b, n0:n1]
-            _forward_row(xr, xr, False, h[t, b, n0:n1], s[t, b, n0:n1], v, a, be, te, al, rh, om,
-                         adaptive, zero_reset)
+            _forward_row(xr, xr, False, h[t if keep_h else 0, b, n0:n1], s[t, b, n0:n1], v, a, be,
+                         te, al, rh, om, adaptive, zero_reset)
 
 
 @nb.njit(cache=True, error_model="numpy")
-def _adaptation_history(h, b, n0, n1, theta, alpha, rho, omr):
-    """a_{t-1} for every step t of neurons n0:n1 of row b, replayed from h (a_{-1} = 0)."""
-    T = h.shape[0]
-    w = n1 - n0
-    hist = np.empty((T, w), h.dtype)
-    a = np.zeros(w, h.dtype)
-    te, al, rh, om = theta[n0:n1], alpha[n0:n1], rho[n0:n1], omr[n0:n1]
+def _adaptation_history(h, b, theta, alpha, rho, omr):
+    """a_{t-1} for every step t of row b, replayed from the saved membrane h (a_{-1} = 0)."""
+    T, _, N = h.shape
+    hist = np.empty((T, N), h.dtype)
+    a = np.zeros(N, h.dtype)
     for t in range(T):
-        hr, hi = h[t, b, n0:n1], hist[t]
-        for i in range(w):
+        hr, hi = h[t, b], hist[t]
+        for i in range(N):
             hi[i] = a[i]
-            sp = hr[i] > te[i] + al[i] * a[i]
-            a[i] = rh[i] * a[i] + om[i] if sp else rh[i] * a[i]
+            sp = hr[i] > theta[i] + alpha[i] * a[i]
+            a[i] = rho[i] * a[i] + omr[i] if sp else rho[i] * a[i]
     return hist
 
 
@@ -146,43 +146,44 @@ def _backward_row(first, hr, hp, gsr, ghor, has_gho, apr, app, be, te, al, rh, o
         gv[i] = be[i] * gh
 
 
-@nb.njit(cache=True, inline="always", error_model="numpy")
-def _backward_block(t, b, n0, n1, h, gs_row, gho, has_gho, ah, beta, theta, alpha, rho, omr,
-                    adaptive, zero_reset, kind, k, gv, ga, gx, acc):
-    """Step t of neurons n0:n1 of row b, with spike gradient gs_row (row slice) and ah from
-    _adaptation_history (a row of zeros for non-adaptive neurons, never a written array: the
-    vectorised loop runs only where its arrays do not overlap)."""
-    tp = max(t - 1, 0)
-    _backward_row(t == 0, h[t, b, n0:n1], h[tp, b, n0:n1], gs_row,
-                  gho[t, b, n0:n1] if has_gho else gs_row, has_gho,
-                  ah[t] if adaptive else ah[0], ah[tp] if adaptive else ah[0],
-                  beta[n0:n1], theta[n0:n1], alpha[n0:n1], rho[n0:n1], omr[n0:n1], adaptive,
-                  zero_reset, kind, k, gv, ga, gx[t, b, n0:n1], acc)
-
-
 @nb.njit(cache=True, parallel=True, error_model="numpy")
-def ff_backward(h, gs, gho, has_gho, beta, theta, alpha, rho, omr, adaptive, zero_reset, kind, k,
+def ff_backward(x, gs, gho, has_gho, beta, theta, alpha, rho, omr, adaptive, zero_reset, kind, k,
                 gx, gpar, block):
-    """BPTT of ff_forward from the saved h: writes gx[T, B, N] and gpar[B, 4, N]. The spike
-    gradient gs may have any strides."""
-    T, B, N = h.shape
+    """BPTT of ff_forward from its input x: writes gx[T, B, N] and gpar[B, 4, N].
+
+    Each job first replays its block's forward into a [T, block] scratch (h, and a for adaptive
+    neurons): cheap, and it spares the forward a [T, B, N] membrane that backward would re-read.
+    The spike gradient gs may have any strides.
+    """
+    T, B, N = x.shape
     nblk = (N + block - 1) // block
     for job in nb.prange(B * nblk):
         b = job // nblk
         n0 = (job % nblk) * block
         n1 = min(n0 + block, N)
-        if adaptive:
-            ah = _adaptation_history(h, b, n0, n1, theta, alpha, rho, omr)
-        else:
-            ah = np.zeros((1, n1 - n0), h.dtype)
-        gv = np.zeros(n1 - n0, h.dtype)
-        ga = np.zeros(n1 - n0, h.dtype)
-        g_s = np.empty(n1 - n0, h.dtype)
-        acc = np.zeros((4, n1 - n0))
+        w = n1 - n0
+        be, te, al, rh, om = beta[n0:n1], theta[n0:n1], alpha[n0:n1], rho[n0:n1], omr[n0:n1]
+        hs = np.empty((T, w), x.dtype)
+        ah = np.zeros((T if adaptive else 1, w), x.dtype)  # a_{t-1} per step; zeros: stand-in
+        v = np.zeros(w, x.dtype)
+        a = np.zeros(w, x.dtype)
+        spikes = np.empty(w, x.dtype)
+        for t in range(T):
+            if adaptive:
+                ah[t] = a
+            xr = x[t, b, n0:n1]
+            _forward_row(xr, xr, False, hs[t], spikes, v, a, be, te, al, rh, om, adaptive,
+                         zero_reset)
+        gv = np.zeros(w, x.dtype)
+        ga = np.zeros(w, x.dtype)
+        g_s = np.empty(w, x.dtype)
+        acc = np.zeros((4, w))
         for t in range(T - 1, -1, -1):
             g_s[:] = gs[t, b, n0:n1]  # gs may be strided (a broadcast loss gradient): copy the row
-            _backward_block(t, b, n0, n1, h, g_s, gho, has_gho, ah, beta, theta, alpha, rho, omr,
-                            adaptive, zero_reset, kind, k, gv, ga, gx, acc)
+            tp = max(t - 1, 0)
+            _backward_row(t == 0, hs[t], hs[tp], g_s, gho[t, b, n0:n1] if has_gho else g_s, has_gho,
+                          ah[t] if adaptive else ah[0], ah[tp] if adaptive else ah[0], be, te, al, rh,
+                          om, adaptive, zero_reset, kind, k, gv, ga, gx[t, b, n0:n1], acc)
         gpar[b, :, n0:n1] = acc
 
 
@@ -273,7 +274,7 @@ def rec_backward(h, gs, gho, has_gho, w, beta, theta, alpha, rho, omr, adaptive,
         ah = np.zeros((R, T if adaptive else 1, N), h.dtype)
         if adaptive:
             for r in range(R):
-                ah[r] = _adaptation_history(h, b0 + r, 0, N, theta, alpha, rho, omr)
+                ah[r] = _adaptation_history(h, b0 + r, theta, alpha, rho, omr)
         gv = np.zeros((R, N), h.dtype)
         ga = np.zeros((R, N), h.dtype)
         gsum = np.zeros((R, N), h.dtype)  # dL/ds_t: from outside plus through W at step t+1
@@ -281,9 +282,11 @@ def rec_backward(h, gs, gho, has_gho, w, beta, theta, alpha, rho, omr, adaptive,
         for t in range(T - 1, -1, -1):
             for r in range(R):
                 gsum[r] += gs[t, b0 + r]
-                _backward_block(t, b0 + r, 0, N, h, gsum[r], gho, has_gho, ah[r], beta, theta,
-                                alpha, rho, omr, adaptive, zero_reset, kind, k, gv[r], ga[r], gx,
-                                acc[r])
+                b, tp = b0 + r, max(t - 1, 0)
+                _backward_row(t == 0, h[t, b], h[tp, b], gsum[r], gho[t, b] if has_gho else gsum[r],
+                              has_gho, ah[r, t] if adaptive else ah[r, 0],
+                              ah[r, tp] if adaptive else ah[r, 0], beta, theta, alpha, rho, omr,
+                              adaptive, zero_reset, kind, k, gv[r], ga[r], gx[t, b], acc[r])
             if t > 0:
                 gh = gx[t, b0:b1]
                 _vecmat(gh, w, gsum)

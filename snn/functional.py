@@ -2,7 +2,8 @@
 
 Each function runs the whole sequence as ONE autograd node with a hand-written backward (BPTT):
 numba kernels on the CPU (snn/_kernels.py), a loop over T in torch ops on other devices. Backward
-keeps only the pre-reset membrane ``h`` and recomputes spikes, reset and adaptation from it.
+keeps one [T, B, N] tensor, the input current (feed-forward neurons on the CPU: the kernel replays
+the forward) or the pre-reset membrane ``h``, and recomputes spikes, resets and adaptation.
 
 Neuron model, per step t (state after step t-1: membrane v, adaptation a, spikes s; all start at 0)::
 
@@ -170,55 +171,61 @@ def _torch_backward(h, gs, gho, w, beta, theta, alpha, rho, omr, adaptive, zero_
 
 
 class _NeuronSequence(torch.autograd.Function):
+    """One autograd node for the whole sequence. Saved for backward: the input x on the CPU
+    without recurrence (the kernel replays the forward), else the membrane h."""
+
     @staticmethod
-    def forward(ctx, x, weight, beta, theta, alpha, rho, adaptive, zero_reset, surrogate, k):
+    def forward(ctx, x, weight, beta, theta, alpha, rho, adaptive, zero_reset, surrogate, k,
+                membrane):
         omr = 1 - rho
+        replay = _use_numba(x) and weight is None
         if _use_numba(x):
-            s, h = torch.empty_like(x), torch.empty_like(x)
+            s = torch.empty_like(x)
+            h = torch.empty_like(x) if membrane or not replay else x.new_empty(1, *x.shape[1:])
             args = (_np(beta), _np(theta), _np(alpha), _np(rho), _np(omr), adaptive, zero_reset,
                     s.numpy(), h.numpy())
-            if weight is None:
+            if replay:
                 K.ff_forward(_np(x), *args, K.block_size(*x.shape[1:], numba.get_num_threads()))
             else:
                 K.rec_forward(_np(x), _np(weight.t()), *args)
         else:
             s, h = _torch_forward(x, weight, beta, theta, alpha, rho, omr, adaptive, zero_reset)
-        ctx.save_for_backward(h, weight, beta, theta, alpha, rho, omr)
-        ctx.cfg = adaptive, zero_reset, surrogate, k
+        ctx.save_for_backward(x if replay else h, weight, beta, theta, alpha, rho, omr)
+        ctx.cfg = replay, adaptive, zero_reset, surrogate, k
         ctx.set_materialize_grads(False)
-        return s, h
+        return s, (h if membrane else None)
 
     @staticmethod
     def backward(ctx, gs, gho):
-        h, weight, beta, theta, alpha, rho, omr = ctx.saved_tensors
-        adaptive, zero_reset, surrogate, k = ctx.cfg
+        xh, weight, beta, theta, alpha, rho, omr = ctx.saved_tensors
+        replay, adaptive, zero_reset, surrogate, k = ctx.cfg
         if gs is None:  # only the membrane output is used
-            gs = h.new_zeros(()).expand_as(h)
+            gs = xh.new_zeros(()).expand_as(xh)
         gw = None
-        if _use_numba(h):
-            gx = torch.empty_like(h)
-            T, B, N = h.shape
+        if _use_numba(xh):
+            gx = torch.empty_like(xh)
+            T, B, N = xh.shape
             gpar = torch.empty(B, 4, N, dtype=torch.float64)
             has_gho = gho is not None
-            gho_np = _np(gho) if has_gho else _np(h[:0])
+            gho_np = _np(gho) if has_gho else _np(xh[:0])
             args = (_np(beta), _np(theta), _np(alpha), _np(rho), _np(omr), adaptive, zero_reset,
                     SURROGATES[surrogate][0], k, gx.numpy(), gpar.numpy())
             # gs as it comes: the kernels read it row by row, so a broadcast (e.g. of loss =
             # spikes.sum()) needs no [T, B, N] copy
             gs_np = gs.detach().numpy()
-            if weight is None:
-                K.ff_backward(_np(h), gs_np, gho_np, has_gho, *args,
+            if replay:
+                K.ff_backward(_np(xh), gs_np, gho_np, has_gho, *args,
                               K.block_size(B, N, numba.get_num_threads()))
             else:
                 # one chunk of rows (and partial dL/dW.T) per thread, at least two rows each
-                gwt = torch.zeros(max(1, min(B // 2, numba.get_num_threads())), N, N, dtype=h.dtype)
-                K.rec_backward(_np(h), gs_np, gho_np, has_gho, _np(weight), *args, gwt.numpy())
+                gwt = torch.zeros(max(1, min(B // 2, numba.get_num_threads())), N, N, dtype=xh.dtype)
+                K.rec_backward(_np(xh), gs_np, gho_np, has_gho, _np(weight), *args, gwt.numpy())
                 gw = gwt.sum(0).t()
-            gpar = gpar.sum(0).to(h.dtype)
+            gpar = gpar.sum(0).to(xh.dtype)
         else:
-            gx, gw, gpar = _torch_backward(h, gs, gho, weight, beta, theta, alpha, rho, omr, adaptive,
+            gx, gw, gpar = _torch_backward(xh, gs, gho, weight, beta, theta, alpha, rho, omr, adaptive,
                                            zero_reset, surrogate, k)
-        return gx, gw, gpar[0], gpar[1], gpar[2], gpar[3], None, None, None, None
+        return gx, gw, gpar[0], gpar[1], gpar[2], gpar[3], None, None, None, None, None
 
 
 def _param(value, x, n, name):
@@ -241,7 +248,8 @@ def _sequence(x, weight, beta, threshold, rho, alpha, adaptive, reset, surrogate
     s, h = _NeuronSequence.apply(
         x, None if weight is None else weight.to(x.dtype), _param(beta, x, n, "beta"),
         _param(threshold, x, n, "threshold"), _param(alpha if adaptive else 0.0, x, n, "alpha"),
-        _param(rho if adaptive else 0.0, x, n, "rho"), adaptive, reset == "zero", surrogate, k)
+        _param(rho if adaptive else 0.0, x, n, "rho"), adaptive, reset == "zero", surrogate, k,
+        return_membrane)
     return (s, h) if return_membrane else s
 
 

@@ -41,7 +41,7 @@ def config_from_json(text):
     return (SpiketrumConfig if method == "spiketrum" else BaselineConfig).from_json(text)
 
 
-def _holdout(n_files, files, fraction, salt):
+def _holdout(files, fraction, salt):
     """Deterministic per-file split: the same file always lands on the same side, whatever else is there."""
     h = [int(hashlib.sha256(f"{salt}:{Path(f).name}".encode()).hexdigest()[:8], 16) / 2**32 for f in files]
     return np.array(h) < fraction
@@ -75,8 +75,8 @@ def audio_splits(dataset, data, split="official", noise_dir=None, seed=0):
         return tuple(SpeechCommands(data, split=s, noise_root=noise_dir, seed=seed) for s in ("train", "val", "test"))
     if dataset == "folder":
         full = AudioFolder(data)
-        test = _holdout(len(full), full.files, 0.1, f"test{seed}")
-        val = ~test & _holdout(len(full), full.files, 0.1 / 0.9, f"val{seed}")
+        test = _holdout(full.files, 0.1, f"test{seed}")
+        val = ~test & _holdout(full.files, 0.1 / 0.9, f"val{seed}")
         return full.subset(np.flatnonzero(~test & ~val)), full.subset(np.flatnonzero(val)), full.subset(np.flatnonzero(test))
     raise ValueError(f"unknown dataset {dataset!r}: use fsdd, speech-commands or folder")
 

@@ -244,8 +244,9 @@ def test_surrogate_formulas(surrogate):
     assert torch.allclose(u.grad, _sg(u.detach(), surrogate, 2 * k))
 
 
-def test_saves_only_the_membrane():
-    """Backward keeps h [T, B, N] (plus [N] parameters): no spikes, state or adaptation traces."""
+def test_saves_one_sequence_tensor():
+    """Backward keeps one [T, B, N] tensor (plus the parameters): no spikes, state or adaptation
+    traces."""
     x = torch.randn(50, 4, 32, requires_grad=True)
     saved = []
 
@@ -253,11 +254,13 @@ def test_saves_only_the_membrane():
         saved.append(t.numel() * t.element_size())
         return t
 
-    for seq in (lambda: F.lif_sequence(x), lambda: F.alif_sequence(x, return_membrane=True)):
+    weight = torch.zeros(32, 32)
+    for seq in (lambda: F.lif_sequence(x), lambda: F.alif_sequence(x, return_membrane=True),
+                lambda: F.rlif_sequence(x, weight)):
         saved.clear()
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             seq()
-        assert sum(saved) <= x.numel() * 4 + 8 * 32 * 4
+        assert sum(saved) <= x.numel() * 4 + weight.numel() * 4 + 8 * 32 * 4
 
 
 def test_learnable_beta_gradient_and_clamp():
