@@ -283,10 +283,12 @@ def rec_backward(h, gs, gho, has_gho, w, beta, theta, alpha, rho, omr, adaptive,
             for r in range(R):
                 gsum[r] += gs[t, b0 + r]
                 b, tp = b0 + r, max(t - 1, 0)
-                _backward_row(t == 0, h[t, b], h[tp, b], gsum[r], gho[t, b] if has_gho else gsum[r],
-                              has_gho, ah[r, t] if adaptive else ah[r, 0],
-                              ah[r, tp] if adaptive else ah[r, 0], beta, theta, alpha, rho, omr,
-                              adaptive, zero_reset, kind, k, gv[r], ga[r], gx[t, b], acc[r])
+                # rows as slices [t, b, 0:N]: h[t, b] makes this loop 1.4x slower (measured)
+                _backward_row(t == 0, h[t, b, 0:N], h[tp, b, 0:N], gsum[r],
+                              gho[t, b, 0:N] if has_gho else gsum[r], has_gho,
+                              ah[r, t] if adaptive else ah[r, 0], ah[r, tp] if adaptive else ah[r, 0],
+                              beta, theta, alpha, rho, omr, adaptive, zero_reset, kind, k, gv[r],
+                              ga[r], gx[t, b, 0:N], acc[r])
             if t > 0:
                 gh = gx[t, b0:b1]
                 _vecmat(gh, w, gsum)
