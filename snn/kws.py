@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from spiketrum.encoder import config_from_json
 
 from .trainer import TrainConfig, Trainer, atomic_save, seed_everything, write_json
 
@@ -30,15 +31,6 @@ def encoder_config(method, sr, rate):
     from spiketrum.baselines import BaselineConfig
 
     return BaselineConfig(method, sr, rate=rate)
-
-
-def config_from_json(text):
-    """Inverse of ``config.to_json()`` for spiketrum and baseline configs."""
-    from spiketrum import SpiketrumConfig
-    from spiketrum.baselines import BaselineConfig
-
-    method = json.loads(text).get("method", "spiketrum")
-    return (SpiketrumConfig if method == "spiketrum" else BaselineConfig).from_json(text)
 
 
 def _holdout(files, fraction, salt):

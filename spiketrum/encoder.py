@@ -302,6 +302,15 @@ def encode(x, sr, *, rate=None, n_spikes=None, snr_db=None, frame_ms=None, kerne
     return encode_with(x, cfg)
 
 
+def config_from_json(text):
+    """The encoder config saved as ``text``: a :class:`SpiketrumConfig` or a baseline's ``BaselineConfig``."""
+    if json.loads(text).get("method", "spiketrum") == "spiketrum":
+        return SpiketrumConfig.from_json(text)
+    from .baselines import BaselineConfig
+
+    return BaselineConfig.from_json(text)
+
+
 def encode_with(x, cfg):
     """Encode with a ready config: a :class:`SpiketrumConfig`, or a baseline's ``BaselineConfig``."""
     if cfg.method != "spiketrum":

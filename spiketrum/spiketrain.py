@@ -131,8 +131,7 @@ class SpikeTrain:
     @classmethod
     def load(cls, path):
         """Read a file written by :meth:`save`; every problem is an :class:`InputError` naming the file."""
-        from .baselines import BaselineConfig
-        from .encoder import SpiketrumConfig
+        from .encoder import config_from_json
 
         path = os.fspath(path)
         if not os.path.isfile(path):
@@ -148,8 +147,7 @@ class SpikeTrain:
         if header.get("version", 0) > FORMAT_VERSION:
             raise InputError(path, f"spike file format version {header['version']} is newer than this spiketrum reads ({FORMAT_VERSION}); upgrade spiketrum")
         try:
-            config_cls = SpiketrumConfig if header["config"].get("method", "spiketrum") == "spiketrum" else BaselineConfig
-            cfg = config_cls.from_json(json.dumps(header["config"]))
+            cfg = config_from_json(json.dumps(header["config"]))
             n = int(header["n_samples"])
             sizes = {arrays[k].shape for k in _ARRAYS[:5]}
             if len(sizes) != 1 or len(next(iter(sizes))) != 1:
