@@ -196,6 +196,9 @@ class NoiseFolder:
         Rate every clip is resampled to, and the rate of the audio given to :meth:`mix`.
     extensions : sequence of str
         File suffixes taken as audio.
+    part : {None, "train", "test"}
+        The whole of every clip, or only its first 80 % ("train") or its last 20 % ("test"): noise
+        mixed in for training augmentation never reappears in a noise-robustness test.
 
     Attributes
     ----------
@@ -212,16 +215,25 @@ class NoiseFolder:
         unreadable or all zeros.
     """
 
-    def __init__(self, root, sr, extensions=AUDIO_EXTENSIONS):
+    TRAIN_FRACTION = 0.8
+
+    def __init__(self, root, sr, extensions=AUDIO_EXTENSIONS, part=None):
         root = existing_dir(root, "noise folder")
+        if part not in (None, "train", "test"):
+            raise ValueError(f"part must be None, 'train' or 'test', got {part!r}")
         self.files = _audio_files(root, extensions, recursive=False)
         if not self.files:
             raise ValueError(f"{root}: no noise files ({', '.join(extensions)})")
-        self.sr = int(sr)
-        self.noise = [load_audio(p, self.sr, allow_silent=False)[0] for p in self.files]
+        self.sr, self.part = int(sr), part
+        self.noise = []
+        for p in self.files:
+            n = load_audio(p, self.sr, allow_silent=False)[0]
+            cut = int(self.TRAIN_FRACTION * n.size)
+            self.noise.append(n if part is None else n[:cut] if part == "train" else n[cut:])
 
     def __repr__(self):
-        return f"NoiseFolder({len(self.files)} clips, {sum(n.size for n in self.noise) / self.sr:.1f} s, sr={self.sr})"
+        return (f"NoiseFolder({len(self.files)} clips, {sum(n.size for n in self.noise) / self.sr:.1f} s, sr={self.sr}"
+                f"{'' if self.part is None else ', part=' + repr(self.part)})")
 
     def mix(self, x, snr_db, rng):
         """``x`` plus a random noise segment scaled to make the signal-to-noise ratio exactly ``snr_db``.

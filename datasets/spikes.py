@@ -75,7 +75,10 @@ class SpikeDataset(torch.utils.data.Dataset):
         Seeds the noise. Each item's mix comes from a generator seeded with ``seed`` and the item's
         content, so it is the same whatever the item's position or process.
     transform : callable, optional
-        Applied to every item's spikes.
+        Applied to every item's spikes (the SpikeTrain when ``dt`` is None, else the dense tensor).
+    in_memory : bool
+        Keep every SpikeTrain in memory once fetched, so later epochs read neither the audio (for its
+        cache key) nor the cache entry again.
 
     Attributes
     ----------
@@ -87,7 +90,8 @@ class SpikeDataset(torch.utils.data.Dataset):
         This config's folder of entries.
     """
 
-    def __init__(self, base, encoder_config, cache_dir, dt=1e-3, jobs=1, noise=None, snr_db=None, seed=0, transform=None):
+    def __init__(self, base, encoder_config, cache_dir, dt=1e-3, jobs=1, noise=None, snr_db=None, seed=0, transform=None,
+                 in_memory=True):
         if dt is not None and not dt > 0:
             raise ValueError(f"dt must be > 0 seconds or None, got {dt!r}")
         if not (isinstance(jobs, int) and jobs >= 1):
@@ -103,6 +107,7 @@ class SpikeDataset(torch.utils.data.Dataset):
         self.encode_fn = make_encode_fn(encoder_config)
         self.cache_dir = Path(cache_dir) / hashlib.sha256(self.config_json.encode()).hexdigest()[:16]
         self.classes, self.files, self.labels = base.classes, base.files, base.labels
+        self._memory = {} if in_memory else None
 
     def __len__(self):
         return len(self.base)
@@ -118,6 +123,10 @@ class SpikeDataset(torch.utils.data.Dataset):
             x = self.noise.mix(x, snr, rng)
         return x
 
+    def audio(self, i):
+        """The encoder's input for item ``i``: its audio at the config's rate, with the noise mixed in if any."""
+        return self._input(i, self.base.fingerprint(i) if self.noise is not None else None)
+
     def entry(self, i):
         """Cache path of item ``i``, and its encoder input when the key needed it (noisy items), else None."""
         content, x = self.base.fingerprint(i), None
@@ -128,6 +137,14 @@ class SpikeDataset(torch.utils.data.Dataset):
 
     def _fetch(self, i):
         """``(SpikeTrain, whether it was encoded now)`` for item ``i``."""
+        if self._memory is not None and i in self._memory:
+            return self._memory[i], False
+        st, fresh = self._fetch_stored(i)
+        if self._memory is not None:
+            self._memory[i] = st
+        return st, fresh
+
+    def _fetch_stored(self, i):
         path, x = self.entry(i)
         if path.is_file():
             try:
@@ -177,7 +194,7 @@ class SpikeDataset(torch.utils.data.Dataset):
             return
         # Workers only encode: transforms (often lambdas) need not pickle.
         worker = copy.copy(self)
-        worker.transform = None
+        worker.transform, worker._memory = None, None
         if getattr(self.base, "transform", None) is not None:
             worker.base = copy.copy(self.base)
             worker.base.transform = None

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from spiketrum.encoder import config_from_json
+from spiketrum.perturb import DEFAULT_AUGMENT, Augment
 
 from .trainer import TrainConfig, Trainer, atomic_save, seed_everything, write_json
 
@@ -23,11 +26,15 @@ SAMPLE_RATES = {"fsdd": 8000, "speech-commands": 16000}
 
 
 def encoder_config(method, sr, rate):
-    """The encoder a run uses: spiketrum or a baseline, at ``rate`` spikes/s."""
+    """The encoder a run uses: spiketrum or a baseline, at ``rate`` spikes/s.
+
+    Spiketrum spikes of both polarities share a channel (kernel x level): polarity is the atom's
+    phase, which time bins of milliseconds cannot use, and merging halves the input.
+    """
     if method == "spiketrum":
         from spiketrum import SpiketrumConfig
 
-        return SpiketrumConfig(sr=sr, rate=rate)
+        return SpiketrumConfig(sr=sr, rate=rate, polarity_channels=False)
     from spiketrum.baselines import BaselineConfig
 
     return BaselineConfig(method, sr, rate=rate)
@@ -37,6 +44,16 @@ def _holdout(files, fraction, salt):
     """Deterministic per-file split: the same file always lands on the same side, whatever else is there."""
     h = [int(hashlib.sha256(f"{salt}:{Path(f).name}".encode()).hexdigest()[:8], 16) / 2**32 for f in files]
     return np.array(h) < fraction
+
+
+def default_noise_dir(data):
+    """The background-noise folder found with a dataset: ``_background_noise_`` inside it (Speech
+    Commands' own layout), or a ``speech_commands_noise`` folder inside or beside it; else None."""
+    data = Path(data)
+    for cand in (data / "_background_noise_", data / "speech_commands_noise", data.parent / "speech_commands_noise"):
+        if cand.is_dir():
+            return cand
+    return None
 
 
 def audio_splits(dataset, data, split="official", noise_dir=None, seed=0):
@@ -59,11 +76,7 @@ def audio_splits(dataset, data, split="official", noise_dir=None, seed=0):
             return tuple(FSDD(root, split=f"{split}:{s}", seed=seed) for s in ("train", "val", "test"))
         raise ValueError(f"unknown FSDD split {split!r}: use 'official' or 'loso:<speaker>'")
     if dataset == "speech-commands":
-        if noise_dir is None:
-            for cand in (Path(data).parent / "speech_commands_noise", Path(data) / "_background_noise_"):
-                if cand.is_dir():
-                    noise_dir = cand
-                    break
+        noise_dir = noise_dir or default_noise_dir(data)
         return tuple(SpeechCommands(data, split=s, noise_root=noise_dir, seed=seed) for s in ("train", "val", "test"))
     if dataset == "folder":
         full = AudioFolder(data)
@@ -71,6 +84,27 @@ def audio_splits(dataset, data, split="official", noise_dir=None, seed=0):
         val = ~test & _holdout(full.files, 0.1 / 0.9, f"val{seed}")
         return full.subset(np.flatnonzero(~test & ~val)), full.subset(np.flatnonzero(val)), full.subset(np.flatnonzero(test))
     raise ValueError(f"unknown dataset {dataset!r}: use fsdd, speech-commands or folder")
+
+
+class AugmentedSpikes(torch.utils.data.Dataset):
+    """Training items ``(dense spikes [T, C], label)`` from a clean :class:`~datasets.SpikeDataset`,
+    transformed by an :class:`Augment` each time they are read.
+
+    The per-read generator is seeded from numpy's global state, which the Trainer's checkpoints
+    carry: a resumed run draws the same augmentations as an uninterrupted one.
+    """
+
+    def __init__(self, clean, augment, dt, noisy=None):
+        self.clean, self.augment, self.dt, self.noisy = clean, augment, dt, noisy
+        self.classes, self.labels = clean.classes, clean.labels
+
+    def __len__(self):
+        return len(self.clean)
+
+    def __getitem__(self, i):
+        rng = np.random.default_rng(np.random.randint(2**31))
+        source = self.noisy if self.noisy is not None and rng.random() < 0.5 else self.clean
+        return self.augment(source.spikes(i), rng).to_dense(self.dt, torch=True), self.labels[i]
 
 
 def build_model(name, n_in, n_classes, **kwargs):
@@ -154,36 +188,65 @@ def plot_confusion(confusion, classes, path, title):
     os.replace(tmp, path)
 
 
-def train(dataset, data, out, *, split="official", model="srnn", encoder="spiketrum", rate=1000.0, dt=1e-3,
-          config=TrainConfig(), model_kwargs=None, cache_dir=None, jobs=1, resume=False, noise_dir=None, callbacks=(),
-          progress=True, device=None):
-    """Train a keyword-spotting SNN and write the run folder ``out``; returns the metrics dict."""
+def train(dataset, data, out, *, split="official", model="srnn", encoder="spiketrum", rate=1000.0, dt=1e-2,
+          augment=None, config=TrainConfig(), model_kwargs=None, cache_dir=None, jobs=1, resume=False,
+          noise_dir=None, callbacks=(), progress=True, device=None):
+    """Train a keyword-spotting SNN and write the run folder ``out``; returns the metrics dict.
+
+    ``augment`` is a :class:`~spiketrum.perturb.Augment` or its spec string (``"none"`` for none;
+    default :data:`~spiketrum.perturb.DEFAULT_AUGMENT`).
+    """
+    start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    augment = augment if isinstance(augment, Augment) else Augment.parse(DEFAULT_AUGMENT if augment is None else augment)
     splits = audio_splits(dataset, data, split, noise_dir, seed=config.seed)
     sr = SAMPLE_RATES.get(dataset) or _common_rate(splits[0])
     enc = encoder_config(encoder, sr, rate)
     cache_dir = Path(cache_dir) if cache_dir is not None else out.parent / "cache"
     train_set, val_set, test_set = spike_sets(splits, enc, cache_dir, dt, jobs, progress)
+    if augment != Augment():
+        noisy = None
+        if augment.noise is not None:
+            from datasets import NoiseFolder, SpikeDataset
+
+            noise_dir = noise_dir or default_noise_dir(data)
+            if noise_dir is None:
+                raise FileNotFoundError(f"{data}: --augment noise needs background noise; give --noise-dir")
+            noisy = SpikeDataset(splits[0], enc, cache_dir, dt=None, jobs=jobs, seed=config.seed,
+                                 noise=NoiseFolder(noise_dir, enc.sr, part="train"),
+                                 snr_db=(augment.noise, augment.noise + 20.0))
+            noisy.prepare(progress=progress)
+        train_set = AugmentedSpikes(train_set, augment, dt, noisy)
     classes = list(splits[0].classes)
     model_kwargs = dict(model_kwargs or {})
+    if model == "conv":
+        model_kwargs.setdefault("in_maps", enc.n_channels // enc.kernels)
     seed_everything(config.seed)  # the same seed gives the same initial weights
     net = build_model(model, enc.n_channels, len(classes), **model_kwargs)
     trainer = Trainer(net, train_set, val_set if len(val_set) else None, collate_for(dt), config, callbacks,
                       run_dir=out, device=device, progress=progress)
     checkpoint = out / "checkpoint.pt"
+    settings = {"dataset": dataset, "split": split, "model": model, "model_kwargs": model_kwargs,
+                "encoder": json.loads(enc.to_json()), "dt": dt, "augment": augment.spec()}
     if resume:
         if not checkpoint.is_file():
             raise FileNotFoundError(f"{checkpoint}: nothing to resume")
+        saved = json.loads((out / "settings.json").read_text()) if (out / "settings.json").is_file() else {}
+        differ = sorted(k for k in settings if saved.get(k) != json.loads(json.dumps(settings[k])))
+        if differ:
+            raise ValueError(f"{checkpoint}: the run was started with other settings ({', '.join(differ)}); cannot resume")
         trainer.load_checkpoint(checkpoint)
+    write_json(settings, out / "settings.json")
     trainer.fit()
     result = trainer.evaluate(test_set, n_classes=len(classes))
     run = Run(trainer.model, model, model_kwargs, enc, dt, classes)
     metrics = {"test_accuracy": result["accuracy"], "n_test": result["n"], "classes": classes,
                "confusion": result["confusion"], "dataset": dataset, "split": split, "model": model, "encoder": encoder,
-               "rate": rate, "dt": dt, "epochs_run": len(trainer.history), "best_val_accuracy": trainer.best_accuracy,
+               "rate": rate, "dt": dt, "augment": augment.spec(), "epochs_run": len(trainer.history), "best_val_accuracy": trainer.best_accuracy,
                "parameters": sum(p.numel() for p in run.model.parameters()), "history": trainer.history,
                "train_config": dataclasses.asdict(config), **activity(run.model, test_set, collate_for(dt), trainer.device)}
+    metrics["wall_seconds"] = time.perf_counter() - start  # this call's, encoding included (not summed over resumes)
     run.save(out / "model.pt", extra={"metrics": {k: metrics[k] for k in ("test_accuracy", "n_test")}})
     write_json(metrics, out / "metrics.json")
     plot_confusion(result["confusion"], classes, out / "confusion.png",
@@ -213,9 +276,12 @@ def activity(model, dataset, collate, device, max_batches=8):
     return {"activity": act.summary()}
 
 
-def evaluate(run_dir, dataset, data, split="test", noise_dir=None, cache_dir=None, progress=True):
-    """Accuracy of a trained run on a dataset split; a folder's unknown classes are reported and skipped."""
-    run = Run.load(run_dir)
+def split_audio(run, dataset, data, split="test", noise_dir=None):
+    """The audio of one split, labelled with ``run``'s classes; returns ``(audio, unknown_classes)``.
+
+    ``split`` is ``train``, ``val`` or ``test`` of the official split, or ``loso:<speaker>[:part]``
+    (part defaults to test). A folder's classes the model does not know are skipped and listed.
+    """
     if dataset == "folder":
         from datasets import AudioFolder
 
@@ -229,15 +295,20 @@ def evaluate(run_dir, dataset, data, split="test", noise_dir=None, cache_dir=Non
         remap = {i: run.classes.index(c) for i, c in enumerate(full.classes) if c in run.classes}
         audio.labels = [remap[lab] for lab in audio.labels]
         audio.classes = list(run.classes)
-    else:
-        # "train" / "val" / "test" of the official split; "loso:<speaker>[:part]" (part defaults to test)
-        corpus_split, part = ("official", split) if not split.startswith("loso:") else (":".join(split.split(":")[:2]), (split.split(":") + ["test"])[2])
-        if part not in ("train", "val", "test"):
-            raise ValueError(f"unknown split {split!r}: use train, val, test or loso:<speaker>[:train|val|test]")
-        audio = dict(zip(("train", "val", "test"), audio_splits(dataset, data, corpus_split, noise_dir)))[part]
-        unknown = []
-        if list(audio.classes) != list(run.classes):
-            raise ValueError(f"{data}: classes {audio.classes} differ from the model's {run.classes}")
+        return audio, unknown
+    corpus_split, part = ("official", split) if not split.startswith("loso:") else (":".join(split.split(":")[:2]), (split.split(":") + ["test"])[2])
+    if part not in ("train", "val", "test"):
+        raise ValueError(f"unknown split {split!r}: use train, val, test or loso:<speaker>[:train|val|test]")
+    audio = dict(zip(("train", "val", "test"), audio_splits(dataset, data, corpus_split, noise_dir)))[part]
+    if list(audio.classes) != list(run.classes):
+        raise ValueError(f"{data}: classes {audio.classes} differ from the model's {run.classes}")
+    return audio, []
+
+
+def evaluate(run_dir, dataset, data, split="test", noise_dir=None, cache_dir=None, progress=True):
+    """Accuracy of a trained run on a dataset split; a folder's unknown classes are reported and skipped."""
+    run = Run.load(run_dir)
+    audio, unknown = split_audio(run, dataset, data, split, noise_dir)
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(run_dir).parent / "cache"
     (spikes,) = spike_sets([audio], run.encoder, cache_dir, run.dt, progress=progress)
     trainer = Trainer(run.model, spikes, None, collate_for(run.dt), TrainConfig(), progress=False)

@@ -5,6 +5,14 @@ import argparse
 import sys
 
 from . import __version__
+from .perturb import DEFAULT_AUGMENT
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad command-line values get one line naming the problem (no usage dump), and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _positive_int(s):
@@ -208,7 +216,8 @@ def cmd_train(args):
 
     model_kwargs = {"hidden": tuple(args.hidden)} if args.hidden else {}
     m = kws.train(args.dataset, args.data, args.output, split=args.split, model=args.model, encoder=args.encoder,
-                  rate=args.rate, dt=args.dt_ms / 1000, config=_train_config(args), model_kwargs=model_kwargs,
+                  rate=args.rate, dt=args.dt_ms / 1000, augment=args.augment, config=_train_config(args),
+                  model_kwargs=model_kwargs,
                   cache_dir=args.cache, jobs=args.jobs, resume=args.resume, noise_dir=args.noise_dir,
                   progress=not args.quiet)
     print(f"test accuracy {100 * m['test_accuracy']:.2f} % on {m['n_test']} clips ({m['epochs_run']} epochs); "
@@ -231,6 +240,53 @@ def cmd_evaluate(args):
         print(f"accuracy {100 * r['accuracy']:.2f} % on {r['n']} clips")
 
 
+def _levels(kind, lo=None, hi=None):
+    """argparse type: a comma-separated list of numbers (or 'none' for an empty list)."""
+    def parse(text):
+        if text.strip().lower() in ("", "none"):
+            return ()
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        bad = [v for v in values if v != v or abs(v) == float("inf") or (lo is not None and v < lo) or (hi is not None and v > hi)]
+        if bad:
+            raise argparse.ArgumentTypeError(f"{kind} levels must be finite{f' and >= {lo:g}' if lo is not None else ''}"
+                                             f"{f' and <= {hi:g}' if hi is not None else ''}, got {bad[0]:g}")
+        return values
+    return parse
+
+
+def cmd_robustness(args):
+    from snn import robustness as rb
+    from snn.kws import Run, default_noise_dir
+
+    for run_dir in (args.run_dir, *args.compare):
+        Run.load(run_dir)  # a missing or foreign model fails here, before any warning or output
+    explicit = {"deletion": args.deletion, "jitter": args.jitter_ms, "insertion": args.insertion, "noise": args.noise_snr}
+    levels = tuple((k, rb.DEFAULT_LEVELS[k] if v is None else v) for k, v in explicit.items())
+    if args.noise_snr is None and args.noise_dir is None:
+        if default_noise_dir(args.data) is None:
+            print(f"spiketrum robustness: warning: {args.data}: no background-noise folder found; skipping noise "
+                  "(give --noise-dir)", file=sys.stderr)
+            levels = tuple((k, v) for k, v in levels if k != "noise")
+    levels = tuple((k, v) for k, v in levels if v)
+    if not levels:
+        raise ValueError("nothing to measure: every perturbation list is empty")
+    config = rb.RobustnessConfig(dataset=args.dataset, split=args.split, levels=levels, seeds=args.seeds,
+                                 recon_clips=args.recon_clips)
+    out = rb.measure([args.run_dir, *args.compare], args.data, config, args.output, noise_dir=args.noise_dir,
+                     cache_dir=args.cache, jobs=args.jobs, progress=not args.quiet)
+    for r in [out, *out.get("compare", [])]:
+        print(f"{rb.run_label(r)}: clean accuracy {100 * r['clean_accuracy']:.2f} %, "
+              f"reconstruction SNR {r['clean_recon_snr_db']:.1f} dB")
+        for kind, _ in levels:
+            cells = ", ".join(f"{row['level']:g}: {100 * row['accuracy']:.1f}±{100 * row['accuracy_std']:.1f} % "
+                              f"/ {row['recon_snr_db']:.1f} dB" for row in r[kind])
+            print(f"  {kind:9s} {cells}")
+    print(f"wrote {args.output}/robustness.json, robustness.png")
+
+
 def cmd_predict(args):
     from snn import kws
 
@@ -239,7 +295,7 @@ def cmd_predict(args):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="spiketrum",
         description="Cochlea-like audio-to-spike encoding (spiketrum) and spiking neural networks.",
     )
@@ -309,7 +365,11 @@ def build_parser():
     t.add_argument("--hidden", type=_positive_int, nargs="+", help="hidden layer sizes")
     t.add_argument("--encoder", choices=["spiketrum", "delta", "lif", "bsa", "poisson"], default="spiketrum")
     t.add_argument("--rate", type=_positive_float, default=1000.0, help="spikes per second (default 1000)")
-    t.add_argument("--dt-ms", type=_positive_float, default=1.0, help="time bin of the spike tensor in ms (default 1)")
+    t.add_argument("--dt-ms", type=_positive_float, default=10.0, help="time bin of the spike tensor in ms (default 10)")
+    t.add_argument("--augment", default=DEFAULT_AUGMENT, metavar="SPEC",
+                   help="training augmentation, key:value,... with keys deletion, jitter (ms), insertion (spikes/s per "
+                        "channel), stretch, shift (kernels), mask (kernels), delay (ms), noise (dB); 'none' for none "
+                        "(default: %(default)s)")
     t.add_argument("--epochs", type=_positive_int, default=40)
     t.add_argument("--batch-size", type=_positive_int, default=32)
     t.add_argument("--lr", type=_positive_float, default=2e-3)
@@ -317,7 +377,7 @@ def build_parser():
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--jobs", type=_positive_int, default=1, help="processes encoding the corpus")
     t.add_argument("--cache", help="encoding cache folder (default: cache/ beside the run folder)")
-    t.add_argument("--noise-dir", help="background noise for Speech Commands silence")
+    t.add_argument("--noise-dir", help="background noise for Speech Commands silence and --augment noise")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     t.add_argument("-q", "--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
@@ -331,6 +391,27 @@ def build_parser():
     ev.add_argument("--cache")
     ev.add_argument("--json", action="store_true", help='print {"accuracy": ..., "n": ...}')
     ev.set_defaults(func=cmd_evaluate)
+
+    rb = sub.add_parser("robustness", help="accuracy and reconstruction SNR of a trained run under spike loss, "
+                        "jitter, spurious spikes and background noise")
+    rb.add_argument("run_dir")
+    rb.add_argument("--dataset", choices=datasets, required=True)
+    rb.add_argument("--data", required=True)
+    rb.add_argument("-o", "--output", required=True, help="folder for robustness.json and robustness.png")
+    rb.add_argument("--split", default="test", help="as for evaluate (default test)")
+    rb.add_argument("--deletion", type=_levels("deletion", 0, 1), help="deletion probabilities (default 0,0.1,...,0.9)")
+    rb.add_argument("--jitter-ms", type=_levels("jitter", 0), help="jitter sigmas in ms (default 0,0.5,1,2,5,10)")
+    rb.add_argument("--insertion", type=_levels("insertion", 0),
+                    help="spurious spikes per second per channel (default 0,0.5,1,2,5,10)")
+    rb.add_argument("--noise-snr", type=_levels("noise"), help="background-noise SNRs in dB (default 20,10,5,0)")
+    rb.add_argument("--noise-dir", help="background-noise folder (default: found beside the data)")
+    rb.add_argument("--seeds", type=_positive_int, default=3, help="perturbation seeds per point (default 3)")
+    rb.add_argument("--recon-clips", type=int, default=100, help="clips decoded for the reconstruction SNR (default 100)")
+    rb.add_argument("--compare", nargs="+", default=[], metavar="RUN_DIR", help="more runs, measured alike and overlaid")
+    rb.add_argument("--jobs", type=_positive_int, default=1, help="processes encoding the noisy audio")
+    rb.add_argument("--cache", help="encoding cache folder (default: cache/ beside the run folder)")
+    rb.add_argument("-q", "--quiet", action="store_true")
+    rb.set_defaults(func=cmd_robustness)
 
     pr = sub.add_parser("predict", help="keyword and confidence for audio files")
     pr.add_argument("run_dir")

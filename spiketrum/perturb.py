@@ -1,10 +1,13 @@
-"""Seeded perturbations of a SpikeTrain (deletion, jitter, insertion, channel dropout) for robustness tests.
+"""Perturbations of a SpikeTrain: seeded spike loss, jitter and insertion for robustness tests, and the
+stretches, shifts and masks that augment training data.
 
-Each function returns a new SpikeTrain with the same config and length and leaves its input
+Each function returns a new SpikeTrain with the same config (and length, unless it says otherwise) and leaves its input
 untouched. It works for spiketrum and baseline trains alike. The operation and its arguments are
 appended to ``meta["perturb"]``, so a saved perturbed train says how it was made.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -18,11 +21,12 @@ def _check(name, value, lo, hi=np.inf):
         raise ValueError(f"{name} must be a finite number in [{lo:g}, {hi:g}], got {value!r}")
 
 
-def _rebuild(st, fields, op):
+def _rebuild(st, fields, op, n_samples=None):
     """A new train from replacement spike arrays (SpikeTrain re-sorts them by time)."""
     meta = dict(st.meta)
     meta["perturb"] = list(meta.get("perturb", [])) + [op]
-    return SpikeTrain(**fields, level_amplitudes=st.level_amplitudes.copy(), config=st.config, n_samples=st.n_samples, meta=meta)
+    return SpikeTrain(**fields, level_amplitudes=st.level_amplitudes.copy(), config=st.config,
+                      n_samples=st.n_samples if n_samples is None else n_samples, meta=meta)
 
 
 def _subset(st, keep, op):
@@ -124,3 +128,192 @@ def drop_channels(st, p=None, seed=0, *, channels=None):
     dropped = np.unique(dropped).astype(np.int64)
     op = {"op": "drop_channels", "p": None if p is None else float(p), "seed": int(seed), "channels": dropped.tolist()}
     return _subset(st, ~np.isin(st.channels, dropped), op)
+
+
+def stretch(st, factor):
+    """Play the spikes ``factor`` times slower (> 1) or faster (< 1): times and length scale, channels stay.
+
+    A tempo change without a pitch change, since every spike keeps its kernel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spiketrum.baselines import encode_baseline
+    >>> st = encode_baseline(np.random.default_rng(0).standard_normal(8000), 16000, "lif", n_spikes=200)
+    >>> slow = stretch(st, 1.5)
+    >>> slow.n_samples, len(slow) == len(st)
+    (12000, True)
+    """
+    _check("factor", factor, 1e-3, 1e3)
+    n = max(1, int(round(st.n_samples * factor)))
+    fields = {k: getattr(st, k) for k in _FIELDS}
+    fields["samples"] = np.minimum(np.floor(st.samples * factor).astype(np.int64), n - 1)
+    return _rebuild(st, fields, {"op": "stretch", "factor": float(factor)}, n)
+
+
+def shift_kernels(st, k):
+    """Move every spike ``k`` kernels up (k > 0) or down: a shift along the cochlea's place axis.
+
+    Spikes shifted past the first or last kernel are dropped. Amplitudes keep their values; the
+    representative amplitudes stay those of each kernel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spiketrum.baselines import encode_baseline
+    >>> st = encode_baseline(np.random.default_rng(0).standard_normal(8000), 16000, "poisson", n_spikes=500)
+    >>> up = shift_kernels(st, 1)
+    >>> bool(np.all(up.kernel >= 1)), len(up) == int(np.sum(st.kernel < st.config.kernels - 1))
+    (True, True)
+    """
+    if isinstance(k, bool) or int(k) != k:
+        raise ValueError(f"k must be an integer, got {k!r}")
+    moved = st.kernel.astype(np.int64) + int(k)
+    keep = (moved >= 0) & (moved < st.config.kernels)
+    fields = {f: getattr(st, f)[keep] for f in _FIELDS}
+    fields["kernel"] = moved[keep]
+    return _rebuild(st, fields, {"op": "shift_kernels", "k": int(k)})
+
+
+def mask_kernels(st, lo, hi):
+    """Delete every spike of kernels ``lo`` .. ``hi - 1``: a band of the cochlea falls silent.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spiketrum.baselines import encode_baseline
+    >>> st = encode_baseline(np.random.default_rng(0).standard_normal(8000), 16000, "poisson", n_spikes=500)
+    >>> bool(np.any((mask_kernels(st, 3, 6).kernel >= 3) & (mask_kernels(st, 3, 6).kernel < 6)))
+    False
+    """
+    if not (isinstance(lo, (int, np.integer)) and isinstance(hi, (int, np.integer)) and 0 <= lo <= hi):
+        raise ValueError(f"need integers 0 <= lo <= hi, got lo={lo!r}, hi={hi!r}")
+    return _subset(st, (st.kernel < lo) | (st.kernel >= hi), {"op": "mask_kernels", "lo": int(lo), "hi": int(hi)})
+
+
+def delay(st, seconds):
+    """Prepend ``seconds`` of silence: every spike moves later and the train grows by as much.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spiketrum.baselines import encode_baseline
+    >>> st = encode_baseline(np.random.default_rng(0).standard_normal(8000), 16000, "lif", n_spikes=100)
+    >>> later = delay(st, 0.1)
+    >>> later.n_samples - st.n_samples, int(later.samples[0] - st.samples[0])
+    (1600, 1600)
+    """
+    _check("seconds", seconds, 0)
+    n = int(round(seconds * st.sr))
+    fields = {k: getattr(st, k) for k in _FIELDS}
+    fields["samples"] = st.samples + n
+    return _rebuild(st, fields, {"op": "delay", "seconds": float(seconds)}, st.n_samples + n)
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+    """Random transforms of every training clip's spikes, drawn afresh each time the clip is used.
+
+    Each field is the largest strength; every use draws one uniformly between none and it. Field
+    names are the keys of :meth:`parse` specs (``"deletion:0.2,jitter:1ms,noise:10dB"``).
+
+    Attributes
+    ----------
+    deletion : float
+        Probability of deleting each spike (:func:`spiketrum.delete`).
+    jitter : float
+        Sigma of Gaussian spike-time jitter, ms.
+    insertion : float
+        Spurious spikes per second per channel.
+    stretch : float
+        Tempo change: time scales by ``exp(u)``, ``u`` uniform in ``[-stretch, stretch]``.
+    shift : int
+        Shift along the place axis by up to this many kernels, up or down (speaker and vocal-tract
+        variation).
+    mask : int
+        Silence a band of up to this many adjacent kernels.
+    delay : float
+        Leading silence, ms.
+    noise : float or None
+        With probability 1/2 the clip is replaced by its encoding with real background noise (the
+        first 80 % of each noise clip) mixed at an SNR drawn uniformly from ``[noise, noise + 20]``
+        dB; one noisy encoding per clip, cached like the clean one.
+    """
+
+    deletion: float = 0.0
+    jitter: float = 0.0
+    insertion: float = 0.0
+    stretch: float = 0.0
+    shift: int = 0
+    mask: int = 0
+    delay: float = 0.0
+    noise: float | None = None
+
+    UNITS = {"jitter": "ms", "delay": "ms", "noise": "dB"}
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name == "noise":
+                if v is not None and not np.isfinite(v):
+                    raise ValueError(f"augment noise must be a finite SNR in dB, got {v!r}")
+            elif not (np.isfinite(v) and v >= 0) or (f.name == "deletion" and v > 1):
+                raise ValueError(f"augment {f.name} must be {'in [0, 1]' if f.name == 'deletion' else 'a finite number >= 0'}, got {v!r}")
+
+    @classmethod
+    def parse(cls, spec):
+        """An Augment from ``"key:value,..."`` (units ms and dB optional); ``"none"`` or ``""`` for none.
+
+        Examples
+        --------
+        >>> Augment.parse("deletion:0.2,jitter:1ms,noise:10dB")
+        Augment(deletion=0.2, jitter=1.0, insertion=0.0, stretch=0.0, shift=0, mask=0, delay=0.0, noise=10.0)
+        """
+        spec = spec.strip()
+        if spec.lower() in ("", "none"):
+            return cls()
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        values = {}
+        for item in spec.split(","):
+            key, sep, value = item.strip().partition(":")
+            if not sep or key not in names:
+                raise ValueError(f"bad --augment item {item.strip()!r}: use key:value with keys {', '.join(names)}")
+            unit = cls.UNITS.get(key, "")
+            text = value.strip()
+            if unit and text.lower().endswith(unit.lower()):
+                text = text[: -len(unit)]
+            try:
+                values[key] = int(text) if key in ("shift", "mask") else float(text)
+            except ValueError:
+                raise ValueError(f"bad --augment value {item.strip()!r}: expected a number{' in ' + unit if unit else ''}") from None
+        return cls(**values)
+
+    def spec(self):
+        """The :meth:`parse` string of this Augment (``"none"`` when it does nothing)."""
+        items = [f"{f.name}:{getattr(self, f.name):g}{self.UNITS.get(f.name, '')}" for f in dataclasses.fields(self)
+                 if getattr(self, f.name) not in (0, None)]
+        return ",".join(items) or "none"
+
+    def __call__(self, st, rng):
+        """A transformed copy of SpikeTrain ``st``; ``rng`` (a numpy Generator) makes every draw."""
+        seed = lambda: int(rng.integers(2**63))  # noqa: E731
+        if self.stretch:
+            st = stretch(st, float(np.exp(rng.uniform(-self.stretch, self.stretch))))
+        if self.shift:
+            st = shift_kernels(st, int(rng.integers(-self.shift, self.shift + 1)))
+        if self.mask:
+            width = int(rng.integers(0, self.mask + 1))
+            lo = int(rng.integers(0, max(1, st.config.kernels - width + 1)))
+            st = mask_kernels(st, lo, lo + width)
+        if self.deletion:
+            st = delete(st, rng.uniform(0, self.deletion), seed())
+        if self.jitter:
+            st = jitter(st, rng.uniform(0, self.jitter), seed())
+        if self.insertion:
+            st = insert(st, rng.uniform(0, self.insertion), seed())
+        if self.delay:
+            st = delay(st, rng.uniform(0, self.delay) / 1000)
+        return st
+
+
+DEFAULT_AUGMENT = "stretch:0.1,shift:1,mask:5,delay:100ms,deletion:0.2"

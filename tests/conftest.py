@@ -32,3 +32,16 @@ def fsdd_wav(data_root):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory, data_root):
+    """Three FSDD digits, 14 takes each of two speakers, as a folder per class (links, no copies)."""
+    root = tmp_path_factory.mktemp("digits")
+    rec = data_root / "fsdd" / "recordings"
+    for digit in ("0", "1", "7"):
+        (root / digit).mkdir()
+        for speaker in ("jackson", "theo"):
+            for take in range(14):
+                os.symlink(rec / f"{digit}_{speaker}_{take}.wav", root / digit / f"{digit}_{speaker}_{take}.wav")
+    return root

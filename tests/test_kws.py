@@ -15,19 +15,6 @@ def run(*args):
     return subprocess.run([sys.executable, "-m", "spiketrum.cli", *map(str, args)], capture_output=True, text=True)
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory, data_root):
-    """Three FSDD digits, 14 takes each of two speakers, as a folder per class (links, no copies)."""
-    root = tmp_path_factory.mktemp("digits")
-    rec = data_root / "fsdd" / "recordings"
-    for digit in ("0", "1", "7"):
-        (root / digit).mkdir()
-        for speaker in ("jackson", "theo"):
-            for take in range(14):
-                os.symlink(rec / f"{digit}_{speaker}_{take}.wav", root / digit / f"{digit}_{speaker}_{take}.wav")
-    return root
-
-
 FAST = ["--epochs", 3, "--hidden", 24, "--dt-ms", 10, "--rate", 500, "--batch-size", 8, "-q"]
 
 
@@ -114,3 +101,6 @@ def test_resume_with_other_settings_is_refused(tiny_folder, tmp_path):
     assert run("train", "--dataset", "folder", "--data", tiny_folder, "-o", out, *FAST).returncode == 0
     r = run("train", "--dataset", "folder", "--data", tiny_folder, "-o", out, "--resume", *FAST[:-1], "--lr", 0.01, "-q")
     assert r.returncode == 2 and "lr" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    for extra, name in ((["--augment", "none"], "augment"), (["--encoder", "delta"], "encoder"), (["--hidden", 16], "model_kwargs")):
+        r = run("train", "--dataset", "folder", "--data", tiny_folder, "-o", out, "--resume", *FAST, *extra)
+        assert r.returncode == 2 and name in r.stderr and len(r.stderr.strip().splitlines()) == 1, (extra, r.stderr)
