@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import pickle
 import time
 from pathlib import Path
 
@@ -138,7 +139,7 @@ class Run:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no trained model here (run `spiketrum train` first)")
         try:
-            state = torch.load(path, map_location=device, weights_only=False)
+            state = torch.load(path, map_location=device, weights_only=True)  # never runs pickled code
             if state.get("format") != MODEL_FORMAT:
                 raise ValueError("not a spiketrum model file")
             if state["version"] > MODEL_VERSION:
@@ -146,7 +147,7 @@ class Run:
             encoder = config_from_json(state["encoder"])
             model = build_model(state["model_name"], encoder.n_channels, len(state["classes"]), **state["model_kwargs"])
             model.load_state_dict(state["state_dict"])
-        except (OSError, RuntimeError, KeyError, TypeError, AttributeError, ValueError, EOFError) as exc:
+        except (OSError, RuntimeError, KeyError, TypeError, AttributeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
             raise ValueError(f"{path}: cannot load model ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
         return cls(model.to(device).eval(), state["model_name"], state["model_kwargs"], encoder, state["dt"], state["classes"])
 

@@ -81,13 +81,16 @@ def _predict(run, trains, device, batch_size=64):
 
 
 def _recon_snr(trains, clean_audio):
-    """Mean over clips of the SNR (dB) of each train's decoded audio against the clean audio."""
+    """Means over clips of the SNR (dB) of each train's decoded audio against the clean audio, and of
+    its decoded envelope against the clean cochleagram (:func:`spiketrum.baselines.envelope_snr_db`)."""
+    from spiketrum.baselines import envelope_snr_db
     from spiketrum.encoder import decode
     from spiketrum.metrics import snr_db
 
     if not clean_audio:
-        return float("nan")
-    return float(np.mean([snr_db(x, decode(trains[i])) for i, x in clean_audio.items()]))
+        return [float("nan")] * 2
+    return [float(np.mean([snr_db(x, decode(trains[i])) for i, x in clean_audio.items()])),
+            float(np.mean([envelope_snr_db(trains[i], x) for i, x in clean_audio.items()]))]
 
 
 def _file_digest(path):
@@ -124,7 +127,9 @@ def robustness(run_dir, data, config, partial=None, noise_dir=None, cache_dir=No
     dict
         ``clean_accuracy``, ``clean_recon_snr_db``, ``n``, the run's ``encoder`` and ``model``,
         ``config``, ``units``, and for each kind a list of ``{level, accuracy, accuracy_std,
-        recon_snr_db, recon_snr_db_std}``.
+        recon_snr_db, recon_snr_db_std, envelope_snr_db, envelope_snr_db_std}``: the reconstruction
+        SNR of the decoded waveform and of the decoded envelope (cochleagram), both against the clean
+        audio; the envelope one is the fair scale for envelope codes (delta, LIF, Poisson).
     """
     from tqdm.auto import tqdm
 
@@ -170,7 +175,7 @@ def robustness(run_dir, data, config, partial=None, noise_dir=None, cache_dir=No
                     else:
                         trains = [_perturb(st, kind, float(level), _seed(seed, kind, li, i)) for i, st in enumerate(clean)]
                     acc = float(np.mean(_predict(run, trains, device) == labels)) if len(labels) else float("nan")
-                    points[name] = [acc, _recon_snr(trains, clean_audio)]
+                    points[name] = [acc, *_recon_snr(trains, clean_audio)]
                     if partial is not None:
                         write_json(points, partial)
                 bar.update()
@@ -180,13 +185,14 @@ def robustness(run_dir, data, config, partial=None, noise_dir=None, cache_dir=No
               "dataset": config.dataset, "split": config.split, "n": len(clean), "config": dataclasses.asdict(config),
               "units": {k: UNITS[k] for k in levels},
               "clean_accuracy": float(np.mean(_predict(run, clean, device) == labels)) if len(labels) else float("nan"),
-              "clean_recon_snr_db": _recon_snr(clean, clean_audio)}
+              **dict(zip(("clean_recon_snr_db", "clean_envelope_snr_db"), _recon_snr(clean, clean_audio)))}
     for kind, kind_levels in config.levels:
         rows = []
         for level in kind_levels:
-            acc, snr = np.array([points[f"{kind}:{level!r}:{s}"] for s in range(config.seeds)]).T
+            acc, snr, env = np.array([points[f"{kind}:{level!r}:{s}"] for s in range(config.seeds)]).T
             rows.append({"level": float(level), "accuracy": float(acc.mean()), "accuracy_std": float(acc.std()),
-                         "recon_snr_db": float(snr.mean()), "recon_snr_db_std": float(snr.std())})
+                         "recon_snr_db": float(snr.mean()), "recon_snr_db_std": float(snr.std()),
+                         "envelope_snr_db": float(env.mean()), "envelope_snr_db_std": float(env.std())})
         result[kind] = rows
     return result
 

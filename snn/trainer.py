@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import random
 
 import numpy as np
@@ -72,6 +73,8 @@ class Callback:
         """``record`` holds this epoch's metrics; a callback may add its own."""
 
     def state_dict(self):
+        """Saved in every checkpoint: tensors, numbers, strings, lists and dicts only (it is loaded
+        with ``torch.load(weights_only=True)``)."""
         return {}
 
     def load_state_dict(self, state):
@@ -83,7 +86,10 @@ def default_device():
 
 
 def _rng_state():
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    # Plain lists and tensors only, so checkpoints load with torch.load(weights_only=True).
+    state = {"python": random.getstate(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -91,7 +97,8 @@ def _rng_state():
 
 def _set_rng_state(state):
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -250,7 +257,10 @@ class Trainer:
 
     def load_checkpoint(self, path):
         """Continue from ``path``: the run goes on exactly as if it had not stopped."""
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)  # never runs pickled code
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+            raise ValueError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
         if state["config"] != dataclasses.asdict(self.config):
             diff = sorted(k for k in state["config"] if state["config"][k] != dataclasses.asdict(self.config).get(k))
             raise ValueError(f"{path}: checkpoint was trained with other settings ({', '.join(diff)}); cannot resume")

@@ -1,5 +1,5 @@
-"""``make demo``: the main job on real audio: cochleagram, spiketrum encoding at several rates, a
-spikegram, then a small keyword-spotting SNN trained on FSDD."""
+"""``make demo``: the main jobs on real audio: cochleagram, spiketrum encoding at several rates, a
+spikegram, a small keyword-spotting SNN trained on FSDD, and its robustness to spike loss."""
 from __future__ import annotations
 
 import argparse
@@ -54,13 +54,20 @@ def main(argv=None):
         from snn import kws
         from snn.trainer import TrainConfig
 
-        # 10 ms bins and one small recurrent layer keep this to a couple of minutes on a laptop CPU
+        # One small recurrent layer and few epochs keep this to a couple of minutes on a laptop CPU
         print(f"\ndemo: training a small SNN on FSDD spiketrum spikes ({args.epochs} epochs; the corpus is encoded once and cached)")
         t = time.perf_counter()
-        m = kws.train("fsdd", rec.parents[1], out / "fsdd-srnn", model="srnn", model_kwargs={"hidden": (128,)}, dt=0.01,
+        run = out / "fsdd-srnn"
+        m = kws.train("fsdd", rec.parents[1], run, model="srnn", model_kwargs={"hidden": (128,)},
                       config=TrainConfig(epochs=args.epochs), jobs=2, cache_dir=out / "cache")
         print(f"demo: FSDD test accuracy {100 * m['test_accuracy']:.1f} % on {m['n_test']} clips after {m['epochs_run']} epochs "
-              f"({time.perf_counter() - t:.0f} s with encoding) -> {out / 'fsdd-srnn'}")
+              f"({time.perf_counter() - t:.0f} s with encoding) -> {run}")
+        print("\ndemo: robustness of that model to spike deletion, jitter and background noise (one seed)")
+        noise = kws.default_noise_dir(rec.parents[1]) is not None  # elsewhere FSDD comes without noise
+        return cli_main(["robustness", str(run), "--dataset", "fsdd", "--data", str(rec.parents[1]), "-o",
+                         str(out / "robustness"), "--deletion", "0,0.3,0.6,0.9", "--jitter-ms", "0,1,5", "--insertion",
+                         "none", "--noise-snr", "10,0" if noise else "none", "--seeds", "1", "--recon-clips", "30",
+                         "--cache", str(out / "cache"), "-q"])
     return 0
 
 

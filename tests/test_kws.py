@@ -104,3 +104,32 @@ def test_resume_with_other_settings_is_refused(tiny_folder, tmp_path):
     for extra, name in ((["--augment", "none"], "augment"), (["--encoder", "delta"], "encoder"), (["--hidden", 16], "model_kwargs")):
         r = run("train", "--dataset", "folder", "--data", tiny_folder, "-o", out, "--resume", *FAST, *extra)
         assert r.returncode == 2 and name in r.stderr and len(r.stderr.strip().splitlines()) == 1, (extra, r.stderr)
+
+
+class _Payload:
+    """Unpickling this runs a shell command: what a malicious model file would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickled_payload_in_a_model_or_checkpoint_never_runs(tiny_folder, tmp_path):
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    torch.save({"format": kws.MODEL_FORMAT, "version": 1, "x": _Payload(marker)}, bad / "model.pt")
+    torch.save({"config": {}, "x": _Payload(marker)}, bad / "checkpoint.pt")
+    for args in (("evaluate", bad, "--dataset", "folder", "--data", tiny_folder),
+                 ("predict", bad, tiny_folder / "0" / "0_theo_0.wav"),
+                 ("train", "--dataset", "folder", "--data", tiny_folder, "-o", bad, "--resume", *FAST)):
+        r = run(*args)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, (args, r.stderr)
+    from snn.trainer import Trainer
+
+    trainer = Trainer(torch.nn.Linear(2, 2), [], None, None, TrainConfig(), progress=False, device="cpu")
+    with pytest.raises(ValueError, match="checkpoint"):
+        trainer.load_checkpoint(bad / "checkpoint.pt")
+    assert not marker.exists()

@@ -33,7 +33,7 @@ def test_no_deletion_is_the_clean_run_and_full_deletion_leaves_no_input(trained,
     none, half, full = r["deletion"]
     assert none["accuracy"] == r["clean_accuracy"] == kws.evaluate(trained, "folder", tiny_folder, progress=False)["accuracy"]
     assert none["accuracy_std"] == 0 and none["recon_snr_db"] == r["clean_recon_snr_db"]
-    assert half["recon_snr_db"] < r["clean_recon_snr_db"]
+    assert half["recon_snr_db"] < r["clean_recon_snr_db"] and half["envelope_snr_db"] < r["clean_envelope_snr_db"]
     # Every spike deleted: the model sees all-zero input of each clip's length, and nothing decodes (0 dB).
     run = kws.Run.load(trained)
     audio, _ = kws.split_audio(run, "folder", tiny_folder)
@@ -42,7 +42,7 @@ def test_no_deletion_is_the_clean_run_and_full_deletion_leaves_no_input(trained,
     with torch.no_grad():
         silent = run.model(torch.zeros_like(x), lengths).argmax(1)
     assert full["accuracy"] == float((silent == y).double().mean())
-    assert full["accuracy_std"] == 0 and full["recon_snr_db"] == 0.0
+    assert full["accuracy_std"] == 0 and full["recon_snr_db"] == full["envelope_snr_db"] == 0.0
 
 
 def test_same_seeds_give_an_identical_json_and_no_partial_file_is_left(trained, tiny_folder, tmp_path):
@@ -62,10 +62,10 @@ def test_same_seeds_give_an_identical_json_and_no_partial_file_is_left(trained, 
 
 def test_finished_points_are_read_back_on_resume(trained, tiny_folder, tmp_path):
     partial = tmp_path / "partial.json"
-    partial.write_text(json.dumps({"deletion:0.3:0": [0.125, -7.0]}))
+    partial.write_text(json.dumps({"deletion:0.3:0": [0.125, -7.0, 3.0]}))
     r = rb.robustness(trained, tiny_folder, rb.RobustnessConfig("folder", levels=(("deletion", (0.3,)),), seeds=1),
                       partial=partial, progress=False)
-    assert r["deletion"][0]["accuracy"] == 0.125 and r["deletion"][0]["recon_snr_db"] == -7.0
+    assert (r["deletion"][0]["accuracy"], r["deletion"][0]["recon_snr_db"], r["deletion"][0]["envelope_snr_db"]) == (0.125, -7.0, 3.0)
 
 
 def test_background_noise_lowers_the_reconstruction_snr(trained, tiny_folder, data_root):
