@@ -198,9 +198,9 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
     default :data:`~spiketrum.perturb.DEFAULT_AUGMENT`).
     """
     start = time.perf_counter()
+    augment = augment if isinstance(augment, Augment) else Augment.parse(DEFAULT_AUGMENT if augment is None else augment)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    augment = augment if isinstance(augment, Augment) else Augment.parse(DEFAULT_AUGMENT if augment is None else augment)
     splits = audio_splits(dataset, data, split, noise_dir, seed=config.seed)
     sr = SAMPLE_RATES.get(dataset) or _common_rate(splits[0])
     enc = encoder_config(encoder, sr, rate)

@@ -241,16 +241,27 @@ def run_label(result):
 
 
 def plot_robustness(results, path):
-    """One panel per perturbation kind: accuracy (solid) and reconstruction SNR (dashed) against level."""
+    """One panel per perturbation kind: accuracy (solid) and reconstruction SNR (dashed) against level.
+
+    The SNR drawn is the decoded waveform's when every run is a spiketrum run, else the decoded
+    envelope's: envelope codes (delta, LIF, Poisson) do not carry a waveform, so only the envelope
+    compares them fairly.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     kinds = [k for k in KINDS if k in results[0]]
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.6), layout="constrained", squeeze=False)
+    cols = min(2, len(kinds))
+    rows = -(-len(kinds) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), layout="constrained", squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, kind in zip(axes[0], kinds):
+    waveform = all(r["encoder"].get("method", "spiketrum") == "spiketrum" for r in results)
+    snr_key, snr_label = ("recon_snr_db", "waveform") if waveform else ("envelope_snr_db", "envelope")
+    for ax in axes.flat[len(kinds):]:
+        ax.set_visible(False)
+    for ax, kind in zip(axes.flat, kinds):
         twin = ax.twinx()
         for j, r in enumerate(results):
             rows, c = r[kind], colors[j % len(colors)]
@@ -259,12 +270,12 @@ def plot_robustness(results, path):
             ax.errorbar(x, acc, yerr=100 * np.array([row["accuracy_std"] for row in rows]), color=c, marker="o", ms=3,
                         capsize=2, label=run_label(r))
             ax.axhline(100 * r["clean_accuracy"], color=c, lw=0.6, ls=":")
-            twin.plot(x, [row["recon_snr_db"] for row in rows], color=c, ls="--", marker="s", ms=2.5, alpha=0.7)
+            twin.plot(x, [row[snr_key] for row in rows], color=c, ls="--", marker="s", ms=2.5, alpha=0.7)
         if kind == "noise":
             ax.invert_xaxis()
         ax.set_xlabel(UNITS[kind])
         ax.set_ylabel("test accuracy, % (solid)")
-        twin.set_ylabel("reconstruction SNR, dB (dashed)")
+        twin.set_ylabel(f"{snr_label} reconstruction SNR, dB (dashed)")
         ax.set_ylim(0, 100)
         ax.set_title(kind)
         ax.grid(alpha=0.3)

@@ -290,8 +290,11 @@ class Augment:
 
     def spec(self):
         """The :meth:`parse` string of this Augment (``"none"`` when it does nothing)."""
-        items = [f"{f.name}:{getattr(self, f.name):g}{self.UNITS.get(f.name, '')}" for f in dataclasses.fields(self)
-                 if getattr(self, f.name) not in (0, None)]
+        def number(v):  # shortest text that parses back to the same value
+            return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+        items = [f"{f.name}:{number(getattr(self, f.name))}{self.UNITS.get(f.name, '')}" for f in dataclasses.fields(self)
+                 if getattr(self, f.name) is not None and (f.name == "noise" or getattr(self, f.name) != 0)]
         return ",".join(items) or "none"
 
     def __call__(self, st, rng):

@@ -148,3 +148,60 @@ def test_perturbed_trains_save_load_and_decode(speech, tmp_path):
     back = SpikeTrain.load(tmp_path / "p.npz")
     assert back == out and back.meta == out.meta
     assert decode_envelope(back).shape == decode_envelope(st).shape
+
+
+def test_stretch_scales_times_and_length_and_keeps_every_spike(train):
+    from spiketrum.perturb import stretch
+
+    snap = _snapshot(train)
+    for factor in (0.8, 1.0, 1.25):
+        out = stretch(train, factor)
+        assert out.n_samples == round(train.n_samples * factor) and len(out) == len(train)
+        assert np.all(np.abs(out.samples - np.sort(train.samples) * factor) < 1 + 1e-9)
+        assert Counter(out.channels.tolist()) == Counter(train.channels.tolist())
+    assert _rows(stretch(train, 1.0)) == _rows(train) and _untouched(train, snap)
+
+
+def test_shift_kernels_moves_places_and_drops_those_pushed_off(train):
+    from spiketrum.perturb import shift_kernels
+
+    K = train.config.kernels
+    for k in (-2, 0, 3):
+        out = shift_kernels(train, k)
+        kept = (train.kernel + k >= 0) & (train.kernel + k < K)
+        assert len(out) == int(kept.sum())
+        assert Counter(zip(out.samples.tolist(), out.kernel.tolist(), out.level.tolist())) == \
+            Counter(zip(train.samples[kept].tolist(), (train.kernel[kept] + k).tolist(), train.level[kept].tolist()))
+    assert shift_kernels(train, 0) == train
+
+
+def test_mask_kernels_and_delay(train):
+    from spiketrum.perturb import delay, mask_kernels
+
+    out = mask_kernels(train, 5, 9)
+    assert len(out) == int(np.sum((train.kernel < 5) | (train.kernel >= 9))) and not np.any((out.kernel >= 5) & (out.kernel < 9))
+    later = delay(train, 0.05)
+    n = round(0.05 * train.sr)
+    assert later.n_samples == train.n_samples + n and np.array_equal(later.samples, train.samples + n)
+    assert mask_kernels(train, 0, 0) == train and delay(train, 0.0) == train
+
+
+def test_augment_spec_round_trips_and_draws_are_seeded(train):
+    from hypothesis import given, strategies as st_
+
+    from spiketrum.perturb import DEFAULT_AUGMENT, Augment
+
+    @given(st_.floats(0, 1), st_.floats(0, 20), st_.integers(0, 3), st_.one_of(st_.none(), st_.floats(-10, 30)))
+    def round_trip(p, jit, shift, noise):
+        a = Augment(deletion=p, jitter=jit, shift=shift, noise=noise)
+        assert Augment.parse(a.spec()) == a
+
+    round_trip()
+    assert Augment.parse("none") == Augment() and Augment().spec() == "none"
+    aug = Augment.parse(DEFAULT_AUGMENT + ",jitter:1ms,insertion:2")
+    a, b = (aug(train, np.random.default_rng(7)) for _ in range(2))
+    assert a == b and a != aug(train, np.random.default_rng(8))
+    assert Augment()(train, np.random.default_rng(0)) is train
+    for bad in ("deletion:2", "jitter:-1ms", "shift:x", "volume:3", "deletion"):
+        with pytest.raises(ValueError):
+            Augment.parse(bad)
