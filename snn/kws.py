@@ -11,6 +11,7 @@ import json
 import os
 import pickle
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -194,11 +195,21 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
           noise_dir=None, callbacks=(), progress=True, device=None):
     """Train a keyword-spotting SNN and write the run folder ``out``; returns the metrics dict.
 
-    ``augment`` is a :class:`~spiketrum.perturb.Augment` or its spec string (``"none"`` for none;
-    default :data:`~spiketrum.perturb.DEFAULT_AUGMENT`).
+    ``augment`` is a :class:`~spiketrum.perturb.Augment` or its spec string (``"none"`` for none).
+    The default, :data:`~spiketrum.perturb.DEFAULT_AUGMENT`, mixes in background noise from
+    ``noise_dir`` or the folder :func:`default_noise_dir` finds; without one it warns and trains
+    without noise (the run's ``settings.json`` and ``metrics.json`` say which).
     """
     start = time.perf_counter()
-    augment = augment if isinstance(augment, Augment) else Augment.parse(DEFAULT_AUGMENT if augment is None else augment)
+    default = augment is None
+    augment = augment if isinstance(augment, Augment) else Augment.parse(DEFAULT_AUGMENT if default else augment)
+    if augment.noise is not None:
+        noise_dir = noise_dir or default_noise_dir(data)
+        if noise_dir is None and not default:
+            raise FileNotFoundError(f"{data}: --augment noise needs background noise; give --noise-dir")
+        if noise_dir is None:  # warned about once the run is set up, so that errors stay one line
+            augment = dataclasses.replace(augment, noise=None)
+    no_noise = default and augment.noise is None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     splits = audio_splits(dataset, data, split, noise_dir, seed=config.seed)
@@ -211,9 +222,6 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
         if augment.noise is not None:
             from datasets import NoiseFolder, SpikeDataset
 
-            noise_dir = noise_dir or default_noise_dir(data)
-            if noise_dir is None:
-                raise FileNotFoundError(f"{data}: --augment noise needs background noise; give --noise-dir")
             noisy = SpikeDataset(splits[0], enc, cache_dir, dt=None, jobs=jobs, seed=config.seed,
                                  noise=NoiseFolder(noise_dir, enc.sr, part="train"),
                                  snr_db=(augment.noise, augment.noise + 20.0))
@@ -239,6 +247,9 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
             raise ValueError(f"{checkpoint}: the run was started with other settings ({', '.join(differ)}); cannot resume")
         trainer.load_checkpoint(checkpoint)
     write_json(settings, out / "settings.json")
+    if no_noise:
+        warnings.warn(f"{data}: no background-noise folder found, so training without the default noise "
+                      "augmentation (give --noise-dir)", stacklevel=2)
     trainer.fit()
     result = trainer.evaluate(test_set, n_classes=len(classes))
     run = Run(trainer.model, model, model_kwargs, enc, dt, classes)

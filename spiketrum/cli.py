@@ -366,10 +366,10 @@ def build_parser():
     t.add_argument("--encoder", choices=["spiketrum", "delta", "lif", "bsa", "poisson"], default="spiketrum")
     t.add_argument("--rate", type=_positive_float, default=1000.0, help="spikes per second (default 1000)")
     t.add_argument("--dt-ms", type=_positive_float, default=10.0, help="time bin of the spike tensor in ms (default 10)")
-    t.add_argument("--augment", default=DEFAULT_AUGMENT, metavar="SPEC",
+    t.add_argument("--augment", metavar="SPEC",
                    help="training augmentation, key:value,... with keys deletion, jitter (ms), insertion (spikes/s per "
-                        "channel), stretch, shift (kernels), mask (kernels), delay (ms), noise (dB); 'none' for none "
-                        "(default: %(default)s)")
+                        f"channel), stretch, shift (kernels), mask (kernels), delay (ms), noise (dB); 'none' for none "
+                        f"(default: {DEFAULT_AUGMENT}; noise only where a noise folder is found)")
     t.add_argument("--epochs", type=_positive_int, default=40)
     t.add_argument("--batch-size", type=_positive_int, default=32)
     t.add_argument("--lr", type=_positive_float, default=2e-3)
@@ -426,6 +426,12 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 0
+    import warnings
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        print(f"spiketrum {args.command}: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = one_line
     try:
         args.func(args)
     except (ValueError, OSError) as exc:  # InputError is a ValueError naming the file

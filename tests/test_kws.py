@@ -133,3 +133,20 @@ def test_a_pickled_payload_in_a_model_or_checkpoint_never_runs(tiny_folder, tmp_
     with pytest.raises(ValueError, match="checkpoint"):
         trainer.load_checkpoint(bad / "checkpoint.pt")
     assert not marker.exists()
+
+
+def test_noise_augmentation_uses_real_noise_or_says_it_cannot(tiny_folder, tmp_path, data_root):
+    noise = data_root / "speech_commands_noise"
+    if not noise.is_dir():
+        pytest.skip("no background noise in the data folder")
+    cfg = TrainConfig(epochs=1, batch_size=8, patience=0)
+    common = dict(model_kwargs={"hidden": (16,)}, rate=500, dt=0.01, config=cfg, progress=False)
+    m = kws.train("folder", tiny_folder, tmp_path / "a" / "run", augment="noise:10dB", noise_dir=noise, **common)
+    assert m["augment"] == "noise:10dB"
+    entries = sum(len(list(d.glob("*.npz"))) for d in (tmp_path / "a" / "cache").iterdir())
+    assert entries == 84 + 68  # every clip clean, and every training clip once more with noise
+    with pytest.warns(UserWarning, match="without the default noise"):
+        m = kws.train("folder", tiny_folder, tmp_path / "b" / "run", **common)
+    assert "noise" not in m["augment"] and "deletion" in m["augment"]
+    with pytest.raises(FileNotFoundError, match="noise"):
+        kws.train("folder", tiny_folder, tmp_path / "c" / "run", augment="noise:10dB", **common)
