@@ -235,9 +235,9 @@ class Augment:
     delay : float
         Leading silence, ms.
     noise : float or None
-        With probability 1/2 the clip is replaced by its encoding with real background noise (the
-        first 80 % of each noise clip) mixed at an SNR drawn uniformly from ``[noise, noise + 20]``
-        dB; one noisy encoding per clip, cached like the clean one.
+        With probability 1/2 the clip is replaced by an encoding of it with real background noise
+        (from the first 80 % of each noise clip) mixed at an SNR drawn uniformly from
+        ``[noise, noise + 20]`` dB; one noisy encoding per clip, cached like the clean one.
     """
 
     deletion: float = 0.0
@@ -294,7 +294,7 @@ class Augment:
             return str(int(v)) if float(v).is_integer() else repr(float(v))
 
         items = [f"{f.name}:{number(getattr(self, f.name))}{self.UNITS.get(f.name, '')}" for f in dataclasses.fields(self)
-                 if getattr(self, f.name) is not None and (f.name == "noise" or getattr(self, f.name) != 0)]
+                 if getattr(self, f.name) != f.default]
         return ",".join(items) or "none"
 
     def __call__(self, st, rng):
