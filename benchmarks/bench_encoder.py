@@ -8,7 +8,6 @@ $SPIKETRUM_DATA, concatenated), one thread. RTF = seconds of audio per second of
 """
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys

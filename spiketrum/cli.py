@@ -217,9 +217,8 @@ def cmd_train(args):
     model_kwargs = {"hidden": tuple(args.hidden)} if args.hidden else {}
     m = kws.train(args.dataset, args.data, args.output, split=args.split, model=args.model, encoder=args.encoder,
                   rate=args.rate, dt=args.dt_ms / 1000, augment=args.augment, config=_train_config(args),
-                  model_kwargs=model_kwargs,
-                  cache_dir=args.cache, jobs=args.jobs, resume=args.resume, noise_dir=args.noise_dir,
-                  progress=not args.quiet)
+                  model_kwargs=model_kwargs, cache_dir=args.cache, jobs=args.jobs, resume=args.resume,
+                  noise_dir=args.noise_dir, progress=not args.quiet)
     print(f"test accuracy {100 * m['test_accuracy']:.2f} % on {m['n_test']} clips ({m['epochs_run']} epochs); "
           f"wrote {args.output}/model.pt, metrics.json, confusion.png")
 
@@ -368,7 +367,7 @@ def build_parser():
     t.add_argument("--dt-ms", type=_positive_float, default=10.0, help="time bin of the spike tensor in ms (default 10)")
     t.add_argument("--augment", metavar="SPEC",
                    help="training augmentation, key:value,... with keys deletion, jitter (ms), insertion (spikes/s per "
-                        f"channel), stretch, shift (kernels), mask (kernels), delay (ms), noise (dB); 'none' for none "
+                        "channel), stretch, shift (kernels), mask (kernels), delay (ms), noise (dB); 'none' for none "
                         f"(default: {DEFAULT_AUGMENT}; noise only where a noise folder is found)")
     t.add_argument("--epochs", type=_positive_int, default=40)
     t.add_argument("--batch-size", type=_positive_int, default=32)

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import scipy.signal
 
 from cochlea import cochleagram, erb_space, hair_cell
 from cochlea.haircell import frame_means
