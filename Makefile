@@ -17,7 +17,7 @@ OUT ?= out
 help:
 	@echo "make demo   - set up .venv and run the demo on real audio (writes $(OUT)/demo)"
 	@echo "make test   - set up .venv and run the tests"
-	@echo "make bench  - speed against peers (benchmarks/)"
+	@echo "make bench  - speed against peers, side by side (benchmarks/)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,9 +42,14 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
 
+# SNN peers for the side-by-side benchmark only: --no-deps, so they never replace the CPU torch.
+PEERS ?= spikingjelly==2.0.0 snntorch==1.0.0 norse==1.1.0 loguru nir nirtorch
+
 bench: $(VENV)/.installed
+	$(BIN)/python -m pip install -q --no-deps $(PEERS)
 	$(BIN)/python benchmarks/bench_cochlea.py
 	$(BIN)/python benchmarks/bench_encoder.py
+	$(BIN)/python benchmarks/bench_snn.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .hypothesis
