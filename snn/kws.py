@@ -90,14 +90,15 @@ def audio_splits(dataset, data, split="official", noise_dir=None, seed=0):
 
 class AugmentedSpikes(torch.utils.data.Dataset):
     """Training items ``(dense spikes [T, C], label)`` from a clean :class:`~datasets.SpikeDataset`,
-    transformed by an :class:`Augment` each time they are read.
+    transformed by an :class:`Augment` each time they are read. Half the reads take the item from
+    one of the ``noisy`` datasets (noisy encodings of the same clips) instead, drawn uniformly.
 
     The per-read generator is seeded from numpy's global state, which the Trainer's checkpoints
     carry: a resumed run draws the same augmentations as an uninterrupted one.
     """
 
-    def __init__(self, clean, augment, dt, noisy=None):
-        self.clean, self.augment, self.dt, self.noisy = clean, augment, dt, noisy
+    def __init__(self, clean, augment, dt, noisy=()):
+        self.clean, self.augment, self.dt, self.noisy = clean, augment, dt, list(noisy)
         self.classes, self.labels = clean.classes, clean.labels
 
     def __len__(self):
@@ -105,7 +106,9 @@ class AugmentedSpikes(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         rng = np.random.default_rng(np.random.randint(2**31))
-        source = self.noisy if self.noisy is not None and rng.random() < 0.5 else self.clean
+        source = self.clean
+        if self.noisy and rng.random() < 0.5:
+            source = self.noisy[int(rng.integers(len(self.noisy))) if len(self.noisy) > 1 else 0]
         return self.augment(source.spikes(i), rng).to_dense(self.dt, torch=True), self.labels[i]
 
 
@@ -218,14 +221,15 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
     cache_dir = Path(cache_dir) if cache_dir is not None else out.parent / "cache"
     train_set, val_set, test_set = spike_sets(splits, enc, cache_dir, dt, jobs, progress)
     if augment != Augment():
-        noisy = None
+        noisy = []
         if augment.noise is not None:
             from datasets import NoiseFolder, SpikeDataset
 
-            noisy = SpikeDataset(splits[0], enc, cache_dir, dt=None, jobs=jobs, seed=config.seed,
-                                 noise=NoiseFolder(noise_dir, enc.sr, part="train"),
-                                 snr_db=(augment.noise, augment.noise + 20.0))
-            noisy.prepare(progress=progress)
+            noise = NoiseFolder(noise_dir, enc.sr, part="train")
+            for copy in range(augment.copies):  # copy 0 keeps the seed of single-copy runs, so their cache
+                noisy.append(SpikeDataset(splits[0], enc, cache_dir, dt=None, jobs=jobs, seed=config.seed + 7919 * copy,
+                                          noise=noise, snr_db=(augment.noise, augment.noise + 20.0)))
+                noisy[-1].prepare(progress=progress)
         train_set = AugmentedSpikes(train_set, augment, dt, noisy)
     classes = list(splits[0].classes)
     model_kwargs = dict(model_kwargs or {})

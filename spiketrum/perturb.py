@@ -237,7 +237,10 @@ class Augment:
     noise : float or None
         With probability 1/2 the clip is replaced by an encoding of it with real background noise
         (from the first 80 % of each noise clip) mixed at an SNR drawn uniformly from
-        ``[noise, noise + 20]`` dB; one noisy encoding per clip, cached like the clean one.
+        ``[noise, noise + 20]`` dB. The noisy encodings are cached like the clean ones.
+    copies : int
+        Noisy encodings per clip, each with its own noise excerpt and SNR; every noisy use draws one,
+        so the model does not learn one fixed noise per clip.
     """
 
     deletion: float = 0.0
@@ -248,6 +251,7 @@ class Augment:
     mask: int = 0
     delay: float = 0.0
     noise: float | None = None
+    copies: int = 1
 
     UNITS = {"jitter": "ms", "delay": "ms", "noise": "dB"}
 
@@ -257,6 +261,9 @@ class Augment:
             if f.name == "noise":
                 if v is not None and not np.isfinite(v):
                     raise ValueError(f"augment noise must be a finite SNR in dB, got {v!r}")
+            elif f.name == "copies":
+                if not (isinstance(v, (int, np.integer)) and v >= 1):
+                    raise ValueError(f"augment copies must be a positive integer, got {v!r}")
             elif not (np.isfinite(v) and v >= 0) or (f.name == "deletion" and v > 1):
                 raise ValueError(f"augment {f.name} must be {'in [0, 1]' if f.name == 'deletion' else 'a finite number >= 0'}, got {v!r}")
 
@@ -267,7 +274,7 @@ class Augment:
         Examples
         --------
         >>> Augment.parse("deletion:0.2,jitter:1ms,noise:10dB")
-        Augment(deletion=0.2, jitter=1.0, insertion=0.0, stretch=0.0, shift=0, mask=0, delay=0.0, noise=10.0)
+        Augment(deletion=0.2, jitter=1.0, insertion=0.0, stretch=0.0, shift=0, mask=0, delay=0.0, noise=10.0, copies=1)
         """
         spec = spec.strip()
         if spec.lower() in ("", "none"):
@@ -283,7 +290,7 @@ class Augment:
             if unit and text.lower().endswith(unit.lower()):
                 text = text[: -len(unit)]
             try:
-                values[key] = int(text) if key in ("shift", "mask") else float(text)
+                values[key] = int(text) if key in ("shift", "mask", "copies") else float(text)
             except ValueError:
                 raise ValueError(f"bad --augment value {item.strip()!r}: expected a number{' in ' + unit if unit else ''}") from None
         return cls(**values)
