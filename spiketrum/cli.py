@@ -35,6 +35,15 @@ def _positive_float(s):
     return v
 
 
+def _shard(s):
+    from .corpus import parse_shard
+
+    try:
+        return parse_shard(s)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def cmd_cochleagram(args):
     import matplotlib
 
@@ -60,83 +69,37 @@ def cmd_cochleagram(args):
     print(f"wrote {args.output}: {args.channels} channels x {C.shape[1]} frames")
 
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3", ".au")
-
-
-def _collect(inputs, output):
-    """(source, destination) pairs; folders are walked recursively and mirrored under the output."""
-    from pathlib import Path
-
-    from .io import InputError
-
-    out = Path(output)
-    single = len(inputs) == 1 and not Path(inputs[0]).is_dir() and out.suffix == ".npz"
-    pairs = []
-    for inp in map(Path, inputs):
-        if inp.is_dir():
-            for f in sorted(p for p in inp.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()):
-                pairs.append((f, out / inp.name / f.relative_to(inp).with_suffix(".npz")))
-        elif single:
-            pairs.append((inp, out))
-        elif inp.exists() or inp.suffix:
-            pairs.append((inp, out / inp.with_suffix(".npz").name))
-        else:
-            raise InputError(inp, "no such file or folder")
-    return pairs
-
-
 def cmd_encode(args):
-    import warnings
-
     from tqdm import tqdm
 
-    from .baselines import BaselineConfig
-    from .encoder import SpiketrumConfig, encode_with
-    from .io import InputError, load_audio
-    from .spiketrain import SpikeTrain
+    from .corpus import Recipe, collect, encode_corpus, encode_one
+    from .io import InputError
 
-    rules = dict(rate=args.rate, n_spikes=args.spikes, snr_db=args.snr, frame_ms=args.frame_ms)
-    if all(v is None for k, v in rules.items() if k != "frame_ms"):
-        rules["rate"] = 1000.0
-    pairs = _collect(args.input, args.output)
+    rate = args.rate if args.rate is not None or args.spikes or args.snr is not None else 1000.0
+    recipe = Recipe(method=args.method, rate=rate, n_spikes=args.spikes, snr_db=args.snr, frame_ms=args.frame_ms,
+                    kernels=args.kernels, levels=args.levels, fmin=args.fmin, fmax=args.fmax, mode=args.mode, sr=args.sr)
+    shard = args.shard
+    pairs = collect(args.input, args.output)
     if not pairs:
         raise InputError(args.input[0], "no audio files found")
-    failures, skipped = [], 0
-    for src, dst in tqdm(pairs, desc="encode", unit="file", disable=len(pairs) < 2 or args.quiet):
-        try:
-            x, sr = load_audio(src, sr=args.sr)
-            if args.method == "spiketrum":
-                cfg = SpiketrumConfig(sr=sr, kernels=args.kernels, levels=args.levels, fmin=args.fmin, fmax=args.fmax,
-                                      mode=args.mode, **rules)
-            else:
-                if rules["snr_db"] is not None or rules["frame_ms"] is not None:
-                    raise ValueError(f"--method {args.method} takes --rate or --spikes only")
-                cfg = BaselineConfig(args.method, sr, rate=rules["rate"], n_spikes=rules["n_spikes"],
-                                     channels=args.kernels, fmin=args.fmin, fmax=args.fmax)
-            if dst.exists():  # written atomically, so an existing file is complete; re-encode only if the config changed
-                try:
-                    if SpikeTrain.load(dst).config == cfg:
-                        skipped += 1
-                        continue
-                except InputError:
-                    pass
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                st = encode_with(x, cfg)
-            if len(st) == 0:
-                tqdm.write(f"spiketrum encode: warning: {src}: silent audio, encoded to zero spikes", file=sys.stderr)
-            st.save(dst)
-        except (ValueError, OSError) as exc:
-            msg = str(exc) if isinstance(exc, InputError) else f"{src}: {exc}"
-            tqdm.write(f"spiketrum encode: error: {msg}".split("\n")[0], file=sys.stderr)
-            failures.append(str(src))
-    done = len(pairs) - len(failures) - skipped
-    if len(pairs) > 1 or failures:
-        print(f"encoded {done}, skipped {skipped} already done, failed {len(failures)} of {len(pairs)} files")
-    elif done:
-        print(f"wrote {pairs[0][1]}")
-    if failures:
+    if len(pairs) == 1 and args.output.endswith(".npz") and shard is None:  # one file to one named output
+        from .io import check_output_path
+
+        check_output_path(args.output)
+        e = encode_one(*pairs[0], recipe)
+        if e["status"] != "ok":
+            raise InputError(pairs[0][0], e["error"].removeprefix(f"{pairs[0][0]}: "))
+        if "warning" in e:
+            print(f"spiketrum encode: warning: {e['path']}: {e['warning']}", file=sys.stderr)
+        print(f"wrote {args.output}")
+        return
+    s = encode_corpus(pairs, args.output, recipe, jobs=args.jobs, shard=shard, progress=not args.quiet,
+                      log=lambda m: tqdm.write(f"spiketrum encode: {m}", file=sys.stderr))
+    minutes = s["wall_seconds"] / 60
+    print(f"encoded {s['encoded']}, skipped {s['skipped']} already done, failed {len(s['failed'])} of {s['files']} files"
+          + (f" ({s['audio_seconds'] / 3600:.3g} h of audio in {s['wall_seconds']:.1f} s: {s['encoded'] / minutes:.0f} "
+             f"files/min, {s['audio_seconds'] / 3600 / minutes:.3g} audio h/min)" if s["encoded"] and minutes > 0 else ""))
+    if s["failed"]:
         raise SystemExit(2)
 
 
@@ -213,12 +176,16 @@ def _train_config(args):
 
 def cmd_train(args):
     from snn import kws
+    from snn.trainer import distributed
 
     model_kwargs = {"hidden": tuple(args.hidden)} if args.hidden else {}
-    m = kws.train(args.dataset, args.data, args.output, split=args.split, model=args.model, encoder=args.encoder,
-                  rate=args.rate, dt=args.dt_ms / 1000, augment=args.augment, config=_train_config(args),
-                  model_kwargs=model_kwargs, cache_dir=args.cache, jobs=args.jobs, resume=args.resume,
-                  noise_dir=args.noise_dir, progress=not args.quiet)
+    with distributed() as rank:  # data-parallel when launched by torchrun, else one process as always
+        m = kws.train(args.dataset, args.data, args.output, split=args.split, model=args.model, encoder=args.encoder,
+                      rate=args.rate, dt=args.dt_ms / 1000, augment=args.augment, config=_train_config(args),
+                      model_kwargs=model_kwargs, cache_dir=args.cache, jobs=args.jobs, resume=args.resume,
+                      noise_dir=args.noise_dir, progress=not args.quiet)
+    if rank != 0:
+        return
     print(f"test accuracy {100 * m['test_accuracy']:.2f} % on {m['n_test']} clips ({m['epochs_run']} epochs); "
           f"wrote {args.output}/model.pt, metrics.json, confusion.png")
 
@@ -329,6 +296,9 @@ def build_parser():
                    help="fast (default; within 0.1 dB of exact on speech) or exact matching pursuit")
     e.add_argument("--method", choices=["spiketrum", "delta", "lif", "bsa", "poisson"], default="spiketrum",
                    help="encoder (default spiketrum); the baselines use --kernels cochlear channels")
+    e.add_argument("--jobs", type=_positive_int, default=1, help="worker processes (default 1)")
+    e.add_argument("--shard", type=_shard, metavar="K/N", help="encode only shard K of N (1 <= K <= N), e.g. one Slurm array task "
+                   "each; shards are chosen by a hash of each output path and keep their own manifest")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_encode)
 
@@ -354,7 +324,10 @@ def build_parser():
     pl.set_defaults(func=cmd_plot)
 
     datasets = ["fsdd", "speech-commands", "folder"]
-    t = sub.add_parser("train", help="train a keyword-spotting SNN on spike-encoded audio")
+    t = sub.add_parser("train", help="train a keyword-spotting SNN on spike-encoded audio",
+                       epilog="Data-parallel on N processes (gloo on the CPU, nccl with one GPU each): "
+                              "torchrun --standalone --nproc_per_node N -m spiketrum.cli train ...; "
+                              "--batch-size is then the global batch, split evenly between them.")
     t.add_argument("--dataset", choices=datasets, required=True)
     t.add_argument("--data", required=True, help="data root: the FSDD root (holding fsdd/recordings), a Speech Commands "
                    "folder, or a folder per class")
@@ -370,7 +343,7 @@ def build_parser():
                         "channel), stretch, shift (kernels), mask (kernels), delay (ms), noise (dB); 'none' for none "
                         f"(default: {DEFAULT_AUGMENT}; noise only where a noise folder is found)")
     t.add_argument("--epochs", type=_positive_int, default=40)
-    t.add_argument("--batch-size", type=_positive_int, default=32)
+    t.add_argument("--batch-size", type=_positive_int, default=32, help="clips per step, over all processes (default 32)")
     t.add_argument("--lr", type=_positive_float, default=2e-3)
     t.add_argument("--patience", type=int, default=12, help="early stopping: epochs without a better validation accuracy")
     t.add_argument("--seed", type=int, default=0)

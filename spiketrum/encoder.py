@@ -318,7 +318,56 @@ def encode_with(x, cfg):
 
         return encode_baseline_with(x, cfg)
     x = _as_audio(x)
-    n = x.size
+    return _pursue(lambda a, b: x[a:b], x.size, cfg)
+
+
+def encode_file(path, cfg=None, **options):
+    """Encode an audio file in bounded memory, streaming it chunk by chunk.
+
+    The spikes equal those of ``encode_with(load_audio(path)[0], cfg)`` exactly: both pursue the
+    same ``cfg.chunk_s`` chunks with the residual carried across, but here only one chunk of audio
+    (plus one kernel length) is in memory at a time. Memory then grows only with the spikes.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Any file :func:`spiketrum.io.load_audio` reads, at the encoder's sample rate.
+    cfg : SpiketrumConfig, optional
+        Its ``sr`` must be the file's. Without it, a config is built from ``options`` (the keyword
+        arguments of :func:`encode`) at the file's rate.
+
+    Returns
+    -------
+    SpikeTrain
+
+    Raises
+    ------
+    InputError
+        A bad file, or a file whose rate is not ``cfg.sr`` (resample it first, or use :func:`encode`).
+    """
+    from .io import AudioStream, InputError
+
+    with AudioStream(path) as f:
+        if cfg is None:
+            cfg = SpiketrumConfig(sr=f.sr, **options)
+        elif options:
+            raise TypeError("give either cfg or encoder options, not both")
+        if cfg.method != "spiketrum":
+            raise ValueError("encode_file streams the spiketrum encoder only; baselines take whole arrays (encode_with)")
+        if cfg.sr != f.sr:
+            raise InputError(f.path, f"audio is at {f.sr} Hz, the encoder at {cfg.sr} Hz; resample it first")
+
+        def read(a, b):
+            seg = f.read(a, b)
+            if seg.size != min(b, f.frames) - a:
+                raise InputError(f.path, "file is shorter than its header says (truncated?)")
+            return seg.astype(np.float64)
+
+        return _pursue(read, f.frames, cfg)
+
+
+def _pursue(read, n, cfg):
+    """Chunked matching pursuit of ``n`` samples, ``read(a, b)`` giving float64 samples ``[a, min(b, n))``."""
     phi, lengths = dictionary(cfg.sr, cfg.kernels, cfg.fmin, cfg.resolved_fmax, cfg.floor_db)
     fast = cfg.mode == "fast"
     dtype, itype = (np.float32, np.int32) if fast else (np.float64, np.int64)
@@ -327,18 +376,16 @@ def encode_with(x, cfg):
                                cfg.xcorr_floor_db if fast else None, np.dtype(dtype).name)
     w = np.ones(cfg.kernels) if cfg.gains is None else np.asarray(cfg.gains, dtype=np.float64)
     lmax = phi.shape[1]
-    energy = float(x @ x)
-    if energy == 0.0:
-        warnings.warn("silent input: encoded to zero spikes", stacklevel=2)
     target = 10 ** (-cfg.snr_db / 10) if cfg.snr_db is not None else None
     resync = int(FAST_RESYNC_S * cfg.sr)
-    out = []
+    out, energy = [], 0.0
     spill = np.zeros(lmax - 1)  # what earlier chunks' atoms took from the samples after their chunk
     for a, b, budgets, frame in _chunks(cfg, n):
         r = np.zeros(b - a + lmax - 1)
-        seg = x[a : b + lmax - 1]
+        seg = read(a, b + lmax - 1)
         r[: seg.size] = seg
         r[: lmax - 1] -= spill
+        energy += float(seg[: b - a] @ seg[: b - a])
         region = float(r @ r)
         min_energy = target * float(seg @ seg) if target is not None else -1.0
         cap = int(min(budgets.sum(), 50 * (b - a) + 1000))
@@ -356,9 +403,12 @@ def encode_with(x, cfg):
             tol, last = (np.inf if k.size == 0 and at == last else FAST_DRIFT_TOLERANCE), at
             lo, hi = max(0, at - resync), min(b - a, at + resync)
             C[:, lo:hi] = _correlation_map(r[lo:], phi, hi - lo, dtype)
-        tail = x[b : b + lmax - 1]
+        del C
+        tail = seg[b - a :]
         spill = np.zeros(lmax - 1)
         spill[: tail.size] = tail - r[b - a : b - a + tail.size]
+    if energy == 0.0:
+        warnings.warn("silent input: encoded to zero spikes", stacklevel=3)
     k, tau, amp = (np.concatenate(z) for z in zip(*out))
     res = energy - np.cumsum(amp * amp)  # unit-norm atoms: each spike removes exactly s^2
     return SpikeTrain.from_atoms(k, tau, amp, cfg, n_samples=n, residual_energy=res, signal_energy=energy)

@@ -43,43 +43,78 @@ def load_audio(path, sr=None, *, allow_silent=True):
     InputError
         Missing, unreadable, empty, corrupt or non-audio files, NaN/inf samples, absurd sizes.
     """
-    import soundfile as sf
-
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise InputError(path, "no such file")
-    if os.path.isdir(path):
-        raise InputError(path, "is a directory, not an audio file")
-    if not os.access(path, os.R_OK):
-        raise InputError(path, "permission denied")
-    if os.path.getsize(path) == 0:
-        raise InputError(path, "empty file (0 bytes)")
-    try:
-        with sf.SoundFile(path) as f:
-            if f.frames <= 0:
-                raise InputError(path, "audio has no samples")
-            if f.frames > MAX_SAMPLES:
-                raise InputError(path, f"{f.frames / f.samplerate / 3600:.1f} h of audio is too long to load at once")
-            file_sr = int(f.samplerate)
-            x = f.read(dtype="float32", always_2d=True)
-    except InputError:
-        raise
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        msg = str(exc).split("\n")[0].replace(f"Error opening {path!r}: ", "")
-        raise InputError(path, f"not a readable audio file ({msg})") from None
-    except MemoryError:
-        raise InputError(path, "not enough memory to load this file") from None
-    if x.shape[0] == 0:
-        raise InputError(path, "audio has no samples")
-    if not np.all(np.isfinite(x)):
-        raise InputError(path, "audio contains NaN or inf samples")
-    x = x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]
+    with AudioStream(path) as f:
+        if f.frames > MAX_SAMPLES:
+            raise InputError(f.path, f"{f.frames / f.sr / 3600:.1f} h of audio is too long to load at once; "
+                             "stream it (spiketrum.encoder.encode_file)")
+        x, file_sr, path = f.read(0, f.frames), f.sr, f.path
     if not allow_silent and not np.any(x):
         raise InputError(path, "audio is all silence")
     if sr is not None and int(sr) != file_sr:
         x = resample(x, file_sr, int(sr))
         file_sr = int(sr)
     return np.ascontiguousarray(x, dtype=np.float32), file_sr
+
+
+class AudioStream:
+    """An audio file open for reading in pieces, so that long files never sit in memory whole.
+
+    Validates like :func:`load_audio` on opening; :meth:`read` gives mono float32 samples and
+    checks each piece for NaN/inf. Use as a context manager.
+
+    Attributes
+    ----------
+    path : str
+    sr : int
+    frames : int
+        Samples per channel.
+    """
+
+    def __init__(self, path):
+        import soundfile as sf
+
+        self.path = path = os.fspath(path)
+        if not os.path.exists(path):
+            raise InputError(path, "no such file")
+        if os.path.isdir(path):
+            raise InputError(path, "is a directory, not an audio file")
+        if not os.access(path, os.R_OK):
+            raise InputError(path, "permission denied")
+        if os.path.getsize(path) == 0:
+            raise InputError(path, "empty file (0 bytes)")
+        try:
+            self._file = sf.SoundFile(path)
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+            msg = str(exc).split("\n")[0].replace(f"Error opening {path!r}: ", "")
+            raise InputError(path, f"not a readable audio file ({msg})") from None
+        self.sr, self.frames = int(self._file.samplerate), int(self._file.frames)
+        if self.frames <= 0:
+            self.close()
+            raise InputError(path, "audio has no samples")
+
+    def read(self, start, stop):
+        """Mono float32 samples ``[start, stop)``, cut at the end of the file."""
+        import soundfile as sf
+
+        try:
+            self._file.seek(min(max(0, int(start)), self.frames))
+            x = self._file.read(max(0, min(int(stop), self.frames) - int(start)), dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+            raise InputError(self.path, f"not a readable audio file ({str(exc).splitlines()[0]})") from None
+        except MemoryError:
+            raise InputError(self.path, "not enough memory to load this file") from None
+        if not np.all(np.isfinite(x)):
+            raise InputError(self.path, "audio contains NaN or inf samples")
+        return np.ascontiguousarray(x.mean(axis=1) if x.shape[1] > 1 else x[:, 0], dtype=np.float32)
+
+    def close(self):
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def resample(x, sr_in, sr_out):

@@ -124,9 +124,13 @@ class SpikeTrain:
         """Write ``.npz`` (arrays + versioned JSON header) atomically."""
         header = {"format": FORMAT, "version": FORMAT_VERSION, "config": json.loads(self.config.to_json()),
                   "n_samples": self.n_samples, "meta": self.meta}
+        arrays = {"header": np.frombuffer(json.dumps(header).encode(), np.uint8), **{k: getattr(self, k) for k in _ARRAYS}}
         with atomic_output(path, suffix=".npz") as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, header=np.frombuffer(json.dumps(header).encode(), np.uint8), **{k: getattr(self, k) for k in _ARRAYS})
+            # np.savez stamps each member with the time; a fixed stamp makes equal trains equal files
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+                for name, a in arrays.items():
+                    with z.open(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w", force_zip64=True) as f:
+                        np.lib.format.write_array(f, np.ascontiguousarray(a), allow_pickle=False)
 
     @classmethod
     def load(cls, path):

@@ -1,0 +1,260 @@
+"""Corpus encoding: many files in parallel processes, deterministic shards, and a manifest that makes
+re-runs incremental.
+
+Every output is written atomically, and every finished file appends one line to a JSONL manifest in
+the output folder (``path``, ``hash``, ``config``, ``n_spikes``, ``status``, ...). A re-run skips each
+file whose source bytes and encoder config match its manifest line, so a killed run loses at most
+the files in flight, and re-runs give byte-identical outputs. ``shard=(k, N)`` takes the files whose
+output path hashes to ``k`` of ``N``: shards can run side by side on any scheduler, with no
+coordinator, each with its own manifest.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import time
+import warnings
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+
+from .io import InputError
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3", ".au")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How each file of a corpus is encoded; :meth:`config` gives the encoder config at a file's rate."""
+
+    method: str = "spiketrum"
+    rate: float | None = None
+    n_spikes: int | None = None
+    snr_db: float | None = None
+    frame_ms: float | None = None
+    kernels: int = 40
+    levels: int = 3
+    fmin: float = 50.0
+    fmax: float | None = None
+    mode: str = "fast"
+    sr: int | None = None  # resample every file to this rate first; None keeps each file's rate
+
+    def config(self, file_sr):
+        """The encoder config for a file at ``file_sr`` Hz (``ValueError`` if the options do not fit it)."""
+        sr = self.sr or file_sr
+        if self.method == "spiketrum":
+            from .encoder import SpiketrumConfig
+
+            return SpiketrumConfig(sr=sr, rate=self.rate, n_spikes=self.n_spikes, snr_db=self.snr_db,
+                                   frame_ms=self.frame_ms, kernels=self.kernels, levels=self.levels, fmin=self.fmin,
+                                   fmax=self.fmax, mode=self.mode)
+        if self.snr_db is not None or self.frame_ms is not None:
+            raise ValueError(f"--method {self.method} takes --rate or --spikes only")
+        from .baselines import BaselineConfig
+
+        return BaselineConfig(self.method, sr, rate=self.rate, n_spikes=self.n_spikes, channels=self.kernels,
+                              fmin=self.fmin, fmax=self.fmax)
+
+
+def collect(inputs, output):
+    """(source, destination) pairs: folders are walked recursively and mirrored under ``output``.
+
+    A single file with an ``output`` ending in ``.npz`` is written to exactly that path.
+    """
+    out = Path(output)
+    single = len(inputs) == 1 and not Path(inputs[0]).is_dir() and out.suffix == ".npz"
+    pairs = []
+    for inp in map(Path, inputs):
+        if inp.is_dir():
+            for f in sorted(p for p in inp.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()):
+                pairs.append((f, out / inp.name / f.relative_to(inp).with_suffix(".npz")))
+        elif single:
+            pairs.append((inp, out))
+        elif inp.exists() or inp.suffix:
+            pairs.append((inp, out / inp.with_suffix(".npz").name))
+        else:
+            raise InputError(inp, "no such file or folder")
+    return pairs
+
+
+def parse_shard(text):
+    """``"k/N"`` (1 <= k <= N) as the tuple ``(k, N)``."""
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"expected a shard as k/N, for example 1/4, got {text!r}") from None
+    if not 1 <= k <= n:
+        raise ValueError(f"shard {text!r}: need 1 <= k <= N (shards are numbered from 1)")
+    return k, n
+
+
+def in_shard(relative_output, shard):
+    """Whether an output path (relative to the output folder) belongs to ``shard = (k, N)``."""
+    k, n = shard
+    digest = hashlib.sha256(Path(relative_output).as_posix().encode()).digest()
+    return int.from_bytes(digest[:8], "little") % n == k - 1
+
+
+def config_digest(cfg):
+    return hashlib.sha256(cfg.to_json().encode()).hexdigest()[:16]
+
+
+def file_digest(path):
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as exc:
+        raise InputError(path, exc.strerror or type(exc).__name__) from None
+    return h.hexdigest()
+
+
+def manifest_path(root, shard=None):
+    return Path(root) / ("manifest.jsonl" if shard is None else f"manifest-{shard[0]}-of-{shard[1]}.jsonl")
+
+
+def read_manifest(path):
+    """The newest line per output of a manifest, or of every manifest in a folder (a torn line is skipped)."""
+    path = Path(path)
+    entries = {}
+    for f in sorted(path.glob("manifest*.jsonl")) if path.is_dir() else [path] if path.is_file() else []:
+        with open(f, encoding="utf-8") as lines:
+            for line in lines:
+                try:
+                    e = json.loads(line)
+                    entries[e["output"]] = e
+                except (ValueError, KeyError, TypeError):
+                    continue
+    return entries
+
+
+def _append(path, entry):
+    # One write() of a whole line to an O_APPEND file: a crash leaves whole lines, at worst a torn last one.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(entry, sort_keys=True) + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def _compact(path, entries):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for key in sorted(entries):
+            f.write(json.dumps(entries[key], sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def encode_one(src, dst, recipe, output=None, prior=None):
+    """Encode one file to ``dst`` unless ``prior`` (its manifest line) shows it done; returns its new line.
+
+    Bad input never raises: the line's ``status`` is ``"failed"`` and ``error`` says why, in one line.
+    """
+    from .encoder import encode_file, encode_with
+    from .io import AudioStream, load_audio
+
+    entry = {"path": Path(src).as_posix(), "output": Path(output or dst).as_posix(), "status": "failed"}
+    try:
+        entry["hash"] = file_digest(src)
+        if (prior and prior.get("status") == "ok" and prior.get("hash") == entry["hash"] and Path(dst).is_file()
+                and prior.get("config") == config_digest(recipe.config(prior["file_sr"]))):
+            return {**prior, "path": entry["path"], "skipped": True}
+        with AudioStream(src) as f:
+            file_sr, frames = f.sr, f.frames
+        cfg = recipe.config(file_sr)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # silence is reported below, once
+            if recipe.method == "spiketrum" and cfg.sr == file_sr:
+                st = encode_file(src, cfg)  # streamed: memory does not grow with the audio
+            else:
+                st = encode_with(load_audio(src, sr=cfg.sr)[0], cfg)
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        st.save(dst)
+        entry.update(status="ok", config=config_digest(cfg), file_sr=file_sr, n_spikes=len(st),
+                     seconds=round(frames / file_sr, 6))
+        if len(st) == 0:
+            entry["warning"] = "silent audio, encoded to zero spikes"
+    except (ValueError, OSError) as exc:
+        message = str(exc) if isinstance(exc, InputError) else f"{src}: {exc}"
+        entry["error"] = message.split("\n")[0]
+    return entry
+
+
+def encode_corpus(pairs, output, recipe, jobs=1, shard=None, progress=True, log=print):
+    """Encode ``(source, destination)`` pairs under the folder ``output``, incrementally and in parallel.
+
+    Parameters
+    ----------
+    pairs : list of (path, path)
+        From :func:`collect`; destinations lie under ``output``.
+    output : path
+        Holds the outputs and the manifest.
+    recipe : Recipe
+    jobs : int
+        Worker processes (spawned). ``1`` encodes in this process.
+    shard : (int, int), optional
+        Only this ``(k, N)`` share of the pairs.
+    log : callable
+        Takes one-line messages (errors, warnings).
+
+    Returns
+    -------
+    dict
+        ``encoded``, ``skipped``, ``failed`` (list of messages), ``files``, ``audio_seconds`` (of the
+        files encoded now), ``wall_seconds``.
+    """
+    from tqdm import tqdm
+
+    root = Path(output)
+    if shard is not None:
+        pairs = [(s, d) for s, d in pairs if in_shard(Path(d).relative_to(root), shard)]
+    root.mkdir(parents=True, exist_ok=True)
+    prior = read_manifest(root)
+    mine = manifest_path(root, shard)
+    entries = read_manifest(mine)
+    summary = {"encoded": 0, "skipped": 0, "failed": [], "files": len(pairs), "audio_seconds": 0.0}
+    start = time.perf_counter()
+    tasks = []
+    for s, d in pairs:
+        rel = Path(d).relative_to(root).as_posix()
+        tasks.append((s, d, recipe, rel, prior.get(rel)))
+
+    def record(e):
+        if e.pop("skipped", False):
+            summary["skipped"] += 1
+        elif e["status"] == "ok":
+            summary["encoded"] += 1
+            summary["audio_seconds"] += e["seconds"]
+            if "warning" in e:
+                log(f"warning: {e['path']}: {e.pop('warning')}")
+            _append(mine, e)
+        else:
+            summary["failed"].append(e["error"])
+            log(f"error: {e['error']}")
+            _append(mine, e)
+        entries[e["output"]] = e
+        bar.update()
+
+    with tqdm(total=len(tasks), desc="encode", unit="file", disable=not progress or len(tasks) < 2) as bar:
+        if jobs == 1 or len(tasks) < 2:
+            for t in tasks:
+                record(encode_one(*t))
+        else:
+            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                todo, running = iter(tasks), set()
+                while True:  # a bounded window of submissions keeps memory flat on huge corpora
+                    for t in todo:
+                        running.add(pool.submit(encode_one, *t))
+                        if len(running) >= 4 * jobs:
+                            break
+                    if not running:
+                        break
+                    done, running = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        record(fut.result())
+    _compact(mine, entries)
+    summary["wall_seconds"] = time.perf_counter() - start
+    return summary
