@@ -150,3 +150,31 @@ def test_noise_augmentation_uses_real_noise_or_says_it_cannot(tiny_folder, tmp_p
     assert "noise" not in m["augment"] and "deletion" in m["augment"]
     with pytest.raises(FileNotFoundError, match="noise"):
         kws.train("folder", tiny_folder, tmp_path / "c" / "run", augment="noise:10dB", **common)
+
+
+def test_sigkill_mid_training_then_resume_gives_the_uninterrupted_model(tiny_folder, tmp_path):
+    import signal
+    import time
+
+    args = ["--dataset", "folder", "--data", tiny_folder, "--epochs", 4, "--hidden", 24, "--rate", 500, "--batch-size", 2,
+            "--patience", 0, "--augment", "deletion:0.2", "-q"]
+    full = tmp_path / "full" / "run"
+    assert run("train", "-o", full, *args).returncode == 0
+    out = tmp_path / "killed" / "run"
+    p = subprocess.Popen([sys.executable, "-m", "spiketrum.cli", "train", "-o", str(out), *map(str, args)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint, deadline = out / "checkpoint.pt", time.monotonic() + 300
+    while not checkpoint.exists() and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.01)
+    time.sleep(0.2)  # into the next epoch
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    state = torch.load(checkpoint, weights_only=True)
+    assert 1 <= state["epoch"] < 4 and not (out / "model.pt").exists(), "the kill should land mid-run"
+    r = run("train", "-o", out, *args, "--resume")
+    assert r.returncode == 0, r.stderr
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (full, out))
+    assert a["history"] == b["history"] and a["confusion"] == b["confusion"]
+    wa, wb = (torch.load(d / "model.pt", weights_only=True)["state_dict"] for d in (full, out))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not [f for f in out.iterdir() if ".tmp" in f.name]
