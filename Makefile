@@ -49,6 +49,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m pip install -q --no-deps $(PEERS)
 	$(BIN)/python benchmarks/bench_cochlea.py
 	$(BIN)/python benchmarks/bench_encoder.py
+	$(BIN)/python benchmarks/bench_corpus.py
 	$(BIN)/python benchmarks/bench_snn.py
 
 clean:
