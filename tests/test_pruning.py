@@ -1,0 +1,96 @@
+"""Sparse training options: ESL keeps its density exactly, regrows from zero, and never revives a pruned weight."""
+import math
+
+import pytest
+import torch
+
+from snn.models import SRNN
+from snn.pruning import ESL, erk_densities, sparse_parameters
+from snn.trainer import Callback, TrainConfig, Trainer
+
+
+def toy_data(n=48, T=12, C=10, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % classes
+    x = (torch.rand(n, T, C, generator=g) < 0.1 + 0.3 * (torch.arange(C) % classes == y[:, None, None])).float()
+    return list(zip(x, y.tolist()))
+
+
+def collate(batch):
+    x, y = zip(*batch)
+    return torch.stack(x, 1), torch.full((len(x),), x[0].shape[0]), torch.tensor(y)
+
+
+class Watch(Callback):
+    """Records, after every step, the number of connections and whether absent weights are zero."""
+
+    def __init__(self, esl):
+        self.esl, self.counts, self.zero_outside, self.masks = esl, [], [], []
+
+    def on_step_end(self, trainer):
+        params = sparse_parameters(trainer.model)
+        self.counts.append({k: int(m.sum()) for k, m in self.esl.masks.items()})
+        self.zero_outside.append(all(bool((p[~self.esl.masks[k]] == 0).all()) for k, p in params.items()))
+        self.masks.append({k: m.clone() for k, m in self.esl.masks.items()})
+
+
+@pytest.mark.parametrize("regrow", ["random", "gradient"])
+def test_density_is_exact_after_every_update_and_absent_weights_stay_zero(regrow):
+    torch.manual_seed(0)
+    model = SRNN(10, 3, hidden=(32,))
+    esl = ESL(0.2, every=2, drop=0.4, end=0.9, regrow=regrow)
+    watch = Watch(esl)
+    Trainer(model, toy_data(), None, collate, TrainConfig(epochs=4, batch_size=8, lr=1e-2), [esl, watch],
+            progress=False).fit()
+    params = sparse_parameters(model)
+    shapes = [tuple(p.shape) for p in params.values()]
+    want = {k: round(d * p.numel()) for (k, p), d in zip(params.items(), erk_densities(shapes, 0.2))}
+    assert all(c == want for c in watch.counts)  # every step, every layer: the same number of connections
+    assert math.isclose(sum(want.values()) / sum(p.numel() for p in params.values()), 0.2, abs_tol=1e-3)
+    assert all(watch.zero_outside)
+    changed = sum(int((a[k] != b[k]).sum()) for a, b in zip(watch.masks, watch.masks[1:]) for k in a)
+    assert changed > 0  # the topology did evolve
+    assert "readout.linear.weight" not in params and float(model.readout.linear.weight.ne(0).float().mean()) == 1.0
+
+
+def test_regrown_connections_start_at_zero_with_fresh_optimiser_state():
+    torch.manual_seed(0)
+    model = SRNN(10, 3, hidden=(16,))
+    esl = ESL(0.3, every=3, drop=0.5, regrow="gradient")
+    trainer = Trainer(model, toy_data(), None, collate, TrainConfig(epochs=1, batch_size=8), [esl], progress=False)
+    esl.on_train_begin(trainer)
+    before = {k: m.clone() for k, m in esl.masks.items()}
+    params = sparse_parameters(model)
+    x, lengths, y = collate(toy_data()[:8])
+    torch.nn.functional.cross_entropy(model(x, lengths), y).backward()
+    trainer.step = 2  # the step about to be taken, the third, is an update
+    esl.on_after_backward(trainer)
+    grads = {k: v.clone() for k, v in esl._grads.items()}
+    trainer.optimizer.step()
+    trainer.step = 3
+    esl.on_step_end(trainer)
+    for k, p in params.items():
+        grown = esl.masks[k] & ~before[k]
+        assert grown.any() and bool((p[grown] == 0).all())
+        state = trainer.optimizer.state[p]
+        assert bool((state["exp_avg"][grown] == 0).all()) and bool((state["exp_avg_sq"][grown] == 0).all())
+        # gradient regrowth takes the largest dense-gradient positions among those absent before
+        absent = ~before[k]
+        assert grads[k][grown].min() >= grads[k][absent & ~esl.masks[k]].max()
+
+
+def test_static_mask_never_changes_and_erk_is_exact():
+    d = erk_densities([(256, 120), (256, 256), (4, 4)], 0.5)
+    assert d[2] == 1.0 and all(0 < v <= 1 for v in d)  # the small layer saturates, the rest share what is left
+    sizes = [256 * 120, 256 * 256, 16]
+    assert math.isclose(sum(a * b for a, b in zip(d, sizes)), 0.5 * sum(sizes))
+    torch.manual_seed(0)
+    model = SRNN(10, 3, hidden=(16,))
+    esl = ESL(0.1, drop=0.0)
+    watch = Watch(esl)
+    Trainer(model, toy_data(), None, collate, TrainConfig(epochs=2, batch_size=8), [esl, watch], progress=False).fit()
+    assert all(all(torch.equal(m[k], watch.masks[0][k]) for k in m) for m in watch.masks)
+    with pytest.raises(ValueError):
+        ESL(0.0)
+    with pytest.raises(ValueError):
+        ESL(0.5, regrow="magic")
