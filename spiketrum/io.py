@@ -152,7 +152,10 @@ def atomic_output(path, suffix=""):
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+            # a failed write (disk full, file size limit) names the output it could not write
+            raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from None
         raise

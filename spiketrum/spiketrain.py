@@ -12,6 +12,8 @@ from .io import InputError, atomic_output
 FORMAT = "spiketrum-spikes"
 FORMAT_VERSION = 1
 _ARRAYS = ("samples", "kernel", "level", "polarity", "amplitude", "level_amplitudes")
+#: More samples than any recording has (over four months at 96 kHz): a header claiming more is corrupt.
+MAX_N_SAMPLES = 2**40
 
 
 class SpikeTrain:
@@ -144,28 +146,48 @@ class SpikeTrain:
             with np.load(path, allow_pickle=False) as z:
                 header = json.loads(bytes(z["header"]).decode())
                 arrays = {k: z[k] for k in _ARRAYS}
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError, EOFError) as exc:
+        except MemoryError:  # an array header declaring an absurd shape
+            raise InputError(path, "corrupt spike file (an array is too large to load)") from None
+        except Exception as exc:  # noqa: BLE001 - zipfile, zlib and numpy raise many kinds on damaged bytes
             raise InputError(path, f"not a spiketrum spike file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-        if header.get("format") != FORMAT:
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise InputError(path, "not a spiketrum spike file (wrong format tag)")
-        if header.get("version", 0) > FORMAT_VERSION:
-            raise InputError(path, f"spike file format version {header['version']} is newer than this spiketrum reads ({FORMAT_VERSION}); upgrade spiketrum")
+        version = header.get("version", 0)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise InputError(path, f"corrupt spike file (format version {version!r} is not an integer)")
+        if version > FORMAT_VERSION:
+            raise InputError(path, f"spike file format version {version} is newer than this spiketrum reads ({FORMAT_VERSION}); upgrade spiketrum")
         try:
             cfg = config_from_json(json.dumps(header["config"]))
-            n = int(header["n_samples"])
+            n = header["n_samples"]
+            if not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= MAX_N_SAMPLES:
+                raise ValueError(f"n_samples must be an integer in [1, 2**40], got {n!r}")
             sizes = {arrays[k].shape for k in _ARRAYS[:5]}
             if len(sizes) != 1 or len(next(iter(sizes))) != 1:
                 raise ValueError("spike arrays differ in length")
+            for k in _ARRAYS:
+                if arrays[k].dtype.kind not in ("iu" if k in _ARRAYS[:4] else "iuf"):
+                    raise ValueError(f"{k} has dtype {arrays[k].dtype}")
             if arrays["level_amplitudes"].shape != (cfg.kernels, cfg.levels):
                 raise ValueError("codebook shape does not match the config")
-            s, k, lv = arrays["samples"], arrays["kernel"], arrays["level"]
-            if s.size and (s.min() < 0 or s.max() >= n or k.min() < 0 or k.max() >= cfg.kernels or lv.min() < 0 or lv.max() >= cfg.levels):
+            s, k, lv, pol = arrays["samples"], arrays["kernel"], arrays["level"], arrays["polarity"]
+            if s.size and (s.min() < 0 or s.max() >= n or k.min() < 0 or k.max() >= cfg.kernels or lv.min() < 0
+                           or lv.max() >= cfg.levels or pol.min() < 0 or pol.max() > 1):
                 raise ValueError("spike indices out of range")
-            if not np.all(np.isfinite(arrays["amplitude"])):
+            if not (np.all(np.isfinite(arrays["amplitude"])) and np.all(np.isfinite(arrays["level_amplitudes"]))):
                 raise ValueError("amplitudes contain NaN or inf")
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            meta = header.get("meta") or {}
+            if not isinstance(meta, dict):
+                raise ValueError("meta is not a JSON object")
+            energies = [meta[e] for e in ("signal_energy", "residual_energy") if e in meta]
+            if energies and (len(energies) != 2 or not all(isinstance(e, (int, float)) and not isinstance(e, bool)
+                                                           and np.isfinite(e) and e >= 0 for e in energies)):
+                raise ValueError("meta energies must be two finite numbers >= 0")
+        except KeyError as exc:
+            raise InputError(path, f"corrupt spike file (no {exc} in its header)") from None
+        except (AttributeError, TypeError, ValueError) as exc:
             raise InputError(path, f"corrupt spike file ({exc})") from None
-        return cls(config=cfg, n_samples=n, meta=header.get("meta"), **arrays)
+        return cls(config=cfg, n_samples=n, meta=meta, **arrays)
 
     def __eq__(self, other):
         if not isinstance(other, SpikeTrain):

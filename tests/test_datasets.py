@@ -278,11 +278,11 @@ def test_cache_second_pass_encodes_nothing(few, cfg, tmp_path, encoder_calls):
 def test_cache_writes_are_atomic(few, cfg, tmp_path, encoder_calls, monkeypatch):
     ds = SpikeDataset(few, cfg, tmp_path)
 
-    def crash(f, **arrays):
-        f.write(b"PK\x03\x04 half an entry")
+    def crash(f, array, **kw):
+        f.write(b"\x93NUMPY half an array")
         raise OSError("disk full")
 
-    monkeypatch.setattr(spiketrum.spiketrain.np, "savez", crash)
+    monkeypatch.setattr(spiketrum.spiketrain.np.lib.format, "write_array", crash)
     with pytest.raises(OSError, match="disk full"):
         ds.prepare(progress=False)
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
