@@ -20,7 +20,7 @@ import torch
 from spiketrum.encoder import config_from_json
 from spiketrum.perturb import DEFAULT_AUGMENT, Augment
 
-from .trainer import TrainConfig, Trainer, atomic_save, seed_everything, write_json
+from .trainer import TrainConfig, Trainer, atomic_save, rank_and_world, rank_zero_first, seed_everything, write_json
 
 MODEL_FORMAT = "spiketrum-model"
 MODEL_VERSION = 1
@@ -142,18 +142,34 @@ class Run:
         path = Path(run_dir) / "model.pt" if Path(run_dir).is_dir() else Path(run_dir)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no trained model here (run `spiketrum train` first)")
+        if path.stat().st_size == 0:
+            raise ValueError(f"{path}: cannot load model (empty file)")
         try:
             state = torch.load(path, map_location=device, weights_only=True)  # never runs pickled code
             if state.get("format") != MODEL_FORMAT:
                 raise ValueError("not a spiketrum model file")
             if state["version"] > MODEL_VERSION:
                 raise ValueError(f"model format {state['version']} is newer than this spiketrum reads; upgrade")
+            dt, classes = state["dt"], state["classes"]
+            if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not (np.isfinite(dt) and dt > 0):
+                raise ValueError(f"time bin dt={dt!r} is not a positive number of seconds")
+            if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+                raise ValueError("classes are not a list of names")
             encoder = config_from_json(state["encoder"])
-            model = build_model(state["model_name"], encoder.n_channels, len(state["classes"]), **state["model_kwargs"])
-            model.load_state_dict(state["state_dict"])
-        except (OSError, RuntimeError, KeyError, TypeError, AttributeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+            model = build_model(state["model_name"], encoder.n_channels, len(classes), **state["model_kwargs"])
+            try:
+                model.load_state_dict(state["state_dict"])
+            except RuntimeError as exc:  # "Error(s) in loading state_dict for SRNN:", then what does not fit
+                detail = [line.strip() for line in str(exc).splitlines() if line.strip()][1:2] or [str(exc)]
+                raise ValueError(f"its weights do not fit the model it describes: {detail[0][:200]}") from None
+        except KeyError as exc:
+            raise ValueError(f"{path}: cannot load model (no {exc} entry)") from None
+        except pickle.UnpicklingError:
+            raise ValueError(f"{path}: cannot load model (not plain weights: a foreign or tampered file; "
+                             "pickled code is never run)") from None
+        except (OSError, RuntimeError, TypeError, AttributeError, ValueError, EOFError) as exc:
             raise ValueError(f"{path}: cannot load model ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-        return cls(model.to(device).eval(), state["model_name"], state["model_kwargs"], encoder, state["dt"], state["classes"])
+        return cls(model.to(device).eval(), state["model_name"], state["model_kwargs"], encoder, dt, classes)
 
 
 def spike_sets(splits, encoder, cache_dir, dt, jobs=1, progress=True):
@@ -202,8 +218,14 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
     The default, :data:`~spiketrum.perturb.DEFAULT_AUGMENT`, mixes in background noise from
     ``noise_dir`` or the folder :func:`default_noise_dir` finds; without one it warns and trains
     without noise (the run's ``settings.json`` and ``metrics.json`` say which).
+
+    Inside a process group (``with snn.trainer.distributed():`` under torchrun) every process calls this:
+    rank 0 encodes the corpus first and the others then read its cache; training is data-parallel
+    (see :class:`~snn.trainer.Trainer`), and only rank 0 writes files.
     """
     start = time.perf_counter()
+    rank, world = rank_and_world()
+    progress = progress and rank == 0
     default = augment is None
     augment = augment if isinstance(augment, Augment) else Augment.parse(DEFAULT_AUGMENT if default else augment)
     if augment.noise is not None:
@@ -219,8 +241,8 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
     sr = SAMPLE_RATES.get(dataset) or _common_rate(splits[0])
     enc = encoder_config(encoder, sr, rate)
     cache_dir = Path(cache_dir) if cache_dir is not None else out.parent / "cache"
-    train_set, val_set, test_set = spike_sets(splits, enc, cache_dir, dt, jobs, progress)
-    if augment != Augment():
+    with rank_zero_first():  # rank 0 encodes, then the other processes load its cache entries
+        train_set, val_set, test_set = spike_sets(splits, enc, cache_dir, dt, jobs, progress)
         noisy = []
         if augment.noise is not None:
             from datasets import NoiseFolder, SpikeDataset
@@ -230,6 +252,7 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
                 noisy.append(SpikeDataset(splits[0], enc, cache_dir, dt=None, jobs=jobs, seed=config.seed + 7919 * copy,
                                           noise=noise, snr_db=(augment.noise, augment.noise + 20.0)))
                 noisy[-1].prepare(progress=progress)
+    if augment != Augment():
         train_set = AugmentedSpikes(train_set, augment, dt, noisy)
     classes = list(splits[0].classes)
     model_kwargs = dict(model_kwargs or {})
@@ -250,8 +273,9 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
         if differ:
             raise ValueError(f"{checkpoint}: the run was started with other settings ({', '.join(differ)}); cannot resume")
         trainer.load_checkpoint(checkpoint)
-    write_json(settings, out / "settings.json")
-    if no_noise:
+    if rank == 0:
+        write_json(settings, out / "settings.json")
+    if no_noise and rank == 0:
         warnings.warn(f"{data}: no background-noise folder found, so training without the default noise "
                       "augmentation (give --noise-dir)", stacklevel=2)
     trainer.fit()
@@ -263,6 +287,10 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
                "parameters": sum(p.numel() for p in run.model.parameters()), "history": trainer.history,
                "train_config": dataclasses.asdict(config), **activity(run.model, test_set, collate_for(dt), trainer.device)}
     metrics["wall_seconds"] = time.perf_counter() - start  # this call's, encoding included (not summed over resumes)
+    if world > 1:
+        metrics["processes"] = world
+    if rank != 0:
+        return metrics
     run.save(out / "model.pt", extra={"metrics": {k: metrics[k] for k in ("test_accuracy", "n_test")}})
     write_json(metrics, out / "metrics.json")
     plot_confusion(result["confusion"], classes, out / "confusion.png",

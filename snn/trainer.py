@@ -6,6 +6,9 @@ dropout and every random state continue as if the run had never stopped.
 
 A callback (pruning, distillation, augmentation, continual-learning plasticity ...) overrides any of
 the hooks of :class:`Callback`; the loop itself never changes for an option.
+
+Under ``torchrun`` (see :func:`distributed`) the same loop trains data-parallel: each process takes a
+disjoint shard of every epoch's order and DistributedDataParallel averages the gradients.
 """
 from __future__ import annotations
 
@@ -15,9 +18,12 @@ import math
 import os
 import pickle
 import random
+from contextlib import contextmanager
+from datetime import timedelta
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 
@@ -82,7 +88,51 @@ class Callback:
 
 
 def default_device():
+    if torch.cuda.is_available() and rank_and_world()[1] > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))  # one GPU per process
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# -- distributed (torchrun) ------------------------------------------------------------------------
+def rank_and_world():
+    """(rank, world size) of this process: (0, 1) outside a process group."""
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+
+
+@contextmanager
+def distributed():
+    """Join the process group when launched by ``torchrun`` (RANK and WORLD_SIZE set) and leave it at the
+    end; yields this process's rank. Outside torchrun, or inside a group already joined, it does nothing.
+
+    gloo on the CPU, nccl on CUDA with one GPU per process (LOCAL_RANK). A process that fails ends the
+    others through torchrun; a hung one, through the timeout, which is long because the other processes
+    wait at a barrier while rank 0 encodes the corpus.
+    """
+    if dist.is_initialized() or not ("RANK" in os.environ and "WORLD_SIZE" in os.environ):
+        yield rank_and_world()[0]
+        return
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(hours=2))
+    # After an error the process leaves at once (the yield raises): cleaning up could wait on peers that
+    # are inside a collective, and torchrun stops them when this process exits.
+    yield dist.get_rank()
+    # Leave together. gloo's barrier would hold on to earlier collectives' tensors, and its worker thread
+    # (which DDP keeps alive) could then free them while Python exits, which aborts the process.
+    dist.monitored_barrier() if dist.get_backend() == "gloo" else dist.barrier()
+    dist.destroy_process_group()
+
+
+@contextmanager
+def rank_zero_first():
+    """Rank 0 runs the block before the other processes do: it fills a cache that they then only read."""
+    rank, world = rank_and_world()
+    if world > 1 and rank != 0:
+        dist.barrier()
+    yield
+    if world > 1 and rank == 0:
+        dist.barrier()
 
 
 def _rng_state():
@@ -98,10 +148,11 @@ def _rng_state():
 def _set_rng_state(state):
     random.setstate(state["python"])
     name, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(state["torch"])
+    # .cpu(): a checkpoint loaded with map_location=cuda has its random states on the GPU too.
+    np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def seed_everything(seed):
@@ -139,6 +190,11 @@ class Trainer:
         CUDA when present, else the CPU.
     progress : bool
         Show a tqdm bar with loss and accuracy.
+
+    Inside a process group (:func:`distributed`) every process runs the same loop: ``batch_size`` is
+    the global batch, split evenly between the processes (``batch_size // world_size`` each), so an
+    epoch has as many optimiser steps as on one process. Metrics and validation cover all processes'
+    items and agree on every rank; only rank 0 writes the checkpoint and shows progress.
     """
 
     def __init__(self, model, train_set, val_set, collate, config=TrainConfig(), callbacks=(), run_dir=None,
@@ -149,9 +205,18 @@ class Trainer:
         self.train_set, self.val_set, self.collate = train_set, val_set, collate
         self.callbacks = list(callbacks)
         self.run_dir = run_dir
-        self.progress = progress
+        self.rank, self.world_size = rank_and_world()
+        self.progress = progress and self.rank == 0
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.steps_per_epoch = max(1, math.ceil(len(train_set) / config.batch_size))
+        self.ddp = None  # the training forward pass; self.model stays the plain module for callbacks and checkpoints
+        if self.world_size > 1:
+            if config.batch_size < self.world_size:
+                raise ValueError(f"batch_size {config.batch_size} is smaller than the {self.world_size} processes")
+            self.rank_batch = config.batch_size // self.world_size
+            # DistributedSampler pads every shard to ceil(n / world_size) items: all ranks take the same steps.
+            self.steps_per_epoch = max(1, math.ceil(math.ceil(len(train_set) / self.world_size) / self.rank_batch))
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model)  # batches are moved to the device by us
         total, warm = config.epochs * self.steps_per_epoch, config.warmup_epochs * self.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warm) if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1.0, total - warm))))
@@ -163,6 +228,13 @@ class Trainer:
     def loader(self, dataset, shuffle, epoch=0):
         """Batches of ``dataset``; a shuffled order depends only on (seed, epoch), which makes resume exact."""
         g = torch.Generator().manual_seed(self.config.seed * 100003 + epoch)
+        if shuffle and self.world_size > 1:
+            # The same (seed, epoch) permutation on every rank; rank r takes its items r, r + world_size, ...
+            sampler = torch.utils.data.DistributedSampler(dataset, self.world_size, self.rank,
+                                                          seed=self.config.seed * 100003)
+            sampler.set_epoch(epoch)
+            return torch.utils.data.DataLoader(dataset, batch_size=self.rank_batch, sampler=sampler,
+                                               collate_fn=self.collate)
         return torch.utils.data.DataLoader(dataset, batch_size=self.config.batch_size, shuffle=shuffle, generator=g,
                                            collate_fn=self.collate)
 
@@ -176,7 +248,7 @@ class Trainer:
 
         cfg = self.config
         if self.epoch == 0 and not self.history:
-            seed_everything(cfg.seed)
+            seed_everything(cfg.seed + 1000003 * self.rank)  # other dropout and augmentation draws on each rank
         for cb in self.callbacks:
             cb.on_train_begin(self)
         while self.epoch < cfg.epochs and not (cfg.patience and self.stale >= cfg.patience):
@@ -188,7 +260,7 @@ class Trainer:
                 x, lengths, y = self._to_device(x, lengths, y)
                 for cb in self.callbacks:
                     x, lengths, y = cb.on_batch(self, x, lengths, y)
-                logits = self.model(x, lengths)
+                logits = (self.ddp or self.model)(x, lengths)  # DDP all-reduces the gradients in backward()
                 loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
                 for cb in self.callbacks:
                     loss = cb.loss(self, logits, y, x, lengths, loss)
@@ -208,6 +280,10 @@ class Trainer:
                 correct += int((logits.argmax(1) == y).sum())
                 loss_sum += float(loss.detach()) * n
                 bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{correct / total:.3f}")
+            if self.world_size > 1:  # the epoch's metrics over every rank's items
+                sums = torch.tensor([total, correct, loss_sum], dtype=torch.float64, device=self.device)
+                dist.all_reduce(sums)
+                total, correct, loss_sum = int(sums[0]), int(sums[1]), float(sums[2])
             record = {"epoch": self.epoch + 1, "train_loss": loss_sum / max(total, 1), "train_accuracy": correct / max(total, 1),
                       "lr": self.scheduler.get_last_lr()[0]}
             if self.val_set is not None:
@@ -231,14 +307,26 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, dataset, n_classes=None):
-        """Accuracy, the confusion matrix (true x predicted) and the predictions on ``dataset``."""
+        """Accuracy, the confusion matrix (true x predicted) and the predictions on ``dataset``.
+
+        In a process group each rank scores every world_size-th item and all get the whole result.
+        """
         self.model.eval()
+        rank, world = self.rank, self.world_size
+        part = dataset if world == 1 else torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
         preds, labels = [], []
-        for x, lengths, y in self.loader(dataset, False):
+        for x, lengths, y in self.loader(part, False):
             x, lengths, y = self._to_device(x, lengths, y)
             preds.append(self.model(x, lengths).argmax(1).cpu())
             labels.append(y.cpu())
-        p, t = torch.cat(preds).numpy(), torch.cat(labels).numpy()
+        # A rank's part may be empty when there are fewer items than processes.
+        p, t = (torch.cat(preds).numpy(), torch.cat(labels).numpy()) if preds else (np.zeros(0, np.int64),) * 2
+        if world > 1:  # interleave the ranks' parts back into the dataset's order
+            parts = [None] * world
+            dist.all_gather_object(parts, (p, t))
+            p, t = np.zeros(len(dataset), np.int64), np.zeros(len(dataset), np.int64)
+            for r, (pr, tr) in enumerate(parts):
+                p[r::world], t[r::world] = pr, tr
         k = n_classes or int(max(p.max(initial=0), t.max(initial=0)) + 1)
         confusion = np.zeros((k, k), np.int64)
         np.add.at(confusion, (t, p), 1)
@@ -253,7 +341,13 @@ class Trainer:
                 "history": self.history, "rng": _rng_state(), "callbacks": [cb.state_dict() for cb in self.callbacks]}
 
     def save_checkpoint(self, path):
-        atomic_save(self.state_dict(), path)
+        """Written by rank 0; in a process group every rank must call it (it gathers their random states)."""
+        state = self.state_dict()
+        if self.world_size > 1:  # each rank's own dropout and augmentation draws continue on resume
+            state["rng_ranks"] = [None] * self.world_size
+            dist.all_gather_object(state["rng_ranks"], state["rng"])
+        if self.rank == 0:
+            atomic_save(state, path)
 
     def load_checkpoint(self, path):
         """Continue from ``path``: the run goes on exactly as if it had not stopped."""
@@ -273,7 +367,8 @@ class Trainer:
         self.best_accuracy, self.best_state, self.history = state["best_accuracy"], state["best_state"], state["history"]
         for cb, s in zip(self.callbacks, state["callbacks"]):
             cb.load_state_dict(s)
-        _set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks", [])  # from a run with as many processes: this rank's own states
+        _set_rng_state(ranks[self.rank] if len(ranks) == self.world_size else state["rng"])
 
 
 def write_json(obj, path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 from . import __version__
@@ -104,6 +105,8 @@ def cmd_encode(args):
 
 
 def cmd_decode(args):
+    import io
+
     import soundfile as sf
 
     from .encoder import decode
@@ -114,8 +117,10 @@ def cmd_decode(args):
     st = SpikeTrain.load(args.input)
     y = decode(st, exact=args.exact)
     peak = float(max(abs(y).max(), 1e-12)) if y.size else 1.0
-    with atomic_output(args.output) as tmp:
-        sf.write(tmp, (y / peak if peak > 1 else y).astype("float32"), st.sr, subtype="FLOAT", format="WAV")
+    wav = io.BytesIO()  # written by Python, not libsndfile: a full disk is an OSError naming the output
+    sf.write(wav, (y / peak if peak > 1 else y).astype("float32"), st.sr, subtype="FLOAT", format="WAV")
+    with atomic_output(args.output) as tmp, open(tmp, "wb") as f:
+        f.write(wav.getbuffer())
     print(f"wrote {args.output}: {st.duration:.3f} s at {st.sr} Hz from {len(st)} spikes")
 
 
@@ -168,6 +173,26 @@ def cmd_plot(args):
     print(f"wrote {args.output}: {len(st)} spikes over {st.duration:.3f} s")
 
 
+@contextlib.contextmanager
+def _removed_if_left_empty(folder):
+    """An output folder this command creates is removed again if the command fails before writing into it."""
+    from pathlib import Path
+
+    new, p = [], Path(folder).absolute()
+    while not p.exists() and p != p.parent:
+        new.append(p)
+        p = p.parent
+    try:
+        yield
+    except BaseException:
+        for d in new:  # deepest first; a folder with anything in it (a checkpoint to resume) stays
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise
+
+
 def _train_config(args):
     from snn.trainer import TrainConfig
 
@@ -179,7 +204,7 @@ def cmd_train(args):
     from snn.trainer import distributed
 
     model_kwargs = {"hidden": tuple(args.hidden)} if args.hidden else {}
-    with distributed() as rank:  # data-parallel when launched by torchrun, else one process as always
+    with _removed_if_left_empty(args.output), distributed() as rank:  # data-parallel under torchrun, else one process
         m = kws.train(args.dataset, args.data, args.output, split=args.split, model=args.model, encoder=args.encoder,
                       rate=args.rate, dt=args.dt_ms / 1000, augment=args.augment, config=_train_config(args),
                       model_kwargs=model_kwargs, cache_dir=args.cache, jobs=args.jobs, resume=args.resume,
@@ -241,8 +266,9 @@ def cmd_robustness(args):
         raise ValueError("nothing to measure: every perturbation list is empty")
     config = rb.RobustnessConfig(dataset=args.dataset, split=args.split, levels=levels, seeds=args.seeds,
                                  recon_clips=args.recon_clips)
-    out = rb.measure([args.run_dir, *args.compare], args.data, config, args.output, noise_dir=args.noise_dir,
-                     cache_dir=args.cache, jobs=args.jobs, progress=not args.quiet)
+    with _removed_if_left_empty(args.output):
+        out = rb.measure([args.run_dir, *args.compare], args.data, config, args.output, noise_dir=args.noise_dir,
+                         cache_dir=args.cache, jobs=args.jobs, progress=not args.quiet)
     for r in [out, *out.get("compare", [])]:
         print(f"{rb.run_label(r)}: clean accuracy {100 * r['clean_accuracy']:.2f} %, "
               f"reconstruction SNR {r['clean_recon_snr_db']:.1f} dB")
@@ -408,6 +434,11 @@ def main(argv=None):
         args.func(args)
     except (ValueError, OSError) as exc:  # InputError is a ValueError naming the file
         print(f"spiketrum {args.command}: error: {exc}".split("\n")[0], file=sys.stderr)
+        return 2
+    except MemoryError:
+        src = getattr(args, "input", None) or getattr(args, "data", None)
+        src = ", ".join(map(str, src)) if isinstance(src, list) else src
+        print(f"spiketrum {args.command}: error: {f'{src}: ' if src else ''}not enough memory", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
