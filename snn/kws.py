@@ -211,8 +211,11 @@ def plot_confusion(confusion, classes, path, title):
 
 def train(dataset, data, out, *, split="official", model="srnn", encoder="spiketrum", rate=1000.0, dt=1e-2,
           augment=None, config=TrainConfig(), model_kwargs=None, cache_dir=None, jobs=1, resume=False,
-          noise_dir=None, callbacks=(), progress=True, device=None):
+          noise_dir=None, prune=None, callbacks=(), progress=True, device=None):
     """Train a keyword-spotting SNN and write the run folder ``out``; returns the metrics dict.
+
+    ``prune`` is a sparse-training option from :mod:`snn.pruning` (for example ``ESL(0.1)``); its
+    settings go into ``settings.json`` and its per-layer densities into ``metrics.json``.
 
     ``augment`` is a :class:`~spiketrum.perturb.Augment` or its spec string (``"none"`` for none).
     The default, :data:`~spiketrum.perturb.DEFAULT_AUGMENT`, mixes in background noise from
@@ -260,11 +263,13 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
         model_kwargs.setdefault("in_maps", enc.n_channels // enc.kernels)
     seed_everything(config.seed)  # the same seed gives the same initial weights
     net = build_model(model, enc.n_channels, len(classes), **model_kwargs)
+    callbacks = [*([prune] if prune is not None else []), *callbacks]
     trainer = Trainer(net, train_set, val_set if len(val_set) else None, collate_for(dt), config, callbacks,
                       run_dir=out, device=device, progress=progress)
     checkpoint = out / "checkpoint.pt"
     settings = {"dataset": dataset, "split": split, "model": model, "model_kwargs": model_kwargs,
-                "encoder": json.loads(enc.to_json()), "dt": dt, "augment": augment.spec()}
+                "encoder": json.loads(enc.to_json()), "dt": dt, "augment": augment.spec(),
+                "prune": prune.settings() if prune is not None else None}
     if resume:
         if not checkpoint.is_file():
             raise FileNotFoundError(f"{checkpoint}: nothing to resume")
@@ -284,8 +289,13 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
     metrics = {"test_accuracy": result["accuracy"], "n_test": result["n"], "classes": classes,
                "confusion": result["confusion"], "dataset": dataset, "split": split, "model": model, "encoder": encoder,
                "rate": rate, "dt": dt, "augment": augment.spec(), "epochs_run": len(trainer.history), "best_val_accuracy": trainer.best_accuracy,
-               "parameters": sum(p.numel() for p in run.model.parameters()), "history": trainer.history,
-               "train_config": dataclasses.asdict(config), **activity(run.model, test_set, collate_for(dt), trainer.device)}
+               "parameters": sum(p.numel() for p in run.model.parameters()),
+               "parameters_nonzero": sum(int(p.count_nonzero()) for p in run.model.parameters()),
+               "history": trainer.history, "train_config": dataclasses.asdict(config),
+               **activity(run.model, test_set, collate_for(dt), trainer.device),
+               "cpu_latency_ms": cpu_latency(run.model, test_set, collate_for(dt))}
+    if prune is not None:
+        metrics["prune"], metrics["density"] = prune.settings(), prune.layer_densities()
     metrics["wall_seconds"] = time.perf_counter() - start  # this call's, encoding included (not summed over resumes)
     if world > 1:
         metrics["processes"] = world
@@ -318,6 +328,22 @@ def activity(model, dataset, collate, device, max_batches=8):
                 break
             model(x.to(device), lengths.to(device))
     return {"activity": act.summary()}
+
+
+@torch.no_grad()
+def cpu_latency(model, dataset, collate, clips=20):
+    """Median CPU time (ms) of one forward pass over one clip, over the first ``clips`` of ``dataset``."""
+    import copy
+
+    model = copy.deepcopy(model).cpu().eval()
+    times = []
+    for i in range(min(clips, len(dataset))):
+        x, lengths, _ = collate([dataset[i]])
+        model(x, lengths)  # warm
+        t = time.perf_counter()
+        model(x, lengths)
+        times.append(time.perf_counter() - t)
+    return 1000 * float(np.median(times)) if times else float("nan")
 
 
 def split_audio(run, dataset, data, split="test", noise_dir=None):

@@ -113,8 +113,16 @@ class _SpikingModel(nn.Module):
         return mask
 
     def _log(self, name, spikes, mask, fan_out):
+        """Record a layer's spikes; ``fan_out`` (synapses per neuron, or a callable giving them) is only
+        evaluated while recording."""
         if self._activity is not None:
-            self._activity._add(name, spikes, mask, fan_out, self._steps)
+            self._activity._add(name, spikes, mask, fan_out() if callable(fan_out) else fan_out, self._steps)
+
+
+def _fan_out(weight):
+    """Synapses each presynaptic neuron drives: the nonzero entries of its column of ``weight`` [post, pre]
+    (all of them in a dense layer; fewer in a sparse one, whose SynOps shrink with it)."""
+    return weight.detach().ne(0).sum(0)
 
 
 class _Readout(nn.Module):
@@ -201,13 +209,12 @@ class SRNN(_SpikingModel):
     def forward(self, x, lengths=None):
         """Logits [B, n_classes] for spikes ``x`` [T, B, n_in] and optional ``lengths`` [B]."""
         mask = self._begin(x, lengths)
-        self._log("input", x, mask, self.linears[0].out_features)
+        self._log("input", x, mask, lambda: _fan_out(self.linears[0].weight))
         s = x
         for i, (linear, neurons) in enumerate(zip(self.linears, self.neurons)):
             s = neurons(linear(s))
-            next_size = (self.linears[i + 1].out_features if i + 1 < len(self.linears)
-                         else self.readout.linear.out_features)
-            self._log(f"hidden{i}", s, mask, next_size + neurons.n)  # + recurrent synapses
+            nxt = self.linears[i + 1] if i + 1 < len(self.linears) else self.readout.linear
+            self._log(f"hidden{i}", s, mask, lambda: _fan_out(nxt.weight) + _fan_out(neurons.weight))  # + recurrent
             s = self.dropout(s)
         return self.readout(s, mask)
 

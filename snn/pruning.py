@@ -161,6 +161,11 @@ class ESL(Callback):
         out["total"] = sum(int(m.sum()) for m in self.masks.values()) / max(1, sum(m.numel() for m in self.masks.values()))
         return out
 
+    def settings(self):
+        """What this option was asked for, JSON-ready (saved with the run)."""
+        return {"method": "esl" if self.drop > 0 else "static", "density": self.density, "every": self.every,
+                "drop": self.drop, "end": self.end, "regrow": self.regrow, "seed": self.seed}
+
     def state_dict(self):
         return {"masks": {k: v.cpu() for k, v in self.masks.items()}}
 

@@ -36,6 +36,13 @@ def _positive_float(s):
     return v
 
 
+def _fraction(s):
+    v = _positive_float(s)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {s!r}")
+    return v
+
+
 def _shard(s):
     from .corpus import parse_shard
 
@@ -204,10 +211,18 @@ def cmd_train(args):
     from snn.trainer import distributed
 
     model_kwargs = {"hidden": tuple(args.hidden)} if args.hidden else {}
+    prune = None
+    if args.prune:
+        from snn.pruning import ESL
+
+        prune = ESL(args.density, every=args.prune_every, drop=0.0 if args.prune == "static" else 0.3,
+                    regrow=args.regrow, seed=args.seed)
+    elif args.density is not None:
+        raise ValueError("--density needs --prune esl or --prune static")
     with _removed_if_left_empty(args.output), distributed() as rank:  # data-parallel under torchrun, else one process
         m = kws.train(args.dataset, args.data, args.output, split=args.split, model=args.model, encoder=args.encoder,
                       rate=args.rate, dt=args.dt_ms / 1000, augment=args.augment, config=_train_config(args),
-                      model_kwargs=model_kwargs, cache_dir=args.cache, jobs=args.jobs, resume=args.resume,
+                      model_kwargs=model_kwargs, cache_dir=args.cache, jobs=args.jobs, resume=args.resume, prune=prune,
                       noise_dir=args.noise_dir, progress=not args.quiet)
     if rank != 0:
         return
@@ -368,6 +383,12 @@ def build_parser():
                    help="training augmentation, key:value,... with keys deletion, jitter (ms), insertion (spikes/s per "
                         "channel), stretch, shift (kernels), mask (kernels), delay (ms), noise (dB); 'none' for none "
                         f"(default: {DEFAULT_AUGMENT}; noise only where a noise folder is found)")
+    t.add_argument("--prune", choices=["esl", "static"], help="sparse training at --density: esl evolves the topology "
+                   "(magnitude prune + regrowth every --prune-every steps), static keeps its random ERK mask")
+    t.add_argument("--density", type=_fraction, help="fraction of connections kept, in (0, 1] (with --prune)")
+    t.add_argument("--prune-every", type=_positive_int, help="steps between topology updates (default: one epoch)")
+    t.add_argument("--regrow", choices=["random", "gradient"], default="random",
+                   help="where esl regrows connections: at random (SET) or where the gradient is largest (RigL)")
     t.add_argument("--epochs", type=_positive_int, default=40)
     t.add_argument("--batch-size", type=_positive_int, default=32, help="clips per step, over all processes (default 32)")
     t.add_argument("--lr", type=_positive_float, default=2e-3)

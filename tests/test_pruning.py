@@ -94,3 +94,41 @@ def test_static_mask_never_changes_and_erk_is_exact():
         ESL(0.0)
     with pytest.raises(ValueError):
         ESL(0.5, regrow="magic")
+
+
+def test_synops_count_only_the_connections_present():
+    from snn.models import record_activity
+
+    torch.manual_seed(0)
+    model = SRNN(10, 3, hidden=(16,))
+    x = (torch.rand(20, 4, 10) < 0.3).float()
+    with record_activity(model) as dense:
+        model(x)
+    with torch.no_grad():
+        model.linears[0].weight[:, ::2] = 0  # input channels 0, 2, 4, ... drive nothing
+    with record_activity(model) as sparse:
+        model(x)
+    want = float(x[:, :, 1::2].sum()) * 16 / 4
+    assert math.isclose(sparse.summary()["layers"]["input"]["synops_per_sample"], want, rel_tol=1e-6)
+    assert math.isclose(dense.summary()["layers"]["input"]["synops_per_sample"], float(x.sum()) * 16 / 4, rel_tol=1e-6)
+
+
+def test_train_with_esl_through_the_cli_records_density(tiny_folder, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "spiketrum.cli", "train", "--dataset", "folder", "--data", str(tiny_folder), "-o", str(out),
+            "--epochs", "2", "--hidden", "24", "--rate", "500", "--batch-size", "8", "--augment", "none", "-q",
+            "--prune", "esl", "--density", "0.2", "--regrow", "gradient", "--prune-every", "3"]
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert math.isclose(m["density"]["total"], 0.2, abs_tol=2e-3) and m["prune"]["regrow"] == "gradient"
+    assert all(math.isclose(h["density"]["total"], m["density"]["total"]) for h in m["history"])
+    assert m["parameters_nonzero"] < 0.5 * m["parameters"] and m["cpu_latency_ms"] > 0
+    state = torch.load(out / "model.pt", weights_only=True)["state_dict"]
+    assert float(state["linears.0.weight"].ne(0).float().mean()) < 0.35
+    bad = subprocess.run(args[:-8] + ["--density", "0.2"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--prune" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
