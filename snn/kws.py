@@ -113,9 +113,9 @@ class AugmentedSpikes(torch.utils.data.Dataset):
 
 
 def build_model(name, n_in, n_classes, **kwargs):
-    from .models import ConvSNN, SRNN
+    from .models import ANN, ConvSNN, SRNN
 
-    models = {"srnn": SRNN, "conv": ConvSNN}
+    models = {"srnn": SRNN, "conv": ConvSNN, "ann": ANN}
     if name not in models:
         raise ValueError(f"unknown model {name!r}: use {', '.join(models)}")
     return models[name](n_in, n_classes, **kwargs)
@@ -211,11 +211,12 @@ def plot_confusion(confusion, classes, path, title):
 
 def train(dataset, data, out, *, split="official", model="srnn", encoder="spiketrum", rate=1000.0, dt=1e-2,
           augment=None, config=TrainConfig(), model_kwargs=None, cache_dir=None, jobs=1, resume=False,
-          noise_dir=None, prune=None, callbacks=(), progress=True, device=None):
+          noise_dir=None, options=(), callbacks=(), progress=True, device=None):
     """Train a keyword-spotting SNN and write the run folder ``out``; returns the metrics dict.
 
-    ``prune`` is a sparse-training option from :mod:`snn.pruning` (for example ``ESL(0.1)``); its
-    settings go into ``settings.json`` and its per-layer densities into ``metrics.json``.
+    ``options`` are training options (:mod:`snn.pruning`, :mod:`snn.distill`; e.g. ``[ESL(0.1)]``):
+    callbacks whose ``settings()`` go into ``settings.json`` and ``metrics.json``, with the per-layer
+    densities of a sparse option. ``callbacks`` are plain callbacks, not recorded.
 
     ``augment`` is a :class:`~spiketrum.perturb.Augment` or its spec string (``"none"`` for none).
     The default, :data:`~spiketrum.perturb.DEFAULT_AUGMENT`, mixes in background noise from
@@ -236,13 +237,16 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
         if noise_dir is None and not default:
             raise FileNotFoundError(f"{data}: --augment noise needs background noise; give --noise-dir")
         if noise_dir is None:  # warned about once the run is set up, so that errors stay one line
-            augment = dataclasses.replace(augment, noise=None)
+            augment = dataclasses.replace(augment, noise=None, copies=1)
     no_noise = default and augment.noise is None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     splits = audio_splits(dataset, data, split, noise_dir, seed=config.seed)
     sr = SAMPLE_RATES.get(dataset) or _common_rate(splits[0])
     enc = encoder_config(encoder, sr, rate)
+    for o in options:  # before any encoding: a teacher on other input fails at once
+        if hasattr(o, "check"):
+            o.check(enc, splits[0].classes)
     cache_dir = Path(cache_dir) if cache_dir is not None else out.parent / "cache"
     with rank_zero_first():  # rank 0 encodes, then the other processes load its cache entries
         train_set, val_set, test_set = spike_sets(splits, enc, cache_dir, dt, jobs, progress)
@@ -263,13 +267,13 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
         model_kwargs.setdefault("in_maps", enc.n_channels // enc.kernels)
     seed_everything(config.seed)  # the same seed gives the same initial weights
     net = build_model(model, enc.n_channels, len(classes), **model_kwargs)
-    callbacks = [*([prune] if prune is not None else []), *callbacks]
+    callbacks = [*options, *callbacks]
     trainer = Trainer(net, train_set, val_set if len(val_set) else None, collate_for(dt), config, callbacks,
                       run_dir=out, device=device, progress=progress)
     checkpoint = out / "checkpoint.pt"
     settings = {"dataset": dataset, "split": split, "model": model, "model_kwargs": model_kwargs,
                 "encoder": json.loads(enc.to_json()), "dt": dt, "augment": augment.spec(),
-                "prune": prune.settings() if prune is not None else None}
+                "options": [o.settings() for o in options] or None}
     if resume:
         if not checkpoint.is_file():
             raise FileNotFoundError(f"{checkpoint}: nothing to resume")
@@ -294,8 +298,11 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
                "history": trainer.history, "train_config": dataclasses.asdict(config),
                **activity(run.model, test_set, collate_for(dt), trainer.device),
                "cpu_latency_ms": cpu_latency(run.model, test_set, collate_for(dt))}
-    if prune is not None:
-        metrics["prune"], metrics["density"] = prune.settings(), prune.layer_densities()
+    if options:
+        metrics["options"] = [o.settings() for o in options]
+    for o in options:
+        if hasattr(o, "layer_densities"):
+            metrics["density"] = o.layer_densities()
     metrics["wall_seconds"] = time.perf_counter() - start  # this call's, encoding included (not summed over resumes)
     if world > 1:
         metrics["processes"] = world

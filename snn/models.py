@@ -294,3 +294,35 @@ class ConvSNN(_SpikingModel):
             s = self.dropout(self.hidden(s))
             self._log("hidden", s, mask, self.readout.linear.out_features)
         return self.readout(s, mask)
+
+
+class ANN(nn.Module):
+    """A non-spiking teacher on the same input as the SNNs: a GRU over log-compressed spike counts and a
+    linear readout averaged over valid steps (the time-mean, as the SNN readouts).
+
+    Parameters
+    ----------
+    n_in, n_classes : int
+    hidden : int
+        GRU units.
+    layers : int
+        Stacked GRU layers.
+
+    Examples
+    --------
+    >>> ANN(120, 10)(torch.zeros(30, 2, 120), torch.tensor([30, 12])).shape
+    torch.Size([2, 10])
+    """
+
+    def __init__(self, n_in, n_classes, hidden=256, layers=1):
+        super().__init__()
+        self.gru = nn.GRU(n_in, hidden, num_layers=layers)
+        self.readout = nn.Linear(hidden, n_classes)
+
+    def forward(self, x, lengths=None):
+        h, _ = self.gru(torch.log1p(x))
+        z = self.readout(h)  # [T, B, classes]
+        if lengths is None:
+            return z.mean(0)
+        mask = torch.arange(x.shape[0], device=x.device)[:, None] < torch.as_tensor(lengths, device=x.device)[None, :]
+        return (z * mask[:, :, None]).sum(0) / mask.sum(0).clamp(min=1)[:, None]

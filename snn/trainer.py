@@ -31,14 +31,14 @@ import torch.nn.functional as F
 class TrainConfig:
     """How a model is trained; saved in every checkpoint and model file."""
 
-    epochs: int = 40
+    epochs: int = 80
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-2
     warmup_epochs: float = 1.0
     grad_clip: float = 1.0
     label_smoothing: float = 0.0
-    patience: int = 12  # epochs without a better validation accuracy before stopping; 0 never stops early
+    patience: int = 30  # epochs without a better validation accuracy before stopping; 0 never stops early
     seed: int = 0
 
     def __post_init__(self):

@@ -211,18 +211,28 @@ def cmd_train(args):
     from snn.trainer import distributed
 
     model_kwargs = {"hidden": tuple(args.hidden)} if args.hidden else {}
-    prune = None
+    options = []
     if args.prune:
         from snn.pruning import ESL
 
-        prune = ESL(args.density, every=args.prune_every, drop=0.0 if args.prune == "static" else 0.3,
-                    regrow=args.regrow, seed=args.seed)
+        if args.density is None:
+            raise ValueError(f"--prune {args.prune} needs --density")
+        options.append(ESL(args.density, every=args.prune_every, drop=0.0 if args.prune == "static" else 0.3,
+                           regrow=args.regrow, seed=args.seed))
     elif args.density is not None:
         raise ValueError("--density needs --prune esl or --prune static")
+    if args.distill:
+        from snn.distill import KD
+
+        if not args.teacher:
+            raise ValueError("--distill kd needs --teacher RUN_DIR (a run trained with, e.g., --model ann)")
+        options.append(KD.from_run(args.teacher, temperature=args.kd_temperature, alpha=args.kd_alpha))
+    elif args.teacher:
+        raise ValueError("--teacher needs --distill kd")
     with _removed_if_left_empty(args.output), distributed() as rank:  # data-parallel under torchrun, else one process
         m = kws.train(args.dataset, args.data, args.output, split=args.split, model=args.model, encoder=args.encoder,
                       rate=args.rate, dt=args.dt_ms / 1000, augment=args.augment, config=_train_config(args),
-                      model_kwargs=model_kwargs, cache_dir=args.cache, jobs=args.jobs, resume=args.resume, prune=prune,
+                      model_kwargs=model_kwargs, cache_dir=args.cache, jobs=args.jobs, resume=args.resume, options=options,
                       noise_dir=args.noise_dir, progress=not args.quiet)
     if rank != 0:
         return
@@ -374,7 +384,8 @@ def build_parser():
                    "folder, or a folder per class")
     t.add_argument("-o", "--output", required=True, help="run folder to write (model.pt, metrics.json, confusion.png)")
     t.add_argument("--split", default="official", help="fsdd: official or loso:<speaker> (default official)")
-    t.add_argument("--model", choices=["srnn", "conv"], default="srnn")
+    t.add_argument("--model", choices=["srnn", "conv", "ann"], default="srnn",
+                   help="srnn (default), conv (ConvSNN) or ann (a non-spiking GRU teacher on the same input)")
     t.add_argument("--hidden", type=_positive_int, nargs="+", help="hidden layer sizes")
     t.add_argument("--encoder", choices=["spiketrum", "delta", "lif", "bsa", "poisson"], default="spiketrum")
     t.add_argument("--rate", type=_positive_float, default=1000.0, help="spikes per second (default 1000)")
@@ -389,10 +400,16 @@ def build_parser():
     t.add_argument("--prune-every", type=_positive_int, help="steps between topology updates (default: one epoch)")
     t.add_argument("--regrow", choices=["random", "gradient"], default="random",
                    help="where esl regrows connections: at random (SET) or where the gradient is largest (RigL)")
-    t.add_argument("--epochs", type=_positive_int, default=40)
+    t.add_argument("--distill", choices=["kd"], help="knowledge distillation from --teacher (Hinton KD on the "
+                   "time-averaged logits)")
+    t.add_argument("--teacher", metavar="RUN_DIR", help="a trained run on the same input, e.g. --model ann")
+    t.add_argument("--kd-temperature", type=_positive_float, default=4.0, help="KD temperature (default 4)")
+    t.add_argument("--kd-alpha", type=_fraction, default=0.5, help="weight of the KD term (default 0.5)")
+    t.add_argument("--epochs", type=_positive_int, default=80)
     t.add_argument("--batch-size", type=_positive_int, default=32, help="clips per step, over all processes (default 32)")
     t.add_argument("--lr", type=_positive_float, default=2e-3)
-    t.add_argument("--patience", type=int, default=12, help="early stopping: epochs without a better validation accuracy")
+    t.add_argument("--patience", type=int, default=30, help="early stopping: epochs without a better validation accuracy "
+                   "(default 30; 0 never stops early)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--jobs", type=_positive_int, default=1, help="processes encoding the corpus")
     t.add_argument("--cache", help="encoding cache folder (default: cache/ beside the run folder)")

@@ -19,7 +19,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default="out/demo", help="output folder")
     p.add_argument("--recording", default="3_jackson_0.wav", help="FSDD file name")
-    p.add_argument("--epochs", type=int, default=40, help="training epochs (0 skips training)")
+    p.add_argument("--epochs", type=int, default=40, help="training epochs (default 40, half of `spiketrum train`'s "
+                   "80, to keep the demo short; 0 skips training)")
     args = p.parse_args(argv)
     rec = fsdd_recordings(download=True)
     out = Path(args.out)
@@ -54,7 +55,7 @@ def main(argv=None):
         from snn import kws
         from snn.trainer import TrainConfig
 
-        # The default `spiketrum train` recipe: about two minutes on a 2-core CPU, encoding included
+        # The default `spiketrum train` recipe with half its epochs: a few minutes on a 2-core CPU, encoding included
         print(f"\ndemo: training the default SNN on FSDD spiketrum spikes ({args.epochs} epochs; the corpus is encoded once and cached)")
         t = time.perf_counter()
         run = out / "fsdd-srnn"

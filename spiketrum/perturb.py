@@ -326,4 +326,4 @@ class Augment:
         return st
 
 
-DEFAULT_AUGMENT = "stretch:0.1,shift:1,mask:5,delay:100ms,deletion:0.2,noise:5dB"
+DEFAULT_AUGMENT = "stretch:0.1,shift:1,mask:5,delay:100ms,deletion:0.2,noise:5dB,copies:4"

@@ -1,0 +1,63 @@
+"""Knowledge distillation: the KD term vanishes when the student agrees with the teacher, and it pulls a
+student towards the teacher; a non-spiking teacher trains on the same input."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from snn.distill import KD, kd_loss
+from snn.models import ANN, SRNN
+from snn.trainer import Trainer
+
+
+def test_kd_loss_is_zero_iff_student_equals_teacher():
+    z = torch.randn(8, 5)
+    assert float(kd_loss(z, z, 4.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(kd_loss(z + 3.0, z, 2.0)) == pytest.approx(0.0, abs=1e-5)  # softmax ignores a shift
+    other = torch.randn(8, 5)
+    assert float(kd_loss(other, z, 4.0)) > 1e-3
+
+
+def test_kd_term_matches_hinton_and_moves_the_student_to_the_teacher():
+    torch.manual_seed(0)
+    teacher, student = ANN(6, 3, hidden=8), SRNN(6, 3, hidden=(16,))
+    x, lengths, y = (torch.rand(10, 4, 6) < 0.3).float(), torch.full((4,), 10), torch.tensor([0, 1, 2, 0])
+    kd = KD(teacher, temperature=2.0, alpha=0.7)
+    trainer = Trainer(student, [], None, None, progress=False, device="cpu")
+    logits = student(x, lengths)
+    ce = torch.nn.functional.cross_entropy(logits, y)
+    p_t = torch.softmax(teacher(x, lengths) / 2, 1)
+    manual = 0.3 * ce + 0.7 * 4 * (p_t * (p_t.log() - torch.log_softmax(logits / 2, 1))).sum(1).mean()
+    assert kd.loss(trainer, logits, y, x, lengths, ce).item() == pytest.approx(manual.item(), rel=1e-5)
+    assert not any(p.requires_grad for p in teacher.parameters())
+    only_kd = KD(teacher, temperature=2.0, alpha=1.0)
+    opt = torch.optim.Adam(student.parameters(), lr=1e-2)
+    first = None
+    for _ in range(30):
+        loss = only_kd.loss(trainer, student(x, lengths), y, x, lengths, torch.tensor(0.0))
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
+
+
+def test_ann_teacher_then_kd_student_through_the_cli(tiny_folder, tmp_path):
+    def train(out, *extra):
+        r = subprocess.run([sys.executable, "-m", "spiketrum.cli", "train", "--dataset", "folder", "--data",
+                            str(tiny_folder), "-o", str(out), "--epochs", "2", "--rate", "500", "--batch-size", "8",
+                            "--augment", "none", "-q", *map(str, extra)], capture_output=True, text=True)
+        return r
+
+    teacher = tmp_path / "ann"
+    assert train(teacher, "--model", "ann").returncode == 0
+    student = tmp_path / "kd"
+    r = train(student, "--hidden", 24, "--distill", "kd", "--teacher", teacher, "--kd-alpha", 0.8)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((student / "metrics.json").read_text())
+    assert m["options"] == [{"method": "kd", "teacher": str(teacher), "temperature": 4.0, "alpha": 0.8}]
+    other = train(tmp_path / "x", "--hidden", 24, "--rate", 800, "--distill", "kd", "--teacher", teacher)
+    assert other.returncode == 2 and "another encoding" in other.stderr and len(other.stderr.strip().splitlines()) == 1
+    assert train(tmp_path / "y", "--teacher", teacher).returncode == 2
