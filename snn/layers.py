@@ -39,8 +39,8 @@ class _Neurons(nn.Module):
     def extra_repr(self):
         return f"{self.n}, reset={self.reset!r}, surrogate={self.surrogate!r}, slope={self.slope}"
 
-    def forward(self, x, repeat=1):
-        """Spikes [T, B, N] for input current x [T, B, N].
+    def forward(self, x, repeat=1, return_membrane=False):
+        """Spikes [T, B, N] for input current x [T, B, N] (and the membrane before reset, if asked).
 
         ``repeat`` > 1 shares each neuron's parameters among ``repeat`` consecutive inputs
         (N = n * repeat), as for the positions of a convolution map.
@@ -53,7 +53,7 @@ class _Neurons(nn.Module):
         return F._sequence(x, self.weight if self.recurrent else None, p(self.beta, True),
                            p(self.threshold), p(self.rho, True) if adaptive else None,
                            p(self.alpha) if adaptive else None, adaptive, self.reset,
-                           self.surrogate, self.slope, False)
+                           self.surrogate, self.slope, return_membrane)
 
 
 class LIF(_Neurons):

@@ -1,5 +1,11 @@
 """Sparse and pruned SNNs as Trainer callbacks.
 
+:class:`SCA` (spiking channel activity pruning, Li et al., ICML 2024) removes whole output channels
+of the spiking convolutions during training: the least active channels (mean |membrane potential|,
+tracked by an exponential moving average) are pruned and the channels whose drive the loss most
+wants to change (mean |dL/d current|) regrown, while the kept fraction follows a cubic schedule down to
+its target. :func:`compact` then removes the pruned channels physically.
+
 :class:`ESL` (evolutionary structure learning, Shen et al., AAAI 2023) trains a sparse network from
 scratch at a fixed connection density: an Erdős–Rényi-kernel (ERK) random topology, then every
 ``every`` steps the smallest-magnitude connections of each layer are pruned and as many regrown, at
@@ -171,3 +177,235 @@ class ESL(Callback):
 
     def load_state_dict(self, state):
         self.masks = dict(state["masks"])
+
+
+class SCA(Callback):
+    """Structured channel pruning with regrowth for the :class:`~snn.SpikingConv1d` layers of a model.
+
+    Every ``every`` steps each layer keeps ``round(k(t) * channels)`` output channels (at least
+    ``min_channels``), ``k(t) = keep + (1 - keep) * (1 - t / t_end)^3``; a cosine-decaying fraction of
+    them is swapped: the lowest-importance kept channels go, and the absent channels with the largest
+    mean |dL/d input current| come back, from zero weights with a fresh optimiser state. After
+    ``end`` of training the structure is frozen, and only models of the final structure count as best.
+
+    Parameters
+    ----------
+    keep : float
+        Final fraction of channels kept per layer, in (0, 1].
+    importance : {"membrane", "rate", "taylor", "random"}
+        Activity score of a channel: mean |membrane potential| (the paper's), firing rate,
+        |sum dL/dz * z| (first-order Taylor), or random (the random-pruning baseline).
+    schedule : {"cubic", "oneshot"}
+        Gradual, or all at once at ``oneshot_at`` of training with no regrowth (the one-shot baseline).
+    swap : float
+        Fraction of the kept channels swapped at the first update (cosine-decayed to 0 at ``end``).
+    every : int, optional
+        Steps between structure updates (default: one epoch).
+    end, oneshot_at : float
+        Fractions of training.
+    ema : float
+        Decay of the importance averages.
+    min_channels : int
+    seed : int
+    """
+
+    def __init__(self, keep, importance="membrane", schedule="cubic", swap=0.3, every=None, end=0.75, oneshot_at=0.5,
+                 ema=0.9, min_channels=2, seed=0):
+        if not 0 < keep <= 1:
+            raise ValueError(f"keep must be in (0, 1], got {keep!r}")
+        if importance not in ("membrane", "rate", "taylor", "random"):
+            raise ValueError(f"unknown importance {importance!r}: use membrane, rate, taylor or random")
+        if schedule not in ("cubic", "oneshot"):
+            raise ValueError(f"unknown schedule {schedule!r}: use cubic or oneshot")
+        self.keep, self.importance, self.schedule, self.swap, self.every = keep, importance, schedule, swap, every
+        self.end, self.oneshot_at, self.ema, self.min_channels, self.seed = end, oneshot_at, ema, min_channels, seed
+        self.masks, self.frozen = {}, False
+        self._score, self._grow, self._hooks = {}, {}, []
+
+    def settings(self):
+        return {"method": "sca", "keep": self.keep, "importance": self.importance, "schedule": self.schedule,
+                "swap": self.swap, "every": self.every, "end": self.end, "seed": self.seed}
+
+    # -- measuring -------------------------------------------------------------------------------------
+    def _track(self, name, key, value):
+        store = self._score if key == "score" else self._grow
+        old = store.get(name)
+        store[name] = value if old is None else self.ema * old + (1 - self.ema) * value
+
+    def _attach(self, model):
+        def on_conv(name):
+            def hook(module, inputs, z):  # z: the input current [T*B, maps, L]
+                if module.training and z.requires_grad:
+                    def grad(g):
+                        self._track(name, "grow", g.detach().abs().mean((0, 2)))
+                        if self.importance == "taylor":
+                            self._track(name, "score", (g.detach() * z.detach()).sum((0, 2)).abs())
+                    z.register_hook(grad)
+            return hook
+
+        def on_neurons(name):
+            def hook(module, args, kwargs, spikes):
+                if not module.training or self.importance not in ("membrane", "rate"):
+                    return
+                T, B = spikes.shape[:2]
+                if self.importance == "rate":
+                    value = spikes.detach().reshape(T, B, module.n, -1).mean((0, 1, 3))
+                else:
+                    with torch.no_grad():  # .forward: a call would run this hook again
+                        _, h = module.forward(args[0].detach(), *args[1:], return_membrane=True, **kwargs)
+                    value = h.abs().reshape(T, B, module.n, -1).mean((0, 1, 3))
+                self._track(name, "score", value)
+            return hook
+
+        for name, layer in self._layers(model).items():
+            self._hooks.append(layer.conv.register_forward_hook(on_conv(name)))
+            self._hooks.append(layer.neurons.register_forward_hook(on_neurons(name), with_kwargs=True))
+
+    @staticmethod
+    def _layers(model):
+        from .layers import SpikingConv1d
+
+        return {name: m for name, m in model.named_modules() if isinstance(m, SpikingConv1d)}
+
+    # -- structure -------------------------------------------------------------------------------------
+    def kept_fraction(self, trainer):
+        """The schedule's fraction of channels kept at the current step."""
+        total = trainer.config.epochs * trainer.steps_per_epoch
+        if self.schedule == "oneshot":
+            return self.keep if trainer.step >= self.oneshot_at * total else 1.0
+        frac = min(1.0, trainer.step / max(1.0, self.end * total))
+        return self.keep + (1 - self.keep) * (1 - frac) ** 3
+
+    def _update(self, trainer):
+        total = trainer.config.epochs * trainer.steps_per_epoch
+        t_end = self.end * total
+        zeta = 0.0 if self.schedule == "oneshot" or trainer.step >= t_end else \
+            self.swap / 2 * (1 + math.cos(math.pi * trainer.step / max(t_end, 1)))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + trainer.step)
+        for name, layer in self._layers(trainer.model).items():
+            mask = self.masks[name]
+            n = mask.numel()
+            target = min(n, max(self.min_channels, round(self.kept_fraction(trainer) * n)))
+            score = torch.rand(n, generator=g) if self.importance == "random" else self._score.get(name)
+            if score is None:
+                continue
+            score = score.to(mask.device)
+            on, off = torch.nonzero(mask).view(-1), torch.nonzero(~mask).view(-1)
+            n_swap = min(int(zeta * target), off.numel()) if name in self._grow else 0
+            n_drop = max(0, on.numel() - target + n_swap)
+            if n_drop == 0:
+                continue
+            dropped = on[torch.topk(score[on], min(n_drop, on.numel()), largest=False).indices]
+            grown = off[torch.topk(self._grow[name].to(mask.device)[off], n_swap).indices] if n_swap else off[:0]
+            mask[dropped] = False
+            mask[grown] = True
+            for p in (layer.conv.weight, layer.conv.bias):
+                with torch.no_grad():
+                    p[grown] = 0.0  # a regrown channel starts from zero
+                for v in trainer.optimizer.state.get(p, {}).values():
+                    if torch.is_tensor(v) and v.shape == p.shape:
+                        v[torch.cat([dropped, grown])] = 0.0
+
+    def _apply(self, model, grads=False):
+        for name, layer in self._layers(model).items():
+            keep = self.masks[name]
+            for p in (layer.conv.weight, layer.conv.bias):
+                t = p.grad if grads else p.data
+                if t is not None:
+                    t[~keep] = 0.0
+
+    # -- hooks -----------------------------------------------------------------------------------------
+    def on_train_begin(self, trainer):
+        layers = self._layers(trainer.model)
+        if not layers:
+            raise ValueError("SCA prunes spiking convolutions; this model has none (use --model conv)")
+        device = next(trainer.model.parameters()).device
+        self.masks = {name: self.masks.get(name, torch.ones(layer.conv.out_channels, dtype=torch.bool)).to(device)
+                      for name, layer in layers.items()}
+        if not self._hooks:
+            self._attach(trainer.model)
+        self._apply(trainer.model)
+
+    def on_after_backward(self, trainer):
+        self._apply(trainer.model, grads=True)
+
+    def on_step_end(self, trainer):
+        every = self.every or trainer.steps_per_epoch
+        if not self.frozen and trainer.step % every == 0:
+            self._update(trainer)
+        self._apply(trainer.model)
+
+    def on_epoch_end(self, trainer, record):
+        record["channels_kept"] = {name: int(m.sum()) for name, m in self.masks.items()}
+        total = trainer.config.epochs * trainer.steps_per_epoch
+        done = trainer.step >= (self.oneshot_at if self.schedule == "oneshot" else self.end) * total
+        if done and not self.frozen:
+            # From here the structure is final: only models of this structure may be kept as the best.
+            self._update(trainer)
+            self._apply(trainer.model)
+            self.frozen = True
+            record["channels_kept"] = {name: int(m.sum()) for name, m in self.masks.items()}
+            trainer.best_accuracy, trainer.best_state, trainer.stale = -1.0, None, 0
+
+    def layer_densities(self):
+        """``{layer: fraction of its output channels kept}``, and ``"total"`` over all of them."""
+        out = {name: float(m.float().mean()) for name, m in self.masks.items()}
+        out["total"] = sum(int(m.sum()) for m in self.masks.values()) / max(1, sum(m.numel() for m in self.masks.values()))
+        return out
+
+    def state_dict(self):
+        return {"masks": {k: v.cpu() for k, v in self.masks.items()}, "frozen": self.frozen,
+                "score": {k: v.cpu() for k, v in self._score.items()}, "grow": {k: v.cpu() for k, v in self._grow.items()}}
+
+    def load_state_dict(self, state):
+        self.masks, self.frozen = dict(state["masks"]), bool(state["frozen"])
+        self._score, self._grow = dict(state["score"]), dict(state["grow"])
+
+
+def kept_channels(model):
+    """``{conv layer name: indices of its output channels that are present}``: a pruned channel has all-zero
+    weights and bias, so a trained file carries its structure."""
+    return {name: torch.nonzero(layer.conv.weight.detach().abs().sum((1, 2)) + layer.conv.bias.detach().abs() > 0).view(-1)
+            for name, layer in SCA._layers(model).items()}
+
+
+def compact(model, kwargs):
+    """A :class:`~snn.ConvSNN` without its pruned channels, computing exactly what ``model`` computes.
+
+    Parameters
+    ----------
+    model : ConvSNN
+    kwargs : dict
+        The keyword arguments ``model`` was built with (a run's ``model_kwargs``).
+
+    Returns
+    -------
+    (ConvSNN, dict)
+        The compact model and its keyword arguments (``channels`` now the kept counts).
+    """
+    from .models import ConvSNN
+
+    keep = list(kept_channels(model).values())
+    if any(k.numel() == 0 for k in keep):
+        raise ValueError("a convolution has no channels left; nothing to export")
+    n_in, n_classes = model.convs[0].conv.in_channels * model._lengths[0], model.readout.linear.out_features
+    kwargs = {**kwargs, "channels": tuple(int(k.numel()) for k in keep)}
+    small = ConvSNN(n_in, n_classes, **kwargs)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    prev = None
+    for i, k in enumerate(keep):
+        pre = f"convs.{i}."
+        w = state[pre + "conv.weight"][k]
+        state[pre + "conv.weight"] = w if prev is None else w[:, prev]
+        state[pre + "conv.bias"] = state[pre + "conv.bias"][k]
+        for name in list(state):
+            if name.startswith(pre + "neurons.") and state[name].dim() == 1:
+                state[name] = state[name][k]  # per-map neuron parameters
+        prev = k
+    # the layer after the convolutions reads maps x positions, map-major
+    length = model._lengths[-1]
+    cols = (prev[:, None] * length + torch.arange(length)[None, :]).reshape(-1)
+    nxt = "hidden.0.weight" if model.hidden is not None else "readout.linear.weight"
+    state[nxt] = state[nxt][:, cols]
+    small.load_state_dict(state)
+    return small.to(next(model.parameters()).device).eval(), kwargs

@@ -212,15 +212,22 @@ def cmd_train(args):
 
     model_kwargs = {"hidden": tuple(args.hidden)} if args.hidden else {}
     options = []
-    if args.prune:
+    if args.prune == "sca":
+        from snn.pruning import SCA
+
+        if args.keep is None or args.density is not None:
+            raise ValueError("--prune sca takes --keep (the fraction of channels kept), not --density")
+        options.append(SCA(args.keep, importance=args.importance, schedule=args.prune_schedule, every=args.prune_every,
+                           seed=args.seed))
+    elif args.prune:
         from snn.pruning import ESL
 
-        if args.density is None:
-            raise ValueError(f"--prune {args.prune} needs --density")
+        if args.density is None or args.keep is not None:
+            raise ValueError(f"--prune {args.prune} takes --density (the fraction of connections kept), not --keep")
         options.append(ESL(args.density, every=args.prune_every, drop=0.0 if args.prune == "static" else 0.3,
                            regrow=args.regrow, seed=args.seed))
-    elif args.density is not None:
-        raise ValueError("--density needs --prune esl or --prune static")
+    elif args.density is not None or args.keep is not None:
+        raise ValueError("--density and --keep need --prune")
     if args.distill:
         from snn.distill import KD
 
@@ -302,6 +309,40 @@ def cmd_robustness(args):
                               f"/ {row['recon_snr_db']:.1f} dB" for row in r[kind])
             print(f"  {kind:9s} {cells}")
     print(f"wrote {args.output}/robustness.json, robustness.png")
+
+
+def cmd_prune_export(args):
+    from pathlib import Path
+
+    import torch
+
+    from snn.kws import Run, cpu_latency
+    from snn.pruning import compact
+
+    run = Run.load(args.run_dir)
+    if run.model_name != "conv":
+        raise ValueError(f"{args.run_dir}: prune-export removes conv channels; this is a {run.model_name} model")
+    small, kwargs = compact(run.model, run.model_kwargs)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(100, 4, run.encoder.n_channels, generator=g) < 0.05).float()
+    with torch.no_grad():
+        diff = float((small(x) - run.model(x)).abs().max())
+    clips = [((x[:, i] > 0).float(), 0) for i in range(4)]
+    collate = lambda b: (torch.stack([c for c, _ in b], 1), torch.full((len(b),), 100), torch.zeros(len(b), dtype=torch.long))  # noqa: E731
+    before, after = cpu_latency(run.model, clips * 5, collate), cpu_latency(small, clips * 5, collate)
+    Run(small, "conv", kwargs, run.encoder, run.dt, run.classes).save(out / "model.pt")
+    report = {"source": str(args.run_dir), "channels": [c.conv.out_channels for c in run.model.convs],
+              "kept_channels": list(kwargs["channels"]), "parameters": sum(p.numel() for p in run.model.parameters()),
+              "parameters_compact": sum(p.numel() for p in small.parameters()), "max_abs_logit_difference": diff,
+              "cpu_latency_ms": before, "cpu_latency_ms_compact": after}
+    from snn.trainer import write_json
+
+    write_json(report, out / "export.json")
+    print(f"wrote {out}/model.pt: channels {report['channels']} -> {report['kept_channels']}, "
+          f"{report['parameters']} -> {report['parameters_compact']} parameters, CPU latency {before:.2f} -> {after:.2f} ms "
+          f"per clip, outputs equal to {diff:.1e}")
 
 
 def cmd_predict(args):
@@ -394,12 +435,19 @@ def build_parser():
                    help="training augmentation, key:value,... with keys deletion, jitter (ms), insertion (spikes/s per "
                         "channel), stretch, shift (kernels), mask (kernels), delay (ms), noise (dB); 'none' for none "
                         f"(default: {DEFAULT_AUGMENT}; noise only where a noise folder is found)")
-    t.add_argument("--prune", choices=["esl", "static"], help="sparse training at --density: esl evolves the topology "
-                   "(magnitude prune + regrowth every --prune-every steps), static keeps its random ERK mask")
-    t.add_argument("--density", type=_fraction, help="fraction of connections kept, in (0, 1] (with --prune)")
-    t.add_argument("--prune-every", type=_positive_int, help="steps between topology updates (default: one epoch)")
+    t.add_argument("--prune", choices=["esl", "static", "sca"],
+                   help="esl: sparse training at --density, evolving the topology (magnitude prune + regrowth every "
+                        "--prune-every steps); static: a fixed random ERK mask at --density; sca: structured pruning of "
+                        "the conv channels down to --keep, with regrowth (--model conv)")
+    t.add_argument("--density", type=_fraction, help="fraction of connections kept, in (0, 1] (esl, static)")
+    t.add_argument("--keep", type=_fraction, help="fraction of each conv layer's channels kept at the end (sca)")
+    t.add_argument("--prune-every", type=_positive_int, help="steps between structure updates (default: one epoch)")
     t.add_argument("--regrow", choices=["random", "gradient"], default="random",
                    help="where esl regrows connections: at random (SET) or where the gradient is largest (RigL)")
+    t.add_argument("--importance", choices=["membrane", "rate", "taylor", "random"], default="membrane",
+                   help="sca channel score (default membrane: mean |membrane potential|; random: the random baseline)")
+    t.add_argument("--prune-schedule", choices=["cubic", "oneshot"], default="cubic",
+                   help="sca: gradual cubic schedule with regrowth, or one-shot pruning at half of training")
     t.add_argument("--distill", choices=["kd"], help="knowledge distillation from --teacher (Hinton KD on the "
                    "time-averaged logits)")
     t.add_argument("--teacher", metavar="RUN_DIR", help="a trained run on the same input, e.g. --model ann")
@@ -448,6 +496,11 @@ def build_parser():
     rb.add_argument("--cache", help="encoding cache folder (default: cache/ beside the run folder)")
     rb.add_argument("-q", "--quiet", action="store_true")
     rb.set_defaults(func=cmd_robustness)
+
+    pe = sub.add_parser("prune-export", help="remove the pruned channels of a --prune sca run physically")
+    pe.add_argument("run_dir")
+    pe.add_argument("-o", "--output", required=True, help="run folder to write (model.pt, export.json)")
+    pe.set_defaults(func=cmd_prune_export)
 
     pr = sub.add_parser("predict", help="keyword and confidence for audio files")
     pr.add_argument("run_dir")

@@ -125,10 +125,122 @@ def test_train_with_esl_through_the_cli_records_density(tiny_folder, tmp_path):
     r = subprocess.run(args, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     m = json.loads((out / "metrics.json").read_text())
-    assert math.isclose(m["density"]["total"], 0.2, abs_tol=2e-3) and m["prune"]["regrow"] == "gradient"
+    assert math.isclose(m["density"]["total"], 0.2, abs_tol=2e-3) and m["options"][0]["regrow"] == "gradient"
     assert all(math.isclose(h["density"]["total"], m["density"]["total"]) for h in m["history"])
     assert m["parameters_nonzero"] < 0.5 * m["parameters"] and m["cpu_latency_ms"] > 0
     state = torch.load(out / "model.pt", weights_only=True)["state_dict"]
     assert float(state["linears.0.weight"].ne(0).float().mean()) < 0.35
     bad = subprocess.run(args[:-8] + ["--density", "0.2"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--prune" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def conv_data(n=48, T=10, kernels=12, maps=2, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % classes
+    place = (torch.arange(kernels) * classes // kernels == y[:, None]).float()  # [n, kernels]
+    p = 0.05 + 0.4 * place[:, None, :, None].expand(n, T, kernels, maps).reshape(n, T, -1)
+    return list(zip((torch.rand(n, T, kernels * maps, generator=g) < p).float(), y.tolist()))
+
+
+def conv_model():
+    from snn.models import ConvSNN
+
+    torch.manual_seed(0)
+    return ConvSNN(24, 3, in_maps=2, channels=(8, 12), kernel_size=3, stride=1, hidden=16)
+
+
+@pytest.mark.parametrize("importance", ["membrane", "rate", "taylor", "random"])
+def test_sca_follows_its_schedule_and_pruned_channels_are_silent(importance):
+    from snn.pruning import SCA
+
+    model = conv_model()
+    sca = SCA(0.25, importance=importance, every=3, end=0.6)
+    kept = []
+
+    class Watch(Callback):
+        def on_step_end(self, trainer):
+            kept.append({k: int(m.sum()) for k, m in sca.masks.items()})
+
+    Trainer(model, conv_data(), None, collate, TrainConfig(epochs=5, batch_size=8, lr=5e-3), [sca, Watch()],
+            progress=False).fit()
+    assert sca.frozen and {k: int(m.sum()) for k, m in sca.masks.items()} == {"convs.0": 2, "convs.1": 3}
+    totals = [sum(k.values()) for k in kept]
+    assert totals[0] >= totals[len(totals) // 2] >= totals[-1] == 5  # shrinks along the schedule
+    # a pruned channel's current and spikes are exactly zero on any input
+    x = (torch.rand(10, 2, 24) < 0.5).float()
+    layer = model.convs[0]
+    z = layer.conv(x.reshape(20, 2, 12))
+    assert bool((z[:, ~sca.masks["convs.0"]] == 0).all())
+    spikes = layer(x.reshape(10, 2, 12, 2).transpose(2, 3))
+    assert bool((spikes[:, :, ~sca.masks["convs.0"]] == 0).all())
+
+
+def test_compact_model_computes_the_same_with_fewer_channels():
+    from snn.pruning import SCA, compact
+
+    model = conv_model()
+    sca = SCA(0.5, every=2, end=0.5)
+    Trainer(model, conv_data(), None, collate, TrainConfig(epochs=3, batch_size=8), [sca], progress=False).fit()
+    kwargs = dict(in_maps=2, channels=(8, 12), kernel_size=3, stride=1, hidden=16)
+    small, small_kwargs = compact(model.eval(), kwargs)
+    assert small_kwargs["channels"] == (4, 6)
+    assert sum(p.numel() for p in small.parameters()) < 0.7 * sum(p.numel() for p in model.parameters())
+    x = (torch.rand(30, 4, 24) < 0.3).float()
+    lengths = torch.tensor([30, 25, 20, 9])
+    with torch.no_grad():
+        assert torch.allclose(small(x, lengths), model(x, lengths), atol=1e-5)
+
+
+def test_sca_regrows_from_zero_and_refuses_models_without_convolutions():
+    from snn.pruning import SCA
+
+    model = conv_model()
+    sca = SCA(0.5, swap=0.5, every=1, end=0.9)
+    grown_zero = []
+
+    class Watch(Callback):
+        def __init__(self):
+            self.before = None
+
+        def on_step_end(self, trainer):
+            masks = {k: m.clone() for k, m in sca.masks.items()}
+            if self.before is not None:
+                for k, m in masks.items():
+                    new = m & ~self.before[k]
+                    if new.any():
+                        w = dict(model.named_modules())[k].conv.weight
+                        grown_zero.append(bool((w[new] == 0).all()))
+            self.before = masks
+
+    Trainer(model, conv_data(), None, collate, TrainConfig(epochs=3, batch_size=8), [sca, Watch()], progress=False).fit()
+    assert grown_zero and all(grown_zero)
+    with pytest.raises(ValueError, match="convolutions"):
+        Trainer(SRNN(10, 3, hidden=(8,)), toy_data(), None, collate, TrainConfig(epochs=1), [SCA(0.5)], progress=False).fit()
+
+
+def test_sca_run_exports_a_compact_model_with_equal_outputs(tiny_folder, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from snn.kws import Run
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "spiketrum.cli"]
+    r = subprocess.run([*cmd, "train", "--dataset", "folder", "--data", str(tiny_folder), "-o", str(out), "--model", "conv",
+                        "--epochs", "3", "--rate", "500", "--batch-size", "8", "--augment", "none", "-q",
+                        "--prune", "sca", "--keep", "0.25", "--prune-every", "2"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["density"] == {"convs.0": 0.25, "convs.1": 0.25, "total": 0.25}
+    r = subprocess.run([*cmd, "prune-export", str(out), "-o", str(tmp_path / "small")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "small" / "export.json").read_text())
+    assert report["kept_channels"] == [8, 16] and report["max_abs_logit_difference"] < 1e-4
+    small, big = Run.load(tmp_path / "small"), Run.load(out)
+    x = torch.rand(40, 2, big.encoder.n_channels).lt(0.1).float()
+    with torch.no_grad():
+        assert torch.allclose(small.model(x), big.model(x), atol=1e-5)
+    bad = subprocess.run([*cmd, "train", "--dataset", "folder", "--data", str(tiny_folder), "-o", str(tmp_path / "x"),
+                          "--prune", "sca", "--density", "0.2"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--keep" in bad.stderr
