@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from snn.trainer import Callback, TrainConfig, Trainer
+from test_kws import Kill
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,15 +62,6 @@ def collate(batch):
     for i, (x, _) in enumerate(batch):
         out[: x.shape[0], i] = x
     return out, torch.tensor([x.shape[0] for x, _ in batch]), torch.tensor([y for _, y in batch])
-
-
-class Kill(Callback):
-    def __init__(self, at=None):
-        self.at = at
-
-    def on_epoch_end(self, trainer, record):
-        if record["epoch"] == self.at:  # dies before this epoch's checkpoint
-            raise KeyboardInterrupt
 
 
 class SameOrder(Trainer):
