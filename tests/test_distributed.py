@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from snn.trainer import Callback, TrainConfig, Trainer
+from snn.trainer import TrainConfig, Trainer
 from test_kws import Kill
 
 ROOT = Path(__file__).resolve().parents[1]
