@@ -3,6 +3,8 @@
 :class:`KD` is response-based distillation (Hinton et al. 2015) as KDSNN uses it (Xu et al., CVPR
 2023): the student SNN's time-averaged logits learn the softened class distribution of a frozen
 teacher, typically a non-spiking ANN (``spiketrum train --model ann``) on the same spike input.
+:class:`LaSNN` (Hong et al. 2023) adds attention transfer between the teacher's and the student's
+layers, one layer after another, then all together.
 """
 from __future__ import annotations
 
@@ -67,3 +69,80 @@ class KD(Callback):
 
     def settings(self):
         return {"method": "kd", "teacher": self.source, "temperature": self.temperature, "alpha": self.alpha}
+
+
+def attention(features, lengths=None, p=2):
+    """Temporal attention map of a feature sequence ``[T, B, ...]``: the mean of ``|F|^p`` over the features of each
+    step, L2-normalised over the valid steps; shape ``[B, T]``."""
+    T, B = features.shape[:2]
+    a = features.abs().pow(p).reshape(T, B, -1).mean(-1)
+    if lengths is not None:
+        a = a * (torch.arange(T, device=a.device)[:, None] < torch.as_tensor(lengths, device=a.device)[None, :])
+    return F.normalize(a.t(), dim=1)
+
+
+def at_loss(student, teacher, lengths=None):
+    """Attention-transfer loss (Zagoruyko & Komodakis 2017) between two feature sequences of the same length: 0 when
+    they agree, and unchanged when either is scaled."""
+    return (attention(student, lengths) - attention(teacher, lengths)).pow(2).mean()
+
+
+def stages(model):
+    """The modules whose outputs are a model's stages, input side first: spiking layers, or GRU layers."""
+    for name in ("neurons", "grus"):  # SRNN, ANN
+        if hasattr(model, name):
+            return list(getattr(model, name))
+    if hasattr(model, "convs"):  # ConvSNN
+        return [*model.convs, *([model.hidden] if model.hidden is not None else [])]
+    raise ValueError(f"{type(model).__name__} has no stages to distil into")
+
+
+class LaSNN(KD):
+    """Layer-wise attention distillation: ``KD`` plus ``beta`` x attention transfer between stages.
+
+    Student stage ``j`` of ``J`` is paired with teacher stage ``floor(j * J_teacher / J)``. With
+    ``schedule="layerwise"``, the first ``stage_fraction`` of training is split into ``J`` stages: in
+    stage ``j`` the loss is stage ``j``'s attention transfer alone, which trains the student's layers up
+    to ``j``; the rest of training uses cross-entropy, KD and every stage's attention transfer.
+    ``schedule="single"`` uses that full loss throughout.
+    """
+
+    def __init__(self, teacher, beta=1000.0, schedule="layerwise", stage_fraction=0.25, temperature=4.0, alpha=0.5,
+                 source=""):
+        super().__init__(teacher, temperature, alpha, source)
+        if schedule not in ("layerwise", "single"):
+            raise ValueError(f"schedule must be 'layerwise' or 'single', got {schedule!r}")
+        if not beta >= 0 or not 0 <= stage_fraction < 1:
+            raise ValueError("need beta >= 0 and 0 <= stage_fraction < 1")
+        self.beta, self.schedule, self.stage_fraction = beta, schedule, stage_fraction
+        self._seen, self._hooks = {}, []
+
+    def _capture(self, key, index):
+        def hook(module, inputs, output):
+            self._seen[key, index] = output[0] if isinstance(output, tuple) else output
+        return hook
+
+    def on_train_begin(self, trainer):
+        super().on_train_begin(trainer)
+        if not self._hooks:
+            for key, model in (("s", trainer.model), ("t", self.teacher)):
+                self._hooks += [m.register_forward_hook(self._capture(key, i)) for i, m in enumerate(stages(model))]
+        self._pairs = [(j, j * len(stages(self.teacher)) // len(stages(trainer.model))) for j in range(len(stages(trainer.model)))]
+
+    def stage(self, trainer):
+        """The layer-wise stage of the current step (``None``: the final, joint stage)."""
+        if self.schedule == "single":
+            return None
+        j = int(trainer.step / max(1.0, self.stage_fraction * trainer.config.epochs * trainer.steps_per_epoch) * len(self._pairs))
+        return j if j < len(self._pairs) else None
+
+    def loss(self, trainer, logits, y, x, lengths, loss):
+        full = super().loss(trainer, logits, y, x, lengths, loss)  # runs the teacher, which fills its stages
+        T = x.shape[0]
+        ats = [at_loss(self._seen["s", j].reshape(T, x.shape[1], -1), self._seen["t", k], lengths) for j, k in self._pairs]
+        j = self.stage(trainer)
+        return self.beta * ats[j] if j is not None else full + self.beta * sum(ats)
+
+    def settings(self):
+        return {**super().settings(), "method": "lasnn", "beta": self.beta, "schedule": self.schedule,
+                "stage_fraction": self.stage_fraction}

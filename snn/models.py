@@ -297,16 +297,14 @@ class ConvSNN(_SpikingModel):
 
 
 class ANN(nn.Module):
-    """A non-spiking teacher on the same input as the SNNs: a GRU over log-compressed spike counts and a
+    """A non-spiking teacher on the same input as the SNNs: stacked GRUs over log-compressed spike counts and a
     linear readout averaged over valid steps (the time-mean, as the SNN readouts).
 
     Parameters
     ----------
     n_in, n_classes : int
-    hidden : int
-        GRU units.
-    layers : int
-        Stacked GRU layers.
+    hidden : int or tuple of int
+        GRU units per layer; each layer's output sequence is a stage a distillation can match.
 
     Examples
     --------
@@ -314,13 +312,16 @@ class ANN(nn.Module):
     torch.Size([2, 10])
     """
 
-    def __init__(self, n_in, n_classes, hidden=256, layers=1):
+    def __init__(self, n_in, n_classes, hidden=(256,)):
         super().__init__()
-        self.gru = nn.GRU(n_in, hidden, num_layers=layers)
-        self.readout = nn.Linear(hidden, n_classes)
+        sizes = (n_in, *((hidden,) if isinstance(hidden, int) else hidden))
+        self.grus = nn.ModuleList(nn.GRU(a, b) for a, b in zip(sizes, sizes[1:]))
+        self.readout = nn.Linear(sizes[-1], n_classes)
 
     def forward(self, x, lengths=None):
-        h, _ = self.gru(torch.log1p(x))
+        h = torch.log1p(x)
+        for gru in self.grus:
+            h, _ = gru(h)
         z = self.readout(h)  # [T, B, classes]
         if lengths is None:
             return z.mean(0)

@@ -229,13 +229,15 @@ def cmd_train(args):
     elif args.density is not None or args.keep is not None:
         raise ValueError("--density and --keep need --prune")
     if args.distill:
-        from snn.distill import KD
+        from snn.distill import KD, LaSNN
 
         if not args.teacher:
-            raise ValueError("--distill kd needs --teacher RUN_DIR (a run trained with, e.g., --model ann)")
-        options.append(KD.from_run(args.teacher, temperature=args.kd_temperature, alpha=args.kd_alpha))
+            raise ValueError(f"--distill {args.distill} needs --teacher RUN_DIR (a run trained with, e.g., --model ann)")
+        extra = {"beta": args.at_beta, "schedule": args.distill_schedule} if args.distill == "lasnn" else {}
+        options.append((LaSNN if args.distill == "lasnn" else KD).from_run(
+            args.teacher, temperature=args.kd_temperature, alpha=args.kd_alpha, **extra))
     elif args.teacher:
-        raise ValueError("--teacher needs --distill kd")
+        raise ValueError("--teacher needs --distill kd or lasnn")
     with _removed_if_left_empty(args.output), distributed() as rank:  # data-parallel under torchrun, else one process
         m = kws.train(args.dataset, args.data, args.output, split=args.split, model=args.model, encoder=args.encoder,
                       rate=args.rate, dt=args.dt_ms / 1000, augment=args.augment, config=_train_config(args),
@@ -448,11 +450,14 @@ def build_parser():
                    help="sca channel score (default membrane: mean |membrane potential|; random: the random baseline)")
     t.add_argument("--prune-schedule", choices=["cubic", "oneshot"], default="cubic",
                    help="sca: gradual cubic schedule with regrowth, or one-shot pruning at half of training")
-    t.add_argument("--distill", choices=["kd"], help="knowledge distillation from --teacher (Hinton KD on the "
-                   "time-averaged logits)")
+    t.add_argument("--distill", choices=["kd", "lasnn"], help="knowledge distillation from --teacher: kd (Hinton KD on "
+                   "the time-averaged logits) or lasnn (kd plus layer-wise attention transfer)")
     t.add_argument("--teacher", metavar="RUN_DIR", help="a trained run on the same input, e.g. --model ann")
     t.add_argument("--kd-temperature", type=_positive_float, default=4.0, help="KD temperature (default 4)")
     t.add_argument("--kd-alpha", type=_fraction, default=0.5, help="weight of the KD term (default 0.5)")
+    t.add_argument("--at-beta", type=_positive_float, default=1000.0, help="lasnn: weight of attention transfer (default 1000)")
+    t.add_argument("--distill-schedule", choices=["layerwise", "single"], default="layerwise",
+                   help="lasnn: one layer after another for the first quarter of training, then all (default), or all throughout")
     t.add_argument("--epochs", type=_positive_int, default=80)
     t.add_argument("--batch-size", type=_positive_int, default=32, help="clips per step, over all processes (default 32)")
     t.add_argument("--lr", type=_positive_float, default=2e-3)

@@ -58,6 +58,46 @@ def test_ann_teacher_then_kd_student_through_the_cli(tiny_folder, tmp_path):
     assert r.returncode == 0, r.stderr
     m = json.loads((student / "metrics.json").read_text())
     assert m["options"] == [{"method": "kd", "teacher": str(teacher), "temperature": 4.0, "alpha": 0.8}]
+    r = train(tmp_path / "la", "--hidden", 24, "--distill", "lasnn", "--teacher", teacher, "--distill-schedule", "single")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "la" / "metrics.json").read_text())["options"][0]["method"] == "lasnn"
     other = train(tmp_path / "x", "--hidden", 24, "--rate", 800, "--distill", "kd", "--teacher", teacher)
     assert other.returncode == 2 and "another encoding" in other.stderr and len(other.stderr.strip().splitlines()) == 1
     assert train(tmp_path / "y", "--teacher", teacher).returncode == 2
+
+
+def test_attention_transfer_is_zero_for_equal_features_and_ignores_scale():
+    from snn.distill import at_loss
+
+    f = torch.rand(12, 3, 7)
+    assert at_loss(f, f).item() == pytest.approx(0.0, abs=1e-9)
+    assert at_loss(5.0 * f, f).item() == pytest.approx(0.0, abs=1e-9)
+    assert at_loss(f, torch.rand(12, 3, 4)).item() > 1e-4  # other features, other widths
+    lengths = torch.tensor([12, 6, 3])
+    g = f.clone()
+    g[6:, 1] = 100.0  # padding never counts
+    g[3:, 2] = 100.0
+    assert at_loss(g, f, lengths).item() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_lasnn_trains_one_layer_after_another_then_everything():
+    from snn.distill import LaSNN
+    from snn.trainer import TrainConfig
+
+    torch.manual_seed(0)
+    teacher, student = ANN(6, 3, hidden=(8, 8)), SRNN(6, 3, hidden=(16, 16))
+    x, lengths, y = (torch.rand(10, 4, 6) < 0.3).float(), torch.full((4,), 10), torch.tensor([0, 1, 2, 0])
+    la = LaSNN(teacher, beta=10.0, stage_fraction=0.5)
+    trainer = Trainer(student, list(range(40)), None, None, TrainConfig(epochs=4, batch_size=4), progress=False,
+                      device="cpu")
+    la.on_train_begin(trainer)
+    grads = []
+    for step in (0, 15, 25):  # 10 steps an epoch: layer 0 until step 10, layer 1 until 20, then all
+        trainer.step = step
+        student.zero_grad()
+        la.loss(trainer, student(x, lengths), y, x, lengths, torch.nn.functional.cross_entropy(student(x, lengths), y)).backward()
+        grads.append({n: (p.grad is not None and bool(p.grad.abs().sum() > 0)) for n, p in student.named_parameters()})
+    assert [la.stage(trainer) for trainer.step in (0, 9, 10, 19, 20)] == [0, 0, 1, 1, None]
+    assert grads[0]["linears.0.weight"] and not grads[0]["linears.1.weight"] and not grads[0]["readout.linear.weight"]
+    assert grads[1]["linears.1.weight"] and not grads[1]["readout.linear.weight"]
+    assert all(grads[2].values())  # the joint stage trains everything
