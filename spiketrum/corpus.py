@@ -148,6 +148,16 @@ def _compact(path, entries):
     os.replace(tmp, path)
 
 
+def _done(prior, digest, dst, recipe):
+    """Whether a manifest line shows ``dst`` encoded from these source bytes with this recipe (a damaged
+    line just means encoding again)."""
+    try:
+        return (prior["status"] == "ok" and prior["hash"] == digest and Path(dst).is_file()
+                and prior["config"] == config_digest(recipe.config(int(prior["file_sr"]))))
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 def encode_one(src, dst, recipe, output=None, prior=None):
     """Encode one file to ``dst`` unless ``prior`` (its manifest line) shows it done; returns its new line.
 
@@ -159,8 +169,7 @@ def encode_one(src, dst, recipe, output=None, prior=None):
     entry = {"path": Path(src).as_posix(), "output": Path(output or dst).as_posix(), "status": "failed"}
     try:
         entry["hash"] = file_digest(src)
-        if (prior and prior.get("status") == "ok" and prior.get("hash") == entry["hash"] and Path(dst).is_file()
-                and prior.get("config") == config_digest(recipe.config(prior["file_sr"]))):
+        if _done(prior, entry["hash"], dst, recipe):
             return {**prior, "path": entry["path"], "skipped": True}
         with AudioStream(src) as f:
             file_sr, frames = f.sr, f.frames

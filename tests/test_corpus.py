@@ -179,3 +179,16 @@ def test_streaming_memory_does_not_grow_with_the_audio(data_root, tmp_path):
         path.unlink()
     hour_of_audio = 60 * 60 * 8000 * 8  # float64 samples, what whole-file encoding holds
     assert peaks[60] - peaks[10] < 0.15 * hour_of_audio, peaks
+
+
+def test_a_damaged_manifest_only_costs_re_encoding(corpus, tmp_path):
+    out = tmp_path / "out"
+    assert cli("encode", corpus / "d0", "-o", out, "--rate", 300, "-q").returncode == 0
+    ref = tree(out)
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    broken = json.loads(lines[0])
+    broken.pop("file_sr")
+    (out / "manifest.jsonl").write_text("\n".join([json.dumps(broken), "[1, 2]", '"text"', *lines[1:], '{"output": "d0/x'])
+                                        + "\n")
+    r = cli("encode", corpus / "d0", "-o", out, "--rate", 300, "-q")
+    assert r.returncode == 0 and "encoded 1, skipped 7" in r.stdout and tree(out) == ref
