@@ -50,14 +50,14 @@ class KD(Callback):
 
         run = Run.load(run_dir, device=device or "cpu")
         kd = cls(run.model, source=run_dir, **kwargs)
-        kd.expects = (run.encoder.to_json(), list(run.classes))
+        kd.expects = (run.encoder.to_json(), float(run.dt), list(run.classes))
         return kd
 
-    def check(self, encoder, classes):
-        """Refuse a teacher from a run with another encoder or other classes than the student's."""
-        if getattr(self, "expects", None) and self.expects != (encoder.to_json(), list(classes)):
-            raise ValueError(f"{self.source}: the teacher was trained on another encoding or other classes than "
-                             "this run; distil only between runs on the same input")
+    def check(self, encoder, dt, classes):
+        """Refuse a teacher from a run with another encoder, time bin or classes than the student's."""
+        if getattr(self, "expects", None) and self.expects != (encoder.to_json(), float(dt), list(classes)):
+            raise ValueError(f"{self.source}: the teacher was trained on another encoding, time bin or other classes "
+                             "than this run; distil only between runs on the same input")
 
     def on_train_begin(self, trainer):
         self.teacher.to(trainer.device)
@@ -141,7 +141,8 @@ class LaSNN(KD):
         T = x.shape[0]
         ats = [at_loss(self._seen["s", j].reshape(T, x.shape[1], -1), self._seen["t", k], lengths) for j, k in self._pairs]
         j = self.stage(trainer)
-        return self.beta * ats[j] if j is not None else full + self.beta * sum(ats)
+        # 0 * full keeps every parameter in the graph, so that DistributedDataParallel sees them all
+        return self.beta * ats[j] + 0.0 * full if j is not None else full + self.beta * sum(ats)
 
     def settings(self):
         return {**super().settings(), "method": "lasnn", "beta": self.beta, "schedule": self.schedule,

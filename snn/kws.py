@@ -246,7 +246,7 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
     enc = encoder_config(encoder, sr, rate)
     for o in options:  # before any encoding: a teacher on other input fails at once
         if hasattr(o, "check"):
-            o.check(enc, splits[0].classes)
+            o.check(enc, dt, splits[0].classes)
     cache_dir = Path(cache_dir) if cache_dir is not None else out.parent / "cache"
     with rank_zero_first():  # rank 0 encodes, then the other processes load its cache entries
         train_set, val_set, test_set = spike_sets(splits, enc, cache_dir, dt, jobs, progress)
@@ -255,7 +255,7 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
             from datasets import NoiseFolder, SpikeDataset
 
             noise = NoiseFolder(noise_dir, enc.sr, part="train")
-            for copy in range(augment.copies):  # copy 0 keeps the seed of single-copy runs, so their cache
+            for copy in range(augment.copies):  # copy 0 keeps the seed of single-copy runs: their cache serves
                 noisy.append(SpikeDataset(splits[0], enc, cache_dir, dt=None, jobs=jobs, seed=config.seed + 7919 * copy,
                                           noise=noise, snr_db=(augment.noise, augment.noise + 20.0)))
                 noisy[-1].prepare(progress=progress)
@@ -290,6 +290,8 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
     trainer.fit()
     result = trainer.evaluate(test_set, n_classes=len(classes))
     run = Run(trainer.model, model, model_kwargs, enc, dt, classes)
+    if rank != 0:  # the run folder, its activity and latency are rank 0's
+        return {"test_accuracy": result["accuracy"], "n_test": result["n"], "processes": world}
     metrics = {"test_accuracy": result["accuracy"], "n_test": result["n"], "classes": classes,
                "confusion": result["confusion"], "dataset": dataset, "split": split, "model": model, "encoder": encoder,
                "rate": rate, "dt": dt, "augment": augment.spec(), "epochs_run": len(trainer.history), "best_val_accuracy": trainer.best_accuracy,
@@ -306,8 +308,6 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
     metrics["wall_seconds"] = time.perf_counter() - start  # this call's, encoding included (not summed over resumes)
     if world > 1:
         metrics["processes"] = world
-    if rank != 0:
-        return metrics
     run.save(out / "model.pt", extra={"metrics": {k: metrics[k] for k in ("test_accuracy", "n_test")}})
     write_json(metrics, out / "metrics.json")
     plot_confusion(result["confusion"], classes, out / "confusion.png",

@@ -28,6 +28,12 @@ def sparse_parameters(model):
             if p.dim() >= 2 and name.endswith("weight") and not name.startswith("readout.")}
 
 
+def _densities(masks):
+    out = {name: float(m.float().mean()) for name, m in masks.items()}
+    out["total"] = sum(int(m.sum()) for m in masks.values()) / max(1, sum(m.numel() for m in masks.values()))
+    return out
+
+
 def erk_densities(shapes, density):
     """Per-layer densities with the ERK rule: layer ``l`` gets ``eps * sum(shape) / prod(shape)``, ``eps``
     chosen so that the total number of connections is ``density`` of all; layers that would exceed 1 are
@@ -40,13 +46,17 @@ def erk_densities(shapes, density):
     """
     if not 0 < density <= 1:
         raise ValueError(f"density must be in (0, 1], got {density!r}")
+    if not shapes:
+        raise ValueError("this model has no weight layers to make sparse")
+    if density == 1:
+        return [1.0] * len(shapes)
     sizes = [math.prod(s) for s in shapes]
     raw = [sum(s) / math.prod(s) for s in shapes]
     dense = set()
     while True:
         budget = density * sum(sizes) - sum(sizes[i] for i in dense)
         eps = budget / sum(raw[i] * sizes[i] for i in range(len(sizes)) if i not in dense)
-        over = {i for i in range(len(sizes)) if i not in dense and eps * raw[i] > 1}
+        over = {i for i in range(len(sizes)) if i not in dense and eps * raw[i] > 1 + 1e-12}
         if not over:
             return [1.0 if i in dense else eps * raw[i] for i in range(len(sizes))]
         dense |= over
@@ -117,15 +127,14 @@ class ESL(Callback):
             on = torch.nonzero(mask).view(-1)
             pruned = on[torch.topk(w[on].abs(), n, largest=False).indices]
             off = torch.nonzero(~mask).view(-1)  # candidates: absent before this update
-            if self.regrow == "gradient":
+            if self.regrow == "gradient" and name in self._grads:  # (a layer without a gradient regrows at random)
                 grown = off[torch.topk(self._grads[name].view(-1)[off], n).indices]
             else:
                 grown = off[torch.randperm(off.numel(), generator=g)[:n].to(off.device)]
             mask[pruned] = False
             mask[grown] = True
-            changed = torch.cat([pruned, grown])
+            changed = torch.cat([pruned, grown])  # their weights are zero (absent ones are kept at zero)
             with torch.no_grad():
-                w[changed] = 0.0  # pruned connections vanish, grown ones start from zero
                 for v in trainer.optimizer.state.get(p, {}).values():
                     if torch.is_tensor(v) and v.shape == p.shape:  # moments: no memory of the old connection
                         v.view(-1)[changed] = 0.0
@@ -163,9 +172,7 @@ class ESL(Callback):
 
     def layer_densities(self):
         """``{layer: fraction of its connections present}``, and ``"total"`` over all of them."""
-        out = {name: float(m.float().mean()) for name, m in self.masks.items()}
-        out["total"] = sum(int(m.sum()) for m in self.masks.values()) / max(1, sum(m.numel() for m in self.masks.values()))
-        return out
+        return _densities(self.masks)
 
     def settings(self):
         """What this option was asked for, JSON-ready (saved with the run)."""
@@ -289,19 +296,18 @@ class SCA(Callback):
             score = torch.rand(n, generator=g) if self.importance == "random" else self._score.get(name)
             if score is None:
                 continue
-            score = score.to(mask.device)
+            score, grow = _mean_over_processes(score.to(mask.device)), self._grow.get(name)
+            grow = None if grow is None else _mean_over_processes(grow.to(mask.device))
             on, off = torch.nonzero(mask).view(-1), torch.nonzero(~mask).view(-1)
-            n_swap = min(int(zeta * target), off.numel()) if name in self._grow else 0
+            n_swap = min(int(zeta * target), off.numel()) if grow is not None else 0
             n_drop = max(0, on.numel() - target + n_swap)
             if n_drop == 0:
                 continue
             dropped = on[torch.topk(score[on], min(n_drop, on.numel()), largest=False).indices]
-            grown = off[torch.topk(self._grow[name].to(mask.device)[off], n_swap).indices] if n_swap else off[:0]
+            grown = off[torch.topk(grow[off], n_swap).indices] if n_swap else off[:0]
             mask[dropped] = False
             mask[grown] = True
-            for p in (layer.conv.weight, layer.conv.bias):
-                with torch.no_grad():
-                    p[grown] = 0.0  # a regrown channel starts from zero
+            for p in (layer.conv.weight, layer.conv.bias):  # absent channels are kept at zero: regrown ones start there
                 for v in trainer.optimizer.state.get(p, {}).values():
                     if torch.is_tensor(v) and v.shape == p.shape:
                         v[torch.cat([dropped, grown])] = 0.0
@@ -336,22 +342,20 @@ class SCA(Callback):
         self._apply(trainer.model)
 
     def on_epoch_end(self, trainer, record):
-        record["channels_kept"] = {name: int(m.sum()) for name, m in self.masks.items()}
         total = trainer.config.epochs * trainer.steps_per_epoch
         done = trainer.step >= (self.oneshot_at if self.schedule == "oneshot" else self.end) * total
-        if done and not self.frozen:
-            # From here the structure is final: only models of this structure may be kept as the best.
+        settling = not self.frozen
+        if done and not self.frozen:  # from here the structure is final
             self._update(trainer)
             self._apply(trainer.model)
             self.frozen = True
-            record["channels_kept"] = {name: int(m.sum()) for name, m in self.masks.items()}
+        record["channels_kept"] = {name: int(m.sum()) for name, m in self.masks.items()}
+        if settling:  # only models of the final structure may be kept as the best, and pruning never stops a run
             trainer.best_accuracy, trainer.best_state, trainer.stale = -1.0, None, 0
 
     def layer_densities(self):
         """``{layer: fraction of its output channels kept}``, and ``"total"`` over all of them."""
-        out = {name: float(m.float().mean()) for name, m in self.masks.items()}
-        out["total"] = sum(int(m.sum()) for m in self.masks.values()) / max(1, sum(m.numel() for m in self.masks.values()))
-        return out
+        return _densities(self.masks)
 
     def state_dict(self):
         return {"masks": {k: v.cpu() for k, v in self.masks.items()}, "frozen": self.frozen,
@@ -360,6 +364,18 @@ class SCA(Callback):
     def load_state_dict(self, state):
         self.masks, self.frozen = dict(state["masks"]), bool(state["frozen"])
         self._score, self._grow = dict(state["score"]), dict(state["grow"])
+
+
+def _mean_over_processes(t):
+    """``t`` averaged over the processes of a torchrun job (itself outside one): every process then makes the same
+    structural choice, as DistributedDataParallel needs."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        t = t.clone()
+        dist.all_reduce(t)
+        t /= dist.get_world_size()
+    return t
 
 
 def kept_channels(model):
@@ -404,7 +420,7 @@ def compact(model, kwargs):
         prev = k
     # the layer after the convolutions reads maps x positions, map-major
     length = model._lengths[-1]
-    cols = (prev[:, None] * length + torch.arange(length)[None, :]).reshape(-1)
+    cols = (prev[:, None] * length + torch.arange(length, device=prev.device)[None, :]).reshape(-1)
     nxt = "hidden.0.weight" if model.hidden is not None else "readout.linear.weight"
     state[nxt] = state[nxt][:, cols]
     small.load_state_dict(state)

@@ -338,7 +338,8 @@ class Trainer:
         return {"config": dataclasses.asdict(self.config), "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "epoch": self.epoch,
                 "step": self.step, "best_accuracy": self.best_accuracy, "best_state": self.best_state, "stale": self.stale,
-                "history": self.history, "rng": _rng_state(), "callbacks": [cb.state_dict() for cb in self.callbacks]}
+                "history": self.history, "rng": _rng_state(), "callbacks": [cb.state_dict() for cb in self.callbacks],
+                "world_size": self.world_size}
 
     def save_checkpoint(self, path):
         """Written by rank 0; in a process group every rank must call it (it gathers their random states)."""
@@ -358,6 +359,9 @@ class Trainer:
         if state["config"] != dataclasses.asdict(self.config):
             diff = sorted(k for k in state["config"] if state["config"][k] != dataclasses.asdict(self.config).get(k))
             raise ValueError(f"{path}: checkpoint was trained with other settings ({', '.join(diff)}); cannot resume")
+        if state.get("world_size", 1) != self.world_size:  # other batches per process and another schedule
+            raise ValueError(f"{path}: checkpoint was trained on {state.get('world_size', 1)} processes, this run has "
+                             f"{self.world_size}; resume with as many")
         if len(state["callbacks"]) != len(self.callbacks):
             raise ValueError(f"{path}: checkpoint has {len(state['callbacks'])} training options, this run {len(self.callbacks)}")
         self.model.load_state_dict(state["model"])

@@ -90,7 +90,13 @@ def cmd_encode(args):
     pairs = collect(args.input, args.output)
     if not pairs:
         raise InputError(args.input[0], "no audio files found")
-    if len(pairs) == 1 and args.output.endswith(".npz") and shard is None:  # one file to one named output
+    from pathlib import Path
+
+    if Path(args.output).suffix == ".npz":
+        if shard is not None or len(pairs) != 1 or pairs[0][1] != Path(args.output):
+            raise InputError(args.output, "a .npz output takes exactly one audio file and no --shard; "
+                             "give an output folder otherwise")
+    if len(pairs) == 1 and pairs[0][1] == Path(args.output):  # one file to one named output
         from .io import check_output_path
 
         check_output_path(args.output)
@@ -331,7 +337,7 @@ def cmd_prune_export(args):
     x = (torch.rand(100, 4, run.encoder.n_channels, generator=g) < 0.05).float()
     with torch.no_grad():
         diff = float((small(x) - run.model(x)).abs().max())
-    clips = [((x[:, i] > 0).float(), 0) for i in range(4)]
+    clips = [(x[:, i], 0) for i in range(4)]
     collate = lambda b: (torch.stack([c for c, _ in b], 1), torch.full((len(b),), 100), torch.zeros(len(b), dtype=torch.long))  # noqa: E731
     before, after = cpu_latency(run.model, clips * 5, collate), cpu_latency(small, clips * 5, collate)
     Run(small, "conv", kwargs, run.encoder, run.dt, run.classes).save(out / "model.pt")

@@ -221,9 +221,9 @@ def encode_corpus(pairs, output, recipe, jobs=1, shard=None, progress=True, log=
     if shard is not None:
         pairs = [(s, d) for s, d in pairs if in_shard(Path(d).relative_to(root), shard)]
     root.mkdir(parents=True, exist_ok=True)
-    prior = read_manifest(root)
     mine = manifest_path(root, shard)
     entries = read_manifest(mine)
+    prior = {**read_manifest(root), **entries}  # this run's own manifest has the last word
     summary = {"encoded": 0, "skipped": 0, "failed": [], "files": len(pairs), "audio_seconds": 0.0}
     start = time.perf_counter()
     tasks = []
@@ -248,22 +248,45 @@ def encode_corpus(pairs, output, recipe, jobs=1, shard=None, progress=True, log=
         bar.update()
 
     with tqdm(total=len(tasks), desc="encode", unit="file", disable=not progress or len(tasks) < 2) as bar:
-        if jobs == 1 or len(tasks) < 2:
-            for t in tasks:
-                record(encode_one(*t))
-        else:
-            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-                todo, running = iter(tasks), set()
-                while True:  # a bounded window of submissions keeps memory flat on huge corpora
-                    for t in todo:
-                        running.add(pool.submit(encode_one, *t))
-                        if len(running) >= 4 * jobs:
-                            break
-                    if not running:
-                        break
-                    done, running = wait(running, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        record(fut.result())
-    _compact(mine, entries)
+        try:
+            if jobs == 1 or len(tasks) < 2:
+                for t in tasks:
+                    record(encode_one(*t))
+            else:
+                _in_pool(tasks, jobs, record)
+        finally:  # even after an interruption, the manifest is left whole and compact
+            _compact(mine, entries)
     summary["wall_seconds"] = time.perf_counter() - start
     return summary
+
+
+def _in_pool(tasks, jobs, record):
+    """Run :func:`encode_one` over ``tasks`` in ``jobs`` spawned processes, passing each line to ``record``.
+
+    A bounded window of submissions keeps memory flat on huge corpora. If a worker dies (killed, out of memory),
+    the files in flight are recorded as failed (a re-run retries them) and a fresh pool takes the rest.
+    """
+    from concurrent.futures.process import BrokenProcessPool
+
+    todo = iter(tasks)
+    while True:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            running = {}
+            while True:
+                for t in todo:
+                    running[pool.submit(encode_one, *t)] = t
+                    if len(running) >= 4 * jobs:
+                        break
+                if not running:
+                    return
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                try:
+                    for fut in done:
+                        record(fut.result())
+                        running.pop(fut)
+                except BrokenProcessPool:
+                    for t in running.values():
+                        record({"path": Path(t[0]).as_posix(), "output": t[3], "status": "failed",
+                                "error": f"{t[0]}: the worker process encoding it died (out of memory?)"})
+                    break
+

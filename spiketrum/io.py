@@ -48,6 +48,8 @@ def load_audio(path, sr=None, *, allow_silent=True):
             raise InputError(f.path, f"{f.frames / f.sr / 3600:.1f} h of audio is too long to load at once; "
                              "stream it (spiketrum.encoder.encode_file)")
         x, file_sr, path = f.read(0, f.frames), f.sr, f.path
+        if x.size != f.frames:
+            raise InputError(path, f"file is shorter than its header says ({x.size} of {f.frames} samples; truncated?)")
     if not allow_silent and not np.any(x):
         raise InputError(path, "audio is all silence")
     if sr is not None and int(sr) != file_sr:

@@ -67,16 +67,20 @@ def test_regrown_connections_start_at_zero_with_fresh_optimiser_state():
     esl.on_after_backward(trainer)
     grads = {k: v.clone() for k, v in esl._grads.items()}
     trainer.optimizer.step()
+    moments = {k: trainer.optimizer.state[p]["exp_avg"].clone() for k, p in params.items()}
     trainer.step = 3
     esl.on_step_end(trainer)
+    had_moments = []
     for k, p in params.items():
-        grown = esl.masks[k] & ~before[k]
-        assert grown.any() and bool((p[grown] == 0).all())
+        grown, pruned = esl.masks[k] & ~before[k], before[k] & ~esl.masks[k]
+        assert grown.any() and bool((p[grown] == 0).all()) and bool((p[pruned] == 0).all())
         state = trainer.optimizer.state[p]
-        assert bool((state["exp_avg"][grown] == 0).all()) and bool((state["exp_avg_sq"][grown] == 0).all())
+        had_moments.append(bool((moments[k][pruned] != 0).any()))
+        assert bool((state["exp_avg"][pruned] == 0).all()) and bool((state["exp_avg_sq"][pruned] == 0).all())  # reset
         # gradient regrowth takes the largest dense-gradient positions among those absent before
         absent = ~before[k]
         assert grads[k][grown].min() >= grads[k][absent & ~esl.masks[k]].max()
+    assert any(had_moments)  # pruned connections did have moments before the reset
 
 
 def test_static_mask_never_changes_and_erk_is_exact():
@@ -191,29 +195,34 @@ def test_compact_model_computes_the_same_with_fewer_channels():
         assert torch.allclose(small(x, lengths), model(x, lengths), atol=1e-5)
 
 
-def test_sca_regrows_from_zero_and_refuses_models_without_convolutions():
+def test_sca_swaps_reset_the_optimiser_state_and_refuse_models_without_convolutions():
     from snn.pruning import SCA
 
     model = conv_model()
     sca = SCA(0.5, swap=0.5, every=1, end=0.9)
-    grown_zero = []
+    checked = []
 
     class Watch(Callback):
         def __init__(self):
             self.before = None
 
         def on_step_end(self, trainer):
-            masks = {k: m.clone() for k, m in sca.masks.items()}
-            if self.before is not None:
-                for k, m in masks.items():
-                    new = m & ~self.before[k]
-                    if new.any():
-                        w = dict(model.named_modules())[k].conv.weight
-                        grown_zero.append(bool((w[new] == 0).all()))
-            self.before = masks
+            now = {k: (m.clone(), trainer.optimizer.state[dict(model.named_modules())[k].conv.weight]["exp_avg"].clone())
+                   for k, m in sca.masks.items()}
+            for k, (mask, moment) in now.items():
+                if self.before is None:
+                    continue
+                old_mask, old_moment = self.before[k]
+                dropped, grown = old_mask & ~mask, mask & ~old_mask
+                if dropped.any() and grown.any():
+                    w = dict(model.named_modules())[k].conv.weight
+                    checked.append((bool(old_moment[dropped].ne(0).any()), bool((moment[dropped] == 0).all())
+                                    and bool((moment[grown] == 0).all()) and bool((w[grown] == 0).all())))
+            self.before = now
 
     Trainer(model, conv_data(), None, collate, TrainConfig(epochs=3, batch_size=8), [sca, Watch()], progress=False).fit()
-    assert grown_zero and all(grown_zero)
+    had, reset = zip(*checked)
+    assert any(had) and all(reset)  # dropped channels that had moments lose them; grown ones start from zero
     with pytest.raises(ValueError, match="convolutions"):
         Trainer(SRNN(10, 3, hidden=(8,)), toy_data(), None, collate, TrainConfig(epochs=1), [SCA(0.5)], progress=False).fit()
 
