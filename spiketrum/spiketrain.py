@@ -127,7 +127,7 @@ class SpikeTrain:
         header = {"format": FORMAT, "version": FORMAT_VERSION, "config": json.loads(self.config.to_json()),
                   "n_samples": self.n_samples, "meta": self.meta}
         arrays = {"header": np.frombuffer(json.dumps(header).encode(), np.uint8), **{k: getattr(self, k) for k in _ARRAYS}}
-        with atomic_output(path, suffix=".npz") as tmp:
+        with atomic_output(path, suffix=".part") as tmp:  # not .npz: a killed write must not pass for spikes
             # np.savez stamps each member with the time; a fixed stamp makes equal trains equal files
             with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
                 for name, a in arrays.items():
