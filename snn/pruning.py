@@ -243,10 +243,14 @@ class SCA(Callback):
         def on_conv(name):
             def hook(module, inputs, z):  # z: the input current [T*B, maps, L]
                 if module.training and z.requires_grad:
+                    # the closure holds a detached view, never z itself: z -> hook -> z would be a reference
+                    # cycle that keeps every step's activations alive until the garbage collector runs
+                    current = z.detach() if self.importance == "taylor" else None
+
                     def grad(g):
                         self._track(name, "grow", g.detach().abs().mean((0, 2)))
-                        if self.importance == "taylor":
-                            self._track(name, "score", (g.detach() * z.detach()).sum((0, 2)).abs())
+                        if current is not None:
+                            self._track(name, "score", (g.detach() * current).sum((0, 2)).abs())
                     z.register_hook(grad)
             return hook
 

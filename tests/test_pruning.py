@@ -253,3 +253,23 @@ def test_sca_run_exports_a_compact_model_with_equal_outputs(tiny_folder, tmp_pat
     bad = subprocess.run([*cmd, "train", "--dataset", "folder", "--data", str(tiny_folder), "-o", str(tmp_path / "x"),
                           "--prune", "sca", "--density", "0.2"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--keep" in bad.stderr
+
+
+@pytest.mark.parametrize("importance", ["membrane", "taylor"])
+def test_sca_keeps_no_activation_alive(importance):
+    """Its hooks must not tie a step's activations into a reference cycle (which leaked gigabytes per epoch)."""
+    import gc
+    import weakref
+
+    from snn.pruning import SCA
+
+    model = conv_model()
+    refs = []
+    model.convs[0].conv.register_forward_hook(lambda module, inputs, z: refs.append(weakref.ref(z)))
+    gc.disable()  # freed by reference counting alone, as they must be
+    try:
+        Trainer(model, conv_data(), None, collate, TrainConfig(epochs=1, batch_size=8), [SCA(0.5, importance=importance)],
+                progress=False).fit()
+        assert len(refs) > 5 and all(r() is None for r in refs)
+    finally:
+        gc.enable()
