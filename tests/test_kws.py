@@ -156,7 +156,7 @@ def test_sigkill_mid_training_then_resume_gives_the_uninterrupted_model(tiny_fol
     import signal
     import time
 
-    args = ["--dataset", "folder", "--data", tiny_folder, "--epochs", 4, "--hidden", 24, "--rate", 500, "--batch-size", 2,
+    args = ["--dataset", "folder", "--data", tiny_folder, "--epochs", 20, "--hidden", 24, "--rate", 500, "--batch-size", 2,
             "--patience", 0, "--augment", "deletion:0.2", "-q"]
     full = tmp_path / "full" / "run"
     assert run("train", "-o", full, *args).returncode == 0
@@ -165,12 +165,12 @@ def test_sigkill_mid_training_then_resume_gives_the_uninterrupted_model(tiny_fol
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint, deadline = out / "checkpoint.pt", time.monotonic() + 300
     while not checkpoint.exists() and time.monotonic() < deadline and p.poll() is None:
-        time.sleep(0.01)
-    time.sleep(0.2)  # into the next epoch
+        time.sleep(0.005)
+    time.sleep(0.05)  # into the next epoch
     p.send_signal(signal.SIGKILL)
     p.wait()
     state = torch.load(checkpoint, weights_only=True)
-    assert 1 <= state["epoch"] < 4 and not (out / "model.pt").exists(), "the kill should land mid-run"
+    assert 1 <= state["epoch"] < 20 and not (out / "model.pt").exists(), "the kill should land mid-run"
     r = run("train", "-o", out, *args, "--resume")
     assert r.returncode == 0, r.stderr
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (full, out))
