@@ -133,7 +133,7 @@ class LaSNN(KD):
         """The layer-wise stage of the current step (``None``: the final, joint stage)."""
         if self.schedule == "single":
             return None
-        j = int(trainer.step / max(1.0, self.stage_fraction * trainer.config.epochs * trainer.steps_per_epoch) * len(self._pairs))
+        j = int(trainer.step / max(1.0, self.stage_fraction * trainer.total_steps) * len(self._pairs))
         return j if j < len(self._pairs) else None
 
     def loss(self, trainer, logits, y, x, lengths, loss):

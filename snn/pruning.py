@@ -110,7 +110,7 @@ class ESL(Callback):
 
     def drop_fraction(self, trainer):
         """The cosine-decayed fraction swapped at the current step (0 once the structure is frozen)."""
-        total = trainer.config.epochs * trainer.steps_per_epoch
+        total = trainer.total_steps
         t_end = self.end * total
         return 0.0 if trainer.step > t_end else self.drop / 2 * (1 + math.cos(math.pi * trainer.step / max(t_end, 1)))
 
@@ -281,14 +281,14 @@ class SCA(Callback):
     # -- structure -------------------------------------------------------------------------------------
     def kept_fraction(self, trainer):
         """The schedule's fraction of channels kept at the current step."""
-        total = trainer.config.epochs * trainer.steps_per_epoch
+        total = trainer.total_steps
         if self.schedule == "oneshot":
             return self.keep if trainer.step >= self.oneshot_at * total else 1.0
         frac = min(1.0, trainer.step / max(1.0, self.end * total))
         return self.keep + (1 - self.keep) * (1 - frac) ** 3
 
     def _update(self, trainer):
-        total = trainer.config.epochs * trainer.steps_per_epoch
+        total = trainer.total_steps
         t_end = self.end * total
         zeta = 0.0 if self.schedule == "oneshot" or trainer.step >= t_end else \
             self.swap / 2 * (1 + math.cos(math.pi * trainer.step / max(t_end, 1)))
@@ -346,7 +346,7 @@ class SCA(Callback):
         self._apply(trainer.model)
 
     def on_epoch_end(self, trainer, record):
-        total = trainer.config.epochs * trainer.steps_per_epoch
+        total = trainer.total_steps
         done = trainer.step >= (self.oneshot_at if self.schedule == "oneshot" else self.end) * total
         settling = not self.frozen
         if done and not self.frozen:  # from here the structure is final

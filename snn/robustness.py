@@ -93,14 +93,6 @@ def _recon_snr(trains, clean_audio):
             float(np.mean([envelope_snr_db(trains[i], x) for i, x in clean_audio.items()]))]
 
 
-def _file_digest(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def robustness(run_dir, data, config, partial=None, noise_dir=None, cache_dir=None, jobs=1, device=None, progress=True):
     """Accuracy and reconstruction SNR of a trained run under every perturbation level of ``config``.
 
@@ -210,6 +202,8 @@ def measure(run_dirs, data, config, out_dir, **kwargs):
         The JSON written.
     """
     from .kws import Run
+    from spiketrum.corpus import file_digest
+
     from .trainer import write_json
 
     for run_dir in run_dirs:
@@ -219,7 +213,7 @@ def measure(run_dirs, data, config, out_dir, **kwargs):
     partials, results = [], []
     for run_dir in run_dirs:
         model = Path(run_dir) / "model.pt" if Path(run_dir).is_dir() else Path(run_dir)
-        digest = _file_digest(model) if model.is_file() else "missing"  # Run.load reports a missing model
+        digest = file_digest(model) if model.is_file() else "missing"  # Run.load reports a missing model
         key = hashlib.sha256(json.dumps([digest, dataclasses.asdict(config), str(Path(data).resolve())]).encode())
         partials.append(out_dir / f"robustness.partial-{key.hexdigest()[:16]}.json")
         results.append(robustness(run_dir, data, config, partial=partials[-1], **kwargs))

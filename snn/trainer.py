@@ -217,7 +217,8 @@ class Trainer:
             # DistributedSampler pads every shard to ceil(n / world_size) items: all ranks take the same steps.
             self.steps_per_epoch = max(1, math.ceil(math.ceil(len(train_set) / self.world_size) / self.rank_batch))
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model)  # batches are moved to the device by us
-        total, warm = config.epochs * self.steps_per_epoch, config.warmup_epochs * self.steps_per_epoch
+        self.total_steps = total = config.epochs * self.steps_per_epoch  # what schedules (lr, pruning) span
+        warm = config.warmup_epochs * self.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warm) if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1.0, total - warm))))
         self.epoch, self.step = 0, 0
