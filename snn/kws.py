@@ -113,9 +113,9 @@ class AugmentedSpikes(torch.utils.data.Dataset):
 
 
 def build_model(name, n_in, n_classes, **kwargs):
-    from .models import ANN, ConvSNN, SRNN
+    from .models import ANN, SCBAMSNN, SRNN, ConvSNN
 
-    models = {"srnn": SRNN, "conv": ConvSNN, "ann": ANN}
+    models = {"srnn": SRNN, "conv": ConvSNN, "srnn-scbam": SCBAMSNN, "ann": ANN}
     if name not in models:
         raise ValueError(f"unknown model {name!r}: use {', '.join(models)}")
     return models[name](n_in, n_classes, **kwargs)
@@ -263,7 +263,7 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
         train_set = AugmentedSpikes(train_set, augment, dt, noisy)
     classes = list(splits[0].classes)
     model_kwargs = dict(model_kwargs or {})
-    if model == "conv":
+    if model in ("conv", "srnn-scbam"):
         model_kwargs.setdefault("in_maps", enc.n_channels // enc.kernels)
     seed_everything(config.seed)  # the same seed gives the same initial weights
     net = build_model(model, enc.n_channels, len(classes), **model_kwargs)

@@ -224,3 +224,132 @@ class SpikingConv1d(nn.Module):
         out_len = y.shape[-1]
         s = self.neurons(y.reshape(T, B, -1), repeat=out_len)
         return s.reshape(T, B, -1, out_len)
+
+
+class CBAM1d(nn.Module):
+    """Convolutional block attention over feature maps [B, C, L] (C channels, L frequency bins).
+
+    Channel attention ``M_c = sigmoid(MLP(avg_L f) + MLP(max_L f))`` (shared MLP C -> C/r -> C), then
+    frequency ("spatial") attention ``M_s = sigmoid(conv_k([mean_C f'; max_C f']))`` on
+    ``f' = M_c * f``; the output is ``M_s * f'`` (Woo et al. 2018, along one axis).
+
+    Parameters
+    ----------
+    channels : int
+    mode : {"cbam", "channel", "spatial"}
+        Both gates, or one of them (for ablation).
+    reduction : int
+        MLP bottleneck ratio r.
+    kernel_size : int
+        Of the frequency-attention convolution (odd).
+    """
+
+    def __init__(self, channels, mode="cbam", reduction=4, kernel_size=7):
+        super().__init__()
+        if mode not in ("cbam", "channel", "spatial"):
+            raise ValueError(f"mode must be 'cbam', 'channel' or 'spatial', got {mode!r}")
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        self.mode = mode
+        self.mlp = None
+        if mode in ("cbam", "channel"):
+            mid = max(1, channels // reduction)
+            self.mlp = nn.Sequential(nn.Linear(channels, mid), nn.ReLU(), nn.Linear(mid, channels))
+        self.conv = nn.Conv1d(2, 1, kernel_size, padding=kernel_size // 2) if mode in ("cbam", "spatial") else None
+
+    def gates(self, f):
+        """The two attention maps for ``f`` [B, C, L]: per channel [B, C, 1] and per bin [B, 1, L], each in [0, 1]
+        (all ones for a gate the mode leaves out); the frequency map is computed after the channel gate."""
+        mc = ms = None
+        if self.mlp is not None:
+            mc = torch.sigmoid(self.mlp(f.mean(2)) + self.mlp(f.amax(2)))[:, :, None]
+            f = f * mc
+        if self.conv is not None:
+            ms = torch.sigmoid(self.conv(torch.stack([f.mean(1), f.amax(1)], 1)))
+        ones = f.new_ones(())
+        return (mc if mc is not None else ones.expand(f.shape[0], f.shape[1], 1),
+                ms if ms is not None else ones.expand(f.shape[0], 1, f.shape[2]))
+
+    def forward(self, f):
+        mc, ms = self.gates(f)
+        return f * mc * ms
+
+
+class SpikingConvLSTM1d(nn.Module):
+    """Spiking ConvLSTM along the frequency axis, optionally with attention on its forget gate (SCBAM).
+
+    At every time step ``[i, f, o, g] = conv_x(x_t) + conv_h(h_{t-1})``; ``i, f, o`` pass a sigmoid and ``g`` a
+    tanh, the attention reshapes the forget gate (what history is kept), ``c_t = A(f) * c_{t-1} + i * g``, and the
+    output spikes are ``h_t = H(o * tanh(c_t) - threshold)`` with a surrogate gradient (Xu et al. 2023, SRNN-SCBAM).
+
+    Parameters
+    ----------
+    in_maps, maps : int
+        Feature maps of the input and of the state.
+    kernel_size, stride : int
+        Of the input convolution along frequency; the recurrent one keeps the length (kernel 3).
+    attention : {"none", "channel", "spatial", "cbam", "temporal"}
+        ``cbam``/``channel``/``spatial``: :class:`CBAM1d` on the forget gate. ``temporal``: the TA-SNN style
+        comparator, a causal gate per time step (from the input frame's mean and max over the last
+        ``temporal_window`` steps) scaling the input drive.
+    reduction, attention_kernel : int
+        Of :class:`CBAM1d`.
+    threshold : float
+    surrogate, slope
+        See :func:`snn.functional.spike`.
+
+    Notes
+    -----
+    Input spikes [T, B, in_maps, L]; output spikes [T, B, maps, L_out] with L_out as a strided ``nn.Conv1d``.
+    """
+
+    ATTENTION = ("none", "channel", "spatial", "cbam", "temporal")
+
+    def __init__(self, in_maps, maps, kernel_size=5, stride=2, attention="cbam", reduction=4, attention_kernel=7,
+                 temporal_window=5, threshold=0.1, surrogate="atan", slope=None):
+        super().__init__()
+        if attention not in self.ATTENTION:
+            raise ValueError(f"attention must be one of {self.ATTENTION}, got {attention!r}")
+        F._surrogate(surrogate, slope)
+        self.maps, self.attention = maps, attention
+        self.threshold, self.surrogate, self.slope = threshold, surrogate, slope
+        self.conv_x = nn.Conv1d(in_maps, 4 * maps, kernel_size, stride=stride, padding=kernel_size // 2)
+        self.conv_h = nn.Conv1d(maps, 4 * maps, 3, padding=1, bias=False)
+        with torch.no_grad():  # forget-gate bias 1: remember by default at the start of training
+            self.conv_x.bias[maps:2 * maps] += 1.0
+        self.cbam = CBAM1d(maps, attention, reduction, attention_kernel) if attention in ("cbam", "channel", "spatial") else None
+        self.temporal = nn.Conv1d(2, 1, temporal_window) if attention == "temporal" else None
+
+    def output_length(self, length):
+        (k,), (s,), (p,) = self.conv_x.kernel_size, self.conv_x.stride, self.conv_x.padding
+        return (length + 2 * p - k) // s + 1
+
+    def forward(self, x, return_attention=False):
+        """Spikes [T, B, maps, L_out] for input [T, B, in_maps, L]; with ``return_attention`` also the forget-gate
+        attention maps, per channel [T, B, maps, 1] and per bin [T, B, 1, L_out] (None without CBAM)."""
+        T, B, C, L = x.shape
+        drive = self.conv_x(x.reshape(T * B, C, L))
+        drive = drive.reshape(T, B, *drive.shape[1:])
+        if self.temporal is not None:  # causal: step t sees steps t - window + 1 .. t
+            stats = torch.stack([x.mean((2, 3)), x.amax((2, 3))], -1).permute(1, 2, 0)  # [B, 2, T]
+            stats = nn.functional.pad(stats, (self.temporal.kernel_size[0] - 1, 0))
+            drive = drive * torch.sigmoid(self.temporal(stats)).permute(2, 0, 1)[:, :, :, None]
+        h = drive.new_zeros(B, self.maps, drive.shape[-1])
+        c = torch.zeros_like(h)
+        out, maps_c, maps_s = [], [], []
+        for t in range(T):
+            i, f, o, g = (drive[t] + self.conv_h(h)).chunk(4, 1)
+            f = torch.sigmoid(f)
+            if self.cbam is not None:
+                mc, ms = self.cbam.gates(f)
+                f = f * mc * ms
+                if return_attention:
+                    maps_c.append(mc)
+                    maps_s.append(ms)
+            c = f * c + torch.sigmoid(i) * torch.tanh(g)
+            h = F.spike(torch.sigmoid(o) * torch.tanh(c) - self.threshold, self.surrogate, self.slope)
+            out.append(h)
+        s = torch.stack(out)
+        if not return_attention:
+            return s
+        return s, (torch.stack(maps_c), torch.stack(maps_s)) if maps_c else (None, None)

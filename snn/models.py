@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from .layers import ALIF, LI, LIF, RALIF, RLIF, SpikingConv1d
+from .layers import ALIF, LI, LIF, RALIF, RLIF, SpikingConv1d, SpikingConvLSTM1d
 
 
 def _decay(tau):
@@ -294,6 +294,68 @@ class ConvSNN(_SpikingModel):
             s = self.dropout(self.hidden(s))
             self._log("hidden", s, mask, self.readout.linear.out_features)
         return self.readout(s, mask)
+
+
+class SCBAMSNN(_SpikingModel):
+    """Recurrent SNN of spiking ConvLSTMs along the frequency axis with spiking block attention on the
+    forget gate (SRNN-SCBAM, Xu et al. 2023), and a leaky-integrator readout.
+
+    Parameters
+    ----------
+    n_in, n_classes, in_maps
+        As in :class:`ConvSNN` (channels ordered kernel-major, ``in_maps`` features per kernel).
+    maps : tuple of int
+        State maps of each ConvLSTM layer.
+    kernel_size, stride : int
+        Of each layer's input convolution along frequency.
+    attention : {"cbam", "channel", "spatial", "temporal", "none"}
+        See :class:`snn.layers.SpikingConvLSTM1d`; ``none`` is the same model without attention.
+    reduction, attention_kernel : int
+        Channel-MLP ratio and frequency-conv kernel of the attention.
+    threshold, surrogate, slope, tau_out, dropout, readout
+        Output-spike threshold of the cells; the rest as in :class:`SRNN`.
+
+    Examples
+    --------
+    >>> model = SCBAMSNN(120, 10)
+    >>> model(torch.zeros(30, 2, 120), lengths=torch.tensor([30, 20])).shape
+    torch.Size([2, 10])
+    """
+
+    def __init__(self, n_in, n_classes, in_maps=6, maps=(32,), kernel_size=5, stride=2, attention="cbam",
+                 reduction=4, attention_kernel=7, threshold=0.1, surrogate="atan", slope=None, tau_out=20.0,
+                 dropout=0.0, readout="mean"):
+        super().__init__()
+        if n_in % in_maps:
+            raise ValueError(f"n_in={n_in} is not a multiple of in_maps={in_maps}")
+        self.in_maps = in_maps
+        self.cells = nn.ModuleList()
+        channels, length = in_maps, n_in // in_maps
+        for m in maps:
+            self.cells.append(SpikingConvLSTM1d(channels, m, kernel_size, stride, attention, reduction,
+                                                attention_kernel, threshold=threshold, surrogate=surrogate, slope=slope))
+            channels, length = m, self.cells[-1].output_length(length)
+        self.dropout = nn.Dropout(dropout)
+        neuron = dict(threshold=1.0, reset="subtract", surrogate=surrogate, slope=slope)
+        self.readout = _Readout(channels * length, n_classes, readout, _decay(tau_out), neuron)
+
+    def forward(self, x, lengths=None, return_attention=False):
+        """Logits [B, n_classes] for spikes ``x`` [T, B, n_in]; with ``return_attention`` also each layer's
+        forget-gate attention maps (see :meth:`snn.layers.SpikingConvLSTM1d.forward`)."""
+        mask = self._begin(x, lengths)
+        T, B, C = x.shape
+        s = x.reshape(T, B, C // self.in_maps, self.in_maps).transpose(2, 3)  # [T, B, maps, kernels]
+        maps = []
+        for i, cell in enumerate(self.cells):
+            self._log("input" if i == 0 else f"cell{i - 1}", s, mask, 4 * cell.maps * cell.conv_x.kernel_size[0])
+            s = cell(s, return_attention=return_attention)
+            if return_attention:
+                s, m = s
+                maps.append(m)
+            s = self.dropout(s)
+        self._log(f"cell{len(self.cells) - 1}", s, mask, self.readout.linear.out_features)
+        logits = self.readout(s.reshape(T, B, -1), mask)
+        return (logits, maps) if return_attention else logits
 
 
 class ANN(nn.Module):

@@ -216,7 +216,11 @@ def cmd_train(args):
     from snn import kws
     from snn.trainer import distributed
 
-    model_kwargs = {"hidden": tuple(args.hidden)} if args.hidden else {}
+    model_kwargs = {"maps" if args.model == "srnn-scbam" else "hidden": tuple(args.hidden)} if args.hidden else {}
+    if args.attention is not None:
+        if args.model != "srnn-scbam":
+            raise ValueError("--attention needs --model srnn-scbam")
+        model_kwargs["attention"] = args.attention
     options = []
     if args.prune == "sca":
         from snn.pruning import SCA
@@ -433,9 +437,13 @@ def build_parser():
                    "folder, or a folder per class")
     t.add_argument("-o", "--output", required=True, help="run folder to write (model.pt, metrics.json, confusion.png)")
     t.add_argument("--split", default="official", help="fsdd: official or loso:<speaker> (default official)")
-    t.add_argument("--model", choices=["srnn", "conv", "ann"], default="srnn",
-                   help="srnn (default), conv (ConvSNN) or ann (a non-spiking GRU teacher on the same input)")
-    t.add_argument("--hidden", type=_positive_int, nargs="+", help="hidden layer sizes")
+    t.add_argument("--model", choices=["srnn", "conv", "srnn-scbam", "ann"], default="srnn",
+                   help="srnn (default), conv (ConvSNN), srnn-scbam (spiking ConvLSTM with attention on its forget "
+                        "gate) or ann (a non-spiking GRU teacher on the same input)")
+    t.add_argument("--hidden", type=_positive_int, nargs="+", help="hidden layer sizes (srnn-scbam: state maps per layer)")
+    t.add_argument("--attention", choices=["cbam", "channel", "spatial", "temporal", "none"],
+                   help="srnn-scbam: forget-gate attention (default cbam), one of its two gates, the temporal (TA) "
+                        "comparator, or none")
     t.add_argument("--encoder", choices=["spiketrum", "delta", "lif", "bsa", "poisson"], default="spiketrum")
     t.add_argument("--rate", type=_positive_float, default=1000.0, help="spikes per second (default 1000)")
     t.add_argument("--dt-ms", type=_positive_float, default=10.0, help="time bin of the spike tensor in ms (default 10)")

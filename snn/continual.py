@@ -1,0 +1,434 @@
+"""Continual keyword learning: a sequence of tasks on one network, and context gating (CG-SNN) against
+fine-tuning, joint training, EWC and XdG.
+
+A task maps some of a corpus's classes to the labels of one shared readout: ``pairs`` makes FSDD digits
+{0,1}, {2,3}, ... five 2-way tasks; ``rules`` asks parity, then magnitude (< 5 or >= 5) of the same digits.
+The network gets a task-context input ("task units"): the input tensor carries one extra channel per task,
+1 on the current task's channel. :class:`ContextSNN` turns it into a constant current through its own
+weights, which the local plasticity rules of :class:`ContextGating` (Oja, Sanger's GHA or STDP) train
+between the global backprop steps (after Shen et al. 2024 and Flesch et al. 2022).
+
+Every method is the one :class:`~snn.trainer.Trainer` run task after task; the methods are callbacks
+(:class:`EWC`, :class:`ContextGating`) or a setting of the model (XdG's fixed random gates).
+"""
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .layers import RALIF
+from .models import _decay, _Readout, _SpikingModel
+from .trainer import Callback, TrainConfig, Trainer, seed_everything, write_json
+
+METHODS = ("cg", "finetune", "joint", "ewc", "xdg")
+RULES = ("oja", "gha", "stdp")
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One task: the corpus classes it uses and the shared-readout label of each."""
+
+    name: str
+    classes: tuple
+    labels: tuple
+
+
+def parse_tasks(spec, classes):
+    """Tasks from a spec: ``pairs`` (consecutive class pairs), ``rules`` (parity then magnitude, digit classes
+    only) or explicit groups ``"0,1/2,3/4,5"`` (label = position in the group).
+
+    Examples
+    --------
+    >>> [t.classes for t in parse_tasks("pairs", [str(d) for d in range(6)])]
+    [('0', '1'), ('2', '3'), ('4', '5')]
+    >>> parse_tasks("rules", [str(d) for d in range(10)])[1].labels
+    (0, 0, 0, 0, 0, 1, 1, 1, 1, 1)
+    """
+    classes = [str(c) for c in classes]
+    if spec == "pairs":
+        if len(classes) < 4:
+            raise ValueError(f"--tasks pairs needs at least 4 classes, the data has {len(classes)}")
+        groups = [classes[i:i + 2] for i in range(0, len(classes) - 1, 2)]
+    elif spec == "rules":
+        if sorted(classes) != [str(d) for d in range(10)]:
+            raise ValueError("--tasks rules needs the ten digit classes 0-9 (FSDD)")
+        return [Task("parity", tuple(classes), tuple(int(c) % 2 for c in classes)),
+                Task("magnitude", tuple(classes), tuple(int(int(c) >= 5) for c in classes))]
+    else:
+        groups = [[c.strip() for c in g.split(",") if c.strip()] for g in spec.split("/")]
+        unknown = sorted({c for g in groups for c in g} - set(classes))
+        if unknown:
+            raise ValueError(f"--tasks {spec!r}: unknown classes {', '.join(unknown)} (the data has {', '.join(classes)})")
+        if len(groups) < 2 or any(len(g) < 2 or len(set(g)) != len(g) for g in groups):
+            raise ValueError(f"--tasks {spec!r}: give at least two groups of two or more distinct classes, "
+                             "e.g. 0,1/2,3")
+    return [Task("/".join(g), tuple(g), tuple(range(len(g)))) for g in groups]
+
+
+class TaskSet(torch.utils.data.Dataset):
+    """The items of ``base`` (dense spikes [T, C], class index) that belong to ``task``, relabelled, with the
+    ``n_tasks`` context channels appended (1 on channel C + ``index`` at every step)."""
+
+    def __init__(self, base, task, index, n_tasks):
+        names = [str(c) for c in base.classes]
+        label_of = {names.index(c): lab for c, lab in zip(task.classes, task.labels)}
+        self.base, self.index, self.n_tasks = base, index, n_tasks
+        self.items = [i for i, y in enumerate(base.labels) if y in label_of]
+        self.labels = [label_of[base.labels[i]] for i in self.items]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        x, _ = self.base[self.items[i]]
+        x = torch.as_tensor(x, dtype=torch.float32)
+        ctx = torch.zeros(x.shape[0], self.n_tasks)
+        ctx[:, self.index] = 1.0
+        return torch.cat([x, ctx], 1), self.labels[i]
+
+
+class ContextSNN(_SpikingModel):
+    """A recurrent adaptive SNN with task units: input spikes and a task context drive one RALIF layer, read
+    out by a leaky integrator.
+
+    The last ``n_tasks`` input channels are the task one-hot. It enters as a constant current
+    ``W_c c~`` with the centred, scaled context ``c~ = scale (c - 1/K)`` (Flesch et al. 2022); ``W_c``
+    (``self.context.weight``, hidden x tasks) are the task-unit weights of the local rules.
+
+    Parameters
+    ----------
+    n_in : int
+        Spike channels, without the task channels.
+    n_tasks, n_classes : int
+    hidden : int
+    spikes : {"multi", "single"}
+        ``single``: each hidden neuron passes on only its first spike of a sample (a time-to-first-spike code).
+    context_scale : float
+        s in ``c~``.
+    tau_mem, tau_adapt, tau_out : float
+        As in :class:`~snn.models.SRNN`.
+
+    Notes
+    -----
+    ``gates`` [n_tasks, hidden] (all ones by default) silences the hidden neurons whose gate is 0 on that task
+    with a strongly negative current; XdG sets a fixed random 80 % of them to 0 per task.
+    """
+
+    def __init__(self, n_in, n_tasks, n_classes, hidden=128, spikes="multi", context_scale=2.0, tau_mem=20.0,
+                 tau_adapt=200.0, tau_out=20.0):
+        super().__init__()
+        if spikes not in ("multi", "single"):
+            raise ValueError(f"spikes must be 'multi' or 'single', got {spikes!r}")
+        self.n_in, self.n_tasks, self.spikes, self.context_scale = n_in, n_tasks, spikes, context_scale
+        self.input = nn.Linear(n_in, hidden)
+        self.context = nn.Linear(n_tasks, hidden, bias=False)
+        nn.init.normal_(self.context.weight, std=0.01)  # weak at first: the local rule and the task shape them
+        self.neurons = RALIF(hidden, beta=_decay(tau_mem), rho=_decay(tau_adapt), learn_beta=True)
+        self.readout = _Readout(hidden, n_classes, "mean", _decay(tau_out), {})
+        self.register_buffer("gates", torch.ones(n_tasks, hidden))
+        self.last = None  # (hidden spikes [T, B, H], context c~ [B, K], valid-step mask [T, B]) of the last forward
+
+    def task_of(self, x):
+        """Task index per sample [B], from the context channels of ``x`` [T, B, n_in + n_tasks]."""
+        return x[0, :, self.n_in:].argmax(1)
+
+    def forward(self, x, lengths=None):
+        mask = self._begin(x, lengths)
+        if x.shape[-1] != self.n_in + self.n_tasks:
+            raise ValueError(f"x has {x.shape[-1]} channels; this model takes {self.n_in} + {self.n_tasks} task channels")
+        task = self.task_of(x)
+        c = self.context_scale * (nn.functional.one_hot(task, self.n_tasks).to(x.dtype) - 1.0 / self.n_tasks)
+        current = self.input(x[..., :self.n_in]) + self.context(c)[None]
+        current = current - 10.0 * (1.0 - self.gates[task])[None]  # gated neurons stay silent
+        s = self.neurons(current)
+        if self.spikes == "single":  # pass on only each neuron's first spike
+            s = s * (torch.cumsum(s.detach(), 0) - s.detach() == 0).to(s.dtype)
+        self.last = (s.detach(), c.detach(), mask)
+        self._log("hidden0", s, mask, self.readout.linear.out_features)
+        return self.readout(s, mask)
+
+
+def hidden_rates(spikes, mask):
+    """Mean spikes per valid step of each neuron and sample: [B, H]."""
+    if mask is None:
+        return spikes.mean(0)
+    m = mask[:, :, None].to(spikes.dtype)
+    return (spikes * m).sum(0) / m.sum(0).clamp(min=1)
+
+
+def oja(w, pre, post, lr):
+    """Oja's rule, batch-averaged: ``dW = lr <y (x - y W)>`` for ``w`` [post, pre], ``pre`` x [B, pre] and
+    ``post`` y [B, post]. Each row's norm is drawn to the scale set by its inputs, so it stays bounded."""
+    return w + lr * (post.T @ pre - (post ** 2).sum(0)[:, None] * w) / pre.shape[0]
+
+
+def gha(w, pre, post, lr):
+    """Sanger's generalised Hebbian algorithm: ``dW = lr <y x^T - LT(y y^T) W>``; neuron j learns from what
+    neurons 1..j-1 leave unexplained, so neurons take different context directions (more than 2 tasks)."""
+    yy = torch.tril(post.T @ post)
+    return w + lr * (post.T @ pre - yy @ w) / pre.shape[0]
+
+
+def stdp(w, pre_spikes, post_spikes, lr, tau=2.0, a_plus=1.0, a_minus=1.05):
+    """Pair-based STDP with exponential traces (``tau`` in steps), batch-averaged: potentiation when a post
+    spike follows pre activity, depression when pre follows post. ``pre_spikes`` [T, B, pre] and
+    ``post_spikes`` [T, B, post]; depression slightly stronger, and the update is clipped to |w| <= 1."""
+    decay = math.exp(-1.0 / tau)
+    xb = torch.zeros_like(pre_spikes[0])
+    yb = torch.zeros_like(post_spikes[0])
+    dw = torch.zeros_like(w)
+    for t in range(pre_spikes.shape[0]):
+        xb = decay * xb + pre_spikes[t]
+        dw += a_plus * post_spikes[t].T @ xb - a_minus * yb.T @ pre_spikes[t]
+        yb = decay * yb + post_spikes[t]
+    return (w + lr * dw / pre_spikes.shape[1]).clamp(-1.0, 1.0)
+
+
+class ContextGating(Callback):
+    """CG-SNN's local step: after every global (backprop) step, update the task-unit -> hidden weights only.
+
+    Parameters
+    ----------
+    rule : {"oja", "gha", "stdp"}
+        Oja on the hidden neurons' rates (the task units' activity is the centred context); Sanger's GHA;
+        or pair-based STDP between the task units' spikes (one per step of the current task) and the hidden
+        spikes.
+    lr : float
+        Local learning rate.
+    """
+
+    def __init__(self, rule="oja", lr=0.05):
+        if rule not in RULES:
+            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        self.rule, self.lr = rule, lr
+
+    def settings(self):
+        return {"method": "cg", "rule": self.rule, "lr": self.lr}
+
+    @torch.no_grad()
+    def on_step_end(self, trainer):
+        model = trainer.model
+        spikes, c, mask = model.last
+        w = model.context.weight
+        if self.rule == "stdp":
+            m = mask[:, :, None].to(spikes.dtype) if mask is not None else torch.ones_like(spikes[..., :1])
+            pre = (c > 0).to(spikes.dtype)[None] * m  # the current task's unit spikes at every valid step
+            w.copy_(stdp(w, pre, spikes * m, self.lr))
+        else:
+            w.copy_((oja if self.rule == "oja" else gha)(w, c, hidden_rates(spikes, mask), self.lr))
+
+
+class EWC(Callback):
+    """Elastic weight consolidation (Kirkpatrick et al. 2017): ``loss + lambda/2 sum_i F_i (theta_i - theta*_i)^2``
+    over the tasks learnt before, with F the diagonal empirical Fisher (summed over tasks: online EWC)."""
+
+    def __init__(self, lam=1000.0):
+        self.lam = lam
+        self.fisher, self.anchor = None, None
+
+    def settings(self):
+        return {"method": "ewc", "lambda": self.lam}
+
+    def loss(self, trainer, logits, y, x, lengths, loss):
+        if self.fisher is None:
+            return loss
+        penalty = sum((f * (p - a) ** 2).sum() for p, f, a in zip(trainer.model.parameters(), self.fisher, self.anchor))
+        return loss + 0.5 * self.lam * penalty
+
+    def consolidate(self, model, dataset, collate, device, batches=32):
+        """After a task: add its Fisher (squared log-likelihood gradients over ``batches`` batches of 8)."""
+        model.eval()
+        fisher = [torch.zeros_like(p) for p in model.parameters()]
+        loader = torch.utils.data.DataLoader(dataset, batch_size=8, shuffle=True, collate_fn=collate,
+                                             generator=torch.Generator().manual_seed(0))
+        n = 0
+        for b, (x, lengths, y) in enumerate(loader):
+            if b == batches:
+                break
+            model.zero_grad()
+            nn.functional.cross_entropy(model(x.to(device), lengths.to(device)), y.to(device)).backward()
+            for f, p in zip(fisher, model.parameters()):
+                if p.grad is not None:
+                    f += p.grad.detach() ** 2
+            n += 1
+        model.zero_grad()
+        fisher = [f / max(n, 1) for f in fisher]
+        self.fisher = fisher if self.fisher is None else [a + f for a, f in zip(self.fisher, fisher)]
+        self.anchor = [p.detach().clone() for p in model.parameters()]
+
+
+def xdg_gates(n_tasks, hidden, fraction=0.8, seed=0):
+    """XdG (Masse et al. 2018): per task, a fixed random ``fraction`` of the hidden units gated off: [tasks, hidden]."""
+    g = torch.Generator().manual_seed(seed)
+    gates = torch.ones(n_tasks, hidden)
+    k = int(round(fraction * hidden))
+    for t in range(n_tasks):
+        gates[t, torch.randperm(hidden, generator=g)[:k]] = 0.0
+    return gates
+
+
+@torch.no_grad()
+def task_rates(model, sets, collate, device):
+    """Mean rate of every hidden neuron on each task's items: [tasks, H]."""
+    model.eval()
+    out = []
+    for ds in sets:
+        total, n = 0.0, 0
+        for x, lengths, _ in torch.utils.data.DataLoader(ds, batch_size=64, collate_fn=collate):
+            model(x.to(device), lengths.to(device))
+            r = hidden_rates(*[model.last[0], model.last[2]])
+            total = total + r.sum(0)
+            n += r.shape[0]
+        out.append(total / max(n, 1))
+    return torch.stack(out).cpu()
+
+
+def selectivity(rates, eps=0.01):
+    """Task selectivity of hidden neurons from their per-task rates [tasks, H]: the fraction active (mean rate
+    > ``eps`` spikes per step) on exactly one task, the fraction silent on all, and the mean selectivity index
+    (r_max - mean of the others) / (r_max + mean of the others)."""
+    active = rates > eps
+    top = rates.max(0).values
+    others = (rates.sum(0) - top) / max(rates.shape[0] - 1, 1)
+    index = ((top - others) / (top + others).clamp(min=1e-9))[top > eps]
+    return {"selective_fraction": float((active.sum(0) == 1).float().mean()),
+            "silent_fraction": float((~active).all(0).float().mean()),
+            "selectivity_index": float(index.mean()) if index.numel() else 0.0}
+
+
+def continual_metrics(matrix):
+    """Average accuracy after the last task and backward transfer from the accuracy matrix R
+    (R[i, j]: accuracy on task j after training task i)."""
+    r = np.asarray(matrix, float)
+    n = r.shape[0]
+    return {"average_accuracy": float(r[-1].mean()),
+            "backward_transfer": float(np.mean([r[-1, j] - r[j, j] for j in range(n - 1)])) if n > 1 else 0.0}
+
+
+def run_method(method, tasks, sets, n_in, collate, config, *, hidden=128, spikes="multi", rule="oja", hebb_lr=0.05,
+               ewc_lambda=1000.0, xdg_fraction=0.8, context_scale=2.0, device=None, progress=None):
+    """Train one method over the task sequence; returns its result dict (accuracy matrix, metrics, selectivity).
+
+    ``sets`` is ``(train, val, test)``, each a list with one :class:`TaskSet` per task. ``progress`` is called
+    with a message after each task.
+    """
+    train, val, test = sets
+    n_tasks, n_classes = len(tasks), max(max(t.labels) for t in tasks) + 1
+    seed_everything(config.seed)
+    model = ContextSNN(n_in, n_tasks, n_classes, hidden=hidden, spikes=spikes, context_scale=context_scale)
+    callbacks, settings = [], {"method": method, "hidden": hidden, "spikes": spikes, "context_scale": context_scale}
+    if method == "cg":
+        callbacks.append(ContextGating(rule, hebb_lr))
+        settings.update(callbacks[-1].settings())
+    elif method == "ewc":
+        callbacks.append(EWC(ewc_lambda))
+        settings.update(callbacks[-1].settings())
+    elif method == "xdg":
+        model.gates.copy_(xdg_gates(n_tasks, hidden, xdg_fraction, config.seed))
+        settings["gated_fraction"] = xdg_fraction
+    elif method not in ("finetune", "joint"):
+        raise ValueError(f"unknown method {method!r}: use {', '.join(METHODS)}")
+    stages = ([(list(range(n_tasks)), torch.utils.data.ConcatDataset(train), torch.utils.data.ConcatDataset(val))]
+              if method == "joint" else [([k], train[k], val[k]) for k in range(n_tasks)])
+    matrix = []
+    trainer = None
+    for k, (seen, tr, va) in enumerate(stages):
+        trainer = Trainer(model, tr, va, collate, config, callbacks, device=device, progress=False)
+        trainer.fit()
+        row = [trainer.evaluate(ds, n_classes)["accuracy"] for ds in test]
+        matrix.append(row)
+        if method == "ewc":
+            callbacks[0].consolidate(model, tr, collate, trainer.device)
+        if progress:
+            progress(f"{method}: after {'all tasks' if method == 'joint' else tasks[seen[0]].name}: "
+                     f"{' '.join(f'{100 * a:.1f}' for a in row)}")
+    if method == "joint":  # one row: the same accuracies after every "task"
+        matrix = matrix * n_tasks
+    rates = task_rates(model, test, collate, trainer.device)
+    return {"settings": settings, "matrix": matrix, **continual_metrics(matrix), **selectivity(rates),
+            "task_rates": rates.tolist()}
+
+
+def plot(results, tasks, path):
+    """Accuracy matrices of every method and a bar chart of average accuracy, backward transfer and selectivity."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(results)
+    fig, axes = plt.subplots(1, len(methods) + 1, figsize=(3.0 * (len(methods) + 1), 3.2), layout="constrained")
+    for ax, m in zip(axes, methods):
+        r = np.asarray(results[m]["matrix"])
+        ax.imshow(r, vmin=0, vmax=1, cmap="viridis")
+        for i, j in np.ndindex(r.shape):
+            ax.text(j, i, f"{100 * r[i, j]:.0f}", ha="center", va="center", fontsize=7, color="w" if r[i, j] < 0.6 else "k")
+        ax.set_title(f"{m}: avg {100 * results[m]['average_accuracy']:.1f} %", fontsize=9)
+        ax.set_xlabel("task evaluated")
+        ax.set_ylabel("after training task")
+        ax.set_xticks(range(len(tasks)), [t.name for t in tasks], rotation=90, fontsize=6)
+        ax.set_yticks(range(r.shape[0]), [t.name for t in tasks][:r.shape[0]], fontsize=6)
+    ax = axes[-1]
+    x = np.arange(len(methods))
+    for i, (key, label) in enumerate((("average_accuracy", "avg acc"), ("backward_transfer", "BWT"),
+                                      ("selective_fraction", "selective"))):
+        ax.bar(x + (i - 1) * 0.27, [results[m][key] for m in methods], 0.27, label=label)
+    ax.set_xticks(x, methods, fontsize=7)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.legend(fontsize=7)
+    tmp = f"{path}.tmp-{os.getpid()}.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def continual(dataset, data, out, *, tasks="pairs", methods=METHODS, split="official", encoder="spiketrum", rate=1000.0,
+              dt=1e-2, config=TrainConfig(epochs=10, patience=0), cache_dir=None, jobs=1, progress=True, **options):
+    """Run every method over the task sequence and write ``out/continual.json`` and ``out/continual.png``.
+
+    Each method's result is also kept in ``out/<method>.json`` as soon as it is done; a rerun with the same
+    settings skips finished methods. ``options`` go to :func:`run_method`. Returns the results dict.
+    """
+    from tqdm import tqdm
+
+    from .kws import SAMPLE_RATES, _common_rate, audio_splits, collate_for, encoder_config, spike_sets
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    splits = audio_splits(dataset, data, split, seed=config.seed)
+    task_list = parse_tasks(tasks, splits[0].classes)
+    sr = SAMPLE_RATES.get(dataset) or _common_rate(splits[0])
+    enc = encoder_config(encoder, sr, rate)
+    base = spike_sets(splits, enc, Path(cache_dir) if cache_dir else out / "cache", dt, jobs, progress)
+    sets = tuple([TaskSet(b, t, k, len(task_list)) for k, t in enumerate(task_list)] for b in base)
+    settings = {"dataset": dataset, "split": split, "tasks": tasks, "task_list": [dataclasses.asdict(t) for t in task_list],
+                "encoder": json.loads(enc.to_json()), "dt": dt, "train_config": dataclasses.asdict(config), **options}
+    write_json(settings, out / "settings.json")
+    results = {}
+    bar = tqdm(methods, desc="continual", disable=not progress)
+    for m in bar:
+        done = out / f"{m}.json"
+        if done.is_file():
+            saved = json.loads(done.read_text())
+            if saved.get("run_settings") == json.loads(json.dumps(settings)):
+                results[m] = saved
+                continue
+        bar.set_postfix(method=m)
+        r = run_method(m, task_list, sets, enc.n_channels, collate_for(dt), config, progress=bar.write if progress else None,
+                       **options)
+        r["run_settings"] = settings
+        write_json(r, done)
+        results[m] = json.loads(json.dumps(r))
+    summary = {"settings": settings, "results": {m: {k: v for k, v in r.items() if k != "run_settings"}
+                                                  for m, r in results.items()}}
+    write_json(summary, out / "continual.json")
+    plot(results, task_list, out / "continual.png")
+    return summary["results"]
+
