@@ -112,6 +112,8 @@ class ContextSNN(_SpikingModel):
         s in ``c~``.
     tau_mem, tau_adapt, tau_out : float
         As in :class:`~snn.models.SRNN`.
+    surrogate : str
+        See :func:`snn.functional.spike`; the default triangle gives silenced neurons exactly zero gradient.
 
     Notes
     -----
@@ -120,7 +122,7 @@ class ContextSNN(_SpikingModel):
     """
 
     def __init__(self, n_in, n_tasks, n_classes, hidden=128, spikes="multi", context_scale=2.0, tau_mem=20.0,
-                 tau_adapt=200.0, tau_out=20.0):
+                 tau_adapt=200.0, tau_out=20.0, surrogate="triangle"):
         super().__init__()
         if spikes not in ("multi", "single"):
             raise ValueError(f"spikes must be 'multi' or 'single', got {spikes!r}")
@@ -128,7 +130,9 @@ class ContextSNN(_SpikingModel):
         self.input = nn.Linear(n_in, hidden)
         self.context = nn.Linear(n_tasks, hidden, bias=False)
         nn.init.normal_(self.context.weight, std=0.01)  # weak at first: the local rule and the task shape them
-        self.neurons = RALIF(hidden, beta=_decay(tau_mem), rho=_decay(tau_adapt), learn_beta=True)
+        # A surrogate of compact support: a neuron held far below threshold (gated by its task input) gets no
+        # gradient at all, rather than a tiny one that Adam would scale back up to full-size updates.
+        self.neurons = RALIF(hidden, beta=_decay(tau_mem), rho=_decay(tau_adapt), learn_beta=True, surrogate=surrogate)
         self.readout = _Readout(hidden, n_classes, "mean", _decay(tau_out), {})
         self.register_buffer("gates", torch.ones(n_tasks, hidden))
         self.last = None  # (hidden spikes [T, B, H], context c~ [B, K], valid-step mask [T, B]) of the last forward
@@ -144,7 +148,8 @@ class ContextSNN(_SpikingModel):
         task = self.task_of(x)
         c = self.context_scale * (nn.functional.one_hot(task, self.n_tasks).to(x.dtype) - 1.0 / self.n_tasks)
         current = self.input(x[..., :self.n_in]) + self.context(c)[None]
-        current = current - 10.0 * (1.0 - self.gates[task])[None]  # gated neurons stay silent
+        gate = self.gates[task][None]
+        current = gate * current - 10.0 * (1.0 - gate)  # gated neurons stay silent and get no gradient
         s = self.neurons(current)
         if self.spikes == "single":  # pass on only each neuron's first spike
             s = s * (torch.cumsum(s.detach(), 0) - s.detach() == 0).to(s.dtype)
@@ -266,6 +271,8 @@ class EWC(Callback):
 
 def xdg_gates(n_tasks, hidden, fraction=0.8, seed=0):
     """XdG (Masse et al. 2018): per task, a fixed random ``fraction`` of the hidden units gated off: [tasks, hidden]."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"the gated fraction must be in [0, 1), got {fraction}")
     g = torch.Generator().manual_seed(seed)
     gates = torch.ones(n_tasks, hidden)
     k = int(round(fraction * hidden))

@@ -259,6 +259,23 @@ def cmd_train(args):
           f"wrote {args.output}/model.pt, metrics.json, confusion.png")
 
 
+def cmd_continual(args):
+    from snn.continual import continual
+    from snn.trainer import TrainConfig
+
+    options = {"hidden": args.hidden, "spikes": args.spikes, "rule": args.rule, "hebb_lr": args.hebb_lr,
+               "ewc_lambda": args.ewc_lambda, "xdg_fraction": args.xdg_fraction, "context_scale": args.context_scale}
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, patience=0)
+    with _removed_if_left_empty(args.output):
+        results = continual(args.dataset, args.data, args.output, tasks=args.tasks, methods=args.methods,
+                            split=args.split, encoder=args.encoder, rate=args.rate, dt=args.dt_ms / 1000, config=config,
+                            cache_dir=args.cache, jobs=args.jobs, progress=not args.quiet, **options)
+    for m, r in results.items():
+        print(f"{m:9s} average accuracy {100 * r['average_accuracy']:5.1f} %  backward transfer "
+              f"{100 * r['backward_transfer']:+5.1f}  task-selective neurons {100 * r['selective_fraction']:4.1f} %")
+    print(f"wrote {args.output}/continual.json, continual.png")
+
+
 def cmd_evaluate(args):
     import json
 
@@ -484,6 +501,36 @@ def build_parser():
     t.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     t.add_argument("-q", "--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
+
+    cl = sub.add_parser("continual", help="learn keyword tasks one after another: context gating (CG-SNN) against "
+                        "fine-tuning, joint training, EWC and XdG")
+    cl.add_argument("--dataset", choices=datasets, required=True)
+    cl.add_argument("--data", required=True)
+    cl.add_argument("-o", "--output", required=True, help="folder for continual.json, continual.png and one JSON per method")
+    cl.add_argument("--tasks", default="pairs", help="pairs (class pairs: FSDD {0,1}, {2,3}, ...), rules (parity, then "
+                    "magnitude of the digits) or groups such as 0,1/2,3/4,5 (default pairs)")
+    methods = ["cg", "finetune", "joint", "ewc", "xdg"]
+    cl.add_argument("--methods", nargs="+", choices=methods, default=methods)
+    cl.add_argument("--rule", choices=["oja", "gha", "stdp"], default="oja", help="cg local rule (default oja)")
+    cl.add_argument("--hebb-lr", type=_positive_float, default=0.01, help="cg local learning rate (default 0.01)")
+    cl.add_argument("--spikes", choices=["multi", "single"], default="multi",
+                    help="multi-spike neurons, or single: each hidden neuron passes on only its first spike")
+    cl.add_argument("--context-scale", type=_positive_float, default=2.0, help="scale of the centred task signal (default 2)")
+    cl.add_argument("--ewc-lambda", type=_positive_float, default=1000.0, help="ewc penalty weight (default 1000)")
+    cl.add_argument("--xdg-fraction", type=_fraction, default=0.8, help="xdg: hidden units gated off per task (default 0.8)")
+    cl.add_argument("--hidden", type=_positive_int, default=128, help="hidden neurons (default 128)")
+    cl.add_argument("--split", default="official")
+    cl.add_argument("--encoder", choices=["spiketrum", "delta", "lif", "bsa", "poisson"], default="spiketrum")
+    cl.add_argument("--rate", type=_positive_float, default=1000.0)
+    cl.add_argument("--dt-ms", type=_positive_float, default=10.0)
+    cl.add_argument("--epochs", type=_positive_int, default=10, help="epochs per task (joint: over all tasks' data)")
+    cl.add_argument("--batch-size", type=_positive_int, default=32)
+    cl.add_argument("--lr", type=_positive_float, default=2e-3)
+    cl.add_argument("--seed", type=int, default=0)
+    cl.add_argument("--jobs", type=_positive_int, default=1)
+    cl.add_argument("--cache", help="encoding cache folder (default: cache/ in the output folder)")
+    cl.add_argument("-q", "--quiet", action="store_true")
+    cl.set_defaults(func=cmd_continual)
 
     ev = sub.add_parser("evaluate", help="accuracy of a trained run on a dataset split")
     ev.add_argument("run_dir")
