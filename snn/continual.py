@@ -4,8 +4,8 @@ fine-tuning, joint training, EWC and XdG.
 A task maps some of a corpus's classes to the labels of one shared readout: ``pairs`` makes FSDD digits
 {0,1}, {2,3}, ... five 2-way tasks; ``rules`` asks parity, then magnitude (< 5 or >= 5) of the same digits.
 The network gets a task-context input ("task units"): the input tensor carries one extra channel per task,
-1 on the current task's channel. :class:`ContextSNN` turns it into a constant current through its own
-weights, which the local plasticity rules of :class:`ContextGating` (Oja, Sanger's GHA or STDP) train
+1 on the current task's channel. :class:`ContextSNN` turns it into a gate on each hidden neuron through its
+own weights, which the local plasticity rules of :class:`ContextGating` (Oja, Sanger's GHA or STDP) train
 between the global backprop steps (after Shen et al. 2024 and Flesch et al. 2022).
 
 Every method is the one :class:`~snn.trainer.Trainer` run task after task; the methods are callbacks
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .layers import RALIF
+from .layers import ALIF
 from .models import _decay, _Readout, _SpikingModel
 from .trainer import Callback, TrainConfig, Trainer, seed_everything, write_json
 
@@ -93,12 +93,15 @@ class TaskSet(torch.utils.data.Dataset):
 
 
 class ContextSNN(_SpikingModel):
-    """A recurrent adaptive SNN with task units: input spikes and a task context drive one RALIF layer, read
-    out by a leaky integrator.
+    """An adaptive SNN with task units: the task context gates the input current of one ALIF layer, read out
+    by a leaky integrator.
 
-    The last ``n_tasks`` input channels are the task one-hot. It enters as a constant current
-    ``W_c c~`` with the centred, scaled context ``c~ = scale (c - 1/K)`` (Flesch et al. 2022); ``W_c``
-    (``self.context.weight``, hidden x tasks) are the task-unit weights of the local rules.
+    The last ``n_tasks`` input channels are the task one-hot. The task units' activity is the centred,
+    scaled context ``c~ = scale (c - 1/K)`` (Flesch et al. 2022); through their weights ``W_c``
+    (``self.context.weight``, hidden x tasks) they set a gate ``g = sigmoid(W_c c~)`` on each hidden neuron's
+    input current: ``I = g * (W x + b)``. A neuron whose gate is near 0 on a task is silent there and, with the
+    compact triangle surrogate, gets exactly zero gradient, so learning that task leaves it alone. Backprop
+    trains ``W_c`` with everything else; :class:`ContextGating` adds the local rule.
 
     Parameters
     ----------
@@ -112,27 +115,27 @@ class ContextSNN(_SpikingModel):
         s in ``c~``.
     tau_mem, tau_adapt, tau_out : float
         As in :class:`~snn.models.SRNN`.
-    surrogate : str
-        See :func:`snn.functional.spike`; the default triangle gives silenced neurons exactly zero gradient.
+    surrogate, slope
+        See :func:`snn.functional.spike`. The default triangle of slope 2 is zero below half the threshold.
 
     Notes
     -----
-    ``gates`` [n_tasks, hidden] (all ones by default) silences the hidden neurons whose gate is 0 on that task
-    with a strongly negative current; XdG sets a fixed random 80 % of them to 0 per task.
+    ``gates`` [n_tasks, hidden] (all ones by default) multiplies the context gate: XdG sets a fixed random
+    80 % of it to 0 per task.
     """
 
     def __init__(self, n_in, n_tasks, n_classes, hidden=128, spikes="multi", context_scale=2.0, tau_mem=20.0,
-                 tau_adapt=200.0, tau_out=20.0, surrogate="triangle"):
+                 tau_adapt=200.0, tau_out=20.0, surrogate="triangle", slope=2.0):
         super().__init__()
         if spikes not in ("multi", "single"):
             raise ValueError(f"spikes must be 'multi' or 'single', got {spikes!r}")
         self.n_in, self.n_tasks, self.spikes, self.context_scale = n_in, n_tasks, spikes, context_scale
         self.input = nn.Linear(n_in, hidden)
         self.context = nn.Linear(n_tasks, hidden, bias=False)
-        nn.init.normal_(self.context.weight, std=0.01)  # weak at first: the local rule and the task shape them
-        # A surrogate of compact support: a neuron held far below threshold (gated by its task input) gets no
-        # gradient at all, rather than a tiny one that Adam would scale back up to full-size updates.
-        self.neurons = RALIF(hidden, beta=_decay(tau_mem), rho=_decay(tau_adapt), learn_beta=True, surrogate=surrogate)
+        nn.init.normal_(self.context.weight, std=0.01)  # every gate starts near 1/2
+        # Feed-forward neurons: a recurrent input could wake a gated neuron and leak gradient into it.
+        self.neurons = ALIF(hidden, beta=_decay(tau_mem), rho=_decay(tau_adapt), learn_beta=True,
+                            surrogate=surrogate, slope=slope)
         self.readout = _Readout(hidden, n_classes, "mean", _decay(tau_out), {})
         self.register_buffer("gates", torch.ones(n_tasks, hidden))
         self.last = None  # (hidden spikes [T, B, H], context c~ [B, K], valid-step mask [T, B]) of the last forward
@@ -141,16 +144,17 @@ class ContextSNN(_SpikingModel):
         """Task index per sample [B], from the context channels of ``x`` [T, B, n_in + n_tasks]."""
         return x[0, :, self.n_in:].argmax(1)
 
+    def gate(self, task):
+        """The gate of every hidden neuron for tasks ``task`` [B]: [B, H] in [0, 1]."""
+        c = self.context_scale * (nn.functional.one_hot(task, self.n_tasks).to(self.gates.dtype) - 1.0 / self.n_tasks)
+        return self.gates[task] * torch.sigmoid(self.context(c)), c
+
     def forward(self, x, lengths=None):
         mask = self._begin(x, lengths)
         if x.shape[-1] != self.n_in + self.n_tasks:
             raise ValueError(f"x has {x.shape[-1]} channels; this model takes {self.n_in} + {self.n_tasks} task channels")
-        task = self.task_of(x)
-        c = self.context_scale * (nn.functional.one_hot(task, self.n_tasks).to(x.dtype) - 1.0 / self.n_tasks)
-        current = self.input(x[..., :self.n_in]) + self.context(c)[None]
-        gate = self.gates[task][None]
-        current = gate * current - 10.0 * (1.0 - gate)  # gated neurons stay silent and get no gradient
-        s = self.neurons(current)
+        g, c = self.gate(self.task_of(x))
+        s = self.neurons(g[None] * self.input(x[..., :self.n_in]))
         if self.spikes == "single":  # pass on only each neuron's first spike
             s = s * (torch.cumsum(s.detach(), 0) - s.detach() == 0).to(s.dtype)
         self.last = (s.detach(), c.detach(), mask)

@@ -211,12 +211,20 @@ class SpikingConv1d(nn.Module):
         return (length + 2 * p - k) // s + 1
 
     def fan_out(self, length):
-        """Synapses driven by one input spike at each position: tensor [length] (edges drive fewer)."""
+        """Synapses driven by one input spike of each map at each position: tensor [in_maps * length] (map-major).
+
+        Only synapses present count: the taps whose weight is nonzero (a pruned channel drives none), and windows
+        that reach the position (edges drive fewer).
+        """
         (k,), (s,), (p,) = self.conv.kernel_size, self.conv.stride, self.conv.padding
-        starts = torch.arange(self.output_length(length))[:, None] * s - p  # window of each output
-        pos = torch.arange(length)[None, :]
-        windows = ((pos >= starts) & (pos < starts + k)).sum(0)
-        return windows.to(torch.get_default_dtype()) * self.conv.out_channels
+        present = self.conv.weight.detach().ne(0).sum(0).to(torch.get_default_dtype())  # [in_maps, k]: output maps per tap
+        fan = present.new_zeros(present.shape[0], length)
+        for q in range(self.output_length(length)):
+            for tap in range(k):
+                pos = q * s - p + tap
+                if 0 <= pos < length:
+                    fan[:, pos] += present[:, tap]
+        return fan.reshape(-1)
 
     def forward(self, x):
         T, B, C, L = x.shape

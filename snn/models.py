@@ -283,16 +283,15 @@ class ConvSNN(_SpikingModel):
         T, B, C = x.shape
         s = x.reshape(T, B, C // self.in_maps, self.in_maps).transpose(2, 3)  # [T, B, maps, kernels]
         for i, conv in enumerate(self.convs):
-            fan_out = conv.fan_out(self._lengths[i]).repeat(s.shape[2])  # per (map, position)
-            self._log("input" if i == 0 else f"conv{i - 1}", s, mask, fan_out)
+            self._log("input" if i == 0 else f"conv{i - 1}", s, mask, lambda: conv.fan_out(self._lengths[i]))
             s = self.dropout(conv(s))
         s = s.reshape(T, B, -1)
         name = f"conv{len(self.convs) - 1}"
         nxt = self.hidden[0] if self.hidden is not None else self.readout.linear
-        self._log(name, s, mask, nxt.out_features)
+        self._log(name, s, mask, lambda: _fan_out(nxt.weight))
         if self.hidden is not None:
             s = self.dropout(self.hidden(s))
-            self._log("hidden", s, mask, self.readout.linear.out_features)
+            self._log("hidden", s, mask, lambda: _fan_out(self.readout.linear.weight))
         return self.readout(s, mask)
 
 

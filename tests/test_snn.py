@@ -322,16 +322,23 @@ def test_conv_layer_shapes_and_fan_out():
     s = layer(x)
     assert s.shape == (10, 3, 8, layer.output_length(40)) == (10, 3, 8, 20)
     assert set(s.unique().tolist()) <= {0.0, 1.0}
-    # fan-out: count, for each input position, the outputs whose window covers it
+    # fan-out: for each input map and position, the (output map, window) pairs with a nonzero tap on it
     fan = layer.fan_out(40)
-    brute = torch.zeros(40)
+    assert fan.shape == (6 * 40,)
+    brute = torch.zeros(6, 40)
     for o in range(20):
         lo = o * 2 - 2
-        brute[max(lo, 0):lo + 5] += 8
-    assert torch.equal(fan, brute)
+        brute[:, max(lo, 0):lo + 5] += 8
+    assert torch.equal(fan, brute.reshape(-1))
     odd = snn.SpikingConv1d(2, 3, kernel_size=4, stride=3, padding=0)
     assert odd(torch.zeros(2, 1, 2, 11)).shape == (2, 1, 3, odd.output_length(11)) == (2, 1, 3, 3)
-    assert odd.fan_out(11).tolist() == [3.0, 3, 3, 6, 3, 3, 6, 3, 3, 3, 0]  # windows [0,4) [3,7) [6,10)
+    assert odd.fan_out(11)[:11].tolist() == [3.0, 3, 3, 6, 3, 3, 6, 3, 3, 3, 0]  # windows [0,4) [3,7) [6,10)
+    with torch.no_grad():  # prune output map 0 and one tap of input map 1 in map 2: only present synapses count
+        odd.conv.weight[0] = 0
+        odd.conv.weight[2, 1, 0] = 0
+    pruned = odd.fan_out(11).reshape(2, 11)
+    assert pruned[0].tolist() == [2.0, 2, 2, 4, 2, 2, 4, 2, 2, 2, 0]
+    assert pruned[1].tolist() == [1.0, 2, 2, 3, 2, 2, 3, 2, 2, 2, 0]  # tap 0 sits on positions 0, 3, 6
     adaptive = snn.SpikingConv1d(2, 3, kernel_size=3, adaptive=True)
     assert isinstance(adaptive.neurons, snn.ALIF)
 
@@ -409,10 +416,16 @@ def test_activity_conv_synops():
         model(x)
     layers = act.summary()["layers"]
     assert list(layers) == ["input", "conv0", "hidden"]
-    fan = model.convs[0].fan_out(8)  # 48 channels = 8 kernels x 6 maps
-    counts = x.reshape(30, 2, 8, 6).sum((0, 1, 3))
+    fan = model.convs[0].fan_out(8).reshape(6, 8)  # 48 channels = 8 kernels x 6 maps
+    counts = x.reshape(30, 2, 8, 6).sum((0, 1)).T  # [maps, kernels]
     assert layers["input"]["synops_per_sample"] == pytest.approx((counts * fan).sum().item() / 2)
     assert layers["conv0"]["synops_per_sample"] == pytest.approx(layers["conv0"]["spikes_per_sample"] * 16)
+    with torch.no_grad():  # a sparse hidden layer: its absent synapses do not count
+        model.hidden[0].weight[:8] = 0
+    with snn.record_activity(model) as act:
+        model(x)
+    layers = act.summary()["layers"]
+    assert layers["conv0"]["synops_per_sample"] == pytest.approx(layers["conv0"]["spikes_per_sample"] * 8)
 
 
 def test_docstring_examples():
