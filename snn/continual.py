@@ -98,7 +98,7 @@ class ContextSNN(_SpikingModel):
 
     The last ``n_tasks`` input channels are the task one-hot. The task units' activity is the centred,
     scaled context ``c~ = scale (c - 1/K)`` (Flesch et al. 2022); through their weights ``W_c``
-    (``self.context.weight``, hidden x tasks) they set a gate ``g = sigmoid(W_c c~)`` on each hidden neuron's
+    (``self.context.weight``, hidden x tasks) they set a gate ``g = sigmoid(W_c c~ + gate_bias)`` on each hidden neuron's
     input current: ``I = g * (W x + b)``. A neuron whose gate is near 0 on a task is silent there and, with the
     compact triangle surrogate, gets exactly zero gradient, so learning that task leaves it alone. Backprop
     trains ``W_c`` with everything else; :class:`ContextGating` adds the local rule.
@@ -113,6 +113,10 @@ class ContextSNN(_SpikingModel):
         ``single``: each hidden neuron passes on only its first spike of a sample (a time-to-first-spike code).
     context_scale : float
         s in ``c~``.
+    context_init : float
+        Standard deviation of the initial ``W_c``.
+    gate_bias : float
+        Added inside the gate's sigmoid: below 0, each task starts with a minority of its gates open.
     tau_mem, tau_adapt, tau_out : float
         As in :class:`~snn.models.SRNN`.
     surrogate, slope
@@ -124,15 +128,16 @@ class ContextSNN(_SpikingModel):
     80 % of it to 0 per task.
     """
 
-    def __init__(self, n_in, n_tasks, n_classes, hidden=128, spikes="multi", context_scale=2.0, tau_mem=20.0,
-                 tau_adapt=200.0, tau_out=20.0, surrogate="triangle", slope=2.0):
+    def __init__(self, n_in, n_tasks, n_classes, hidden=128, spikes="multi", context_scale=2.0, context_init=0.01,
+                 gate_bias=0.0, tau_mem=20.0, tau_adapt=200.0, tau_out=20.0, surrogate="triangle", slope=2.0):
         super().__init__()
         if spikes not in ("multi", "single"):
             raise ValueError(f"spikes must be 'multi' or 'single', got {spikes!r}")
         self.n_in, self.n_tasks, self.spikes, self.context_scale = n_in, n_tasks, spikes, context_scale
+        self.gate_bias = gate_bias
         self.input = nn.Linear(n_in, hidden)
         self.context = nn.Linear(n_tasks, hidden, bias=False)
-        nn.init.normal_(self.context.weight, std=0.01)  # every gate starts near 1/2
+        nn.init.normal_(self.context.weight, std=context_init)
         # Feed-forward neurons: a recurrent input could wake a gated neuron and leak gradient into it.
         self.neurons = ALIF(hidden, beta=_decay(tau_mem), rho=_decay(tau_adapt), learn_beta=True,
                             surrogate=surrogate, slope=slope)
@@ -147,7 +152,7 @@ class ContextSNN(_SpikingModel):
     def gate(self, task):
         """The gate of every hidden neuron for tasks ``task`` [B]: [B, H] in [0, 1]."""
         c = self.context_scale * (nn.functional.one_hot(task, self.n_tasks).to(self.gates.dtype) - 1.0 / self.n_tasks)
-        return self.gates[task] * torch.sigmoid(self.context(c)), c
+        return self.gates[task] * torch.sigmoid(self.context(c) + self.gate_bias), c
 
     def forward(self, x, lengths=None):
         mask = self._begin(x, lengths)
@@ -231,7 +236,9 @@ class ContextGating(Callback):
             pre = (c > 0).to(spikes.dtype)[None] * m  # the current task's unit spikes at every valid step
             w.copy_(stdp(w, pre, spikes * m, self.lr))
         else:
-            w.copy_((oja if self.rule == "oja" else gha)(w, c, hidden_rates(spikes, mask), self.lr))
+            r = hidden_rates(spikes, mask)
+            y = r / r.max().clamp(min=1e-9)  # rates relative to the busiest neuron: the step size is scale-free
+            w.copy_((oja if self.rule == "oja" else gha)(w, c, y, self.lr))
 
 
 class EWC(Callback):
@@ -323,18 +330,23 @@ def continual_metrics(matrix):
             "backward_transfer": float(np.mean([r[-1, j] - r[j, j] for j in range(n - 1)])) if n > 1 else 0.0}
 
 
-def run_method(method, tasks, sets, n_in, collate, config, *, hidden=128, spikes="multi", rule="oja", hebb_lr=0.05,
-               ewc_lambda=1000.0, xdg_fraction=0.8, context_scale=2.0, device=None, progress=None):
+def run_method(method, tasks, sets, n_in, collate, config, *, hidden=128, spikes="multi", rule="oja", hebb_lr=0.5,
+               context_scale=4.0, context_init=1.0, gate_bias=-3.0, ewc_lambda=1000.0, xdg_fraction=0.8, device=None,
+               progress=None):
     """Train one method over the task sequence; returns its result dict (accuracy matrix, metrics, selectivity).
 
     ``sets`` is ``(train, val, test)``, each a list with one :class:`TaskSet` per task. ``progress`` is called
-    with a message after each task.
+    with a message after each task. ``context_scale``, ``context_init`` and ``gate_bias`` set CG's task-unit
+    pathway (see :class:`ContextSNN`): strong random gates, most of them closed, so that each task starts on a
+    minority of the neurons and the local rule can claim them. The other methods get the neutral pathway
+    (every gate near 1/2, learnt by backprop alone).
     """
     train, val, test = sets
     n_tasks, n_classes = len(tasks), max(max(t.labels) for t in tasks) + 1
     seed_everything(config.seed)
-    model = ContextSNN(n_in, n_tasks, n_classes, hidden=hidden, spikes=spikes, context_scale=context_scale)
-    callbacks, settings = [], {"method": method, "hidden": hidden, "spikes": spikes, "context_scale": context_scale}
+    pathway = dict(context_scale=context_scale, context_init=context_init, gate_bias=gate_bias) if method == "cg" else {}
+    model = ContextSNN(n_in, n_tasks, n_classes, hidden=hidden, spikes=spikes, **pathway)
+    callbacks, settings = [], {"method": method, "hidden": hidden, "spikes": spikes, **pathway}
     if method == "cg":
         callbacks.append(ContextGating(rule, hebb_lr))
         settings.update(callbacks[-1].settings())

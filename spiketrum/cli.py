@@ -264,7 +264,8 @@ def cmd_continual(args):
     from snn.trainer import TrainConfig
 
     options = {"hidden": args.hidden, "spikes": args.spikes, "rule": args.rule, "hebb_lr": args.hebb_lr,
-               "ewc_lambda": args.ewc_lambda, "xdg_fraction": args.xdg_fraction, "context_scale": args.context_scale}
+               "ewc_lambda": args.ewc_lambda, "xdg_fraction": args.xdg_fraction, "context_scale": args.context_scale,
+               "context_init": args.context_init, "gate_bias": args.gate_bias}
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, patience=0)
     with _removed_if_left_empty(args.output):
         results = continual(args.dataset, args.data, args.output, tasks=args.tasks, methods=args.methods,
@@ -512,10 +513,15 @@ def build_parser():
     methods = ["cg", "finetune", "joint", "ewc", "xdg"]
     cl.add_argument("--methods", nargs="+", choices=methods, default=methods)
     cl.add_argument("--rule", choices=["oja", "gha", "stdp"], default="oja", help="cg local rule (default oja)")
-    cl.add_argument("--hebb-lr", type=_positive_float, default=0.01, help="cg local learning rate (default 0.01)")
+    cl.add_argument("--hebb-lr", type=_positive_float, default=0.5, help="cg local learning rate (default 0.5)")
     cl.add_argument("--spikes", choices=["multi", "single"], default="multi",
                     help="multi-spike neurons, or single: each hidden neuron passes on only its first spike")
-    cl.add_argument("--context-scale", type=_positive_float, default=2.0, help="scale of the centred task signal (default 2)")
+    cl.add_argument("--context-scale", type=_positive_float, default=4.0,
+                    help="cg: scale of the centred task signal (default 4)")
+    cl.add_argument("--context-init", type=_positive_float, default=1.0,
+                    help="cg: standard deviation of the initial task-unit weights (default 1)")
+    cl.add_argument("--gate-bias", type=float, default=-3.0,
+                    help="cg: offset inside the gate sigmoid; below 0 most gates start closed (default -3)")
     cl.add_argument("--ewc-lambda", type=_positive_float, default=1000.0, help="ewc penalty weight (default 1000)")
     cl.add_argument("--xdg-fraction", type=_fraction, default=0.8, help="xdg: hidden units gated off per task (default 0.8)")
     cl.add_argument("--hidden", type=_positive_int, default=128, help="hidden neurons (default 128)")
