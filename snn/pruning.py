@@ -76,14 +76,14 @@ class ESL(Callback):
         cosine until ``end``, after which the structure is frozen.
     end : float
         Fraction of training after which the topology no longer changes.
-    regrow : {"random", "gradient"}
-        Where new connections grow: uniformly among absent ones (SET), or where the magnitude of the
-        dense gradient is largest (RigL), which is how a distillation loss steers the topology.
+    regrow : {"gradient", "random"}
+        Where new connections grow: where the magnitude of the dense gradient is largest (RigL; the default,
+        and how a distillation loss steers the topology), or uniformly among absent ones (SET).
     seed : int
         Seeds the initial topology and random regrowth.
     """
 
-    def __init__(self, density, every=None, drop=0.3, end=0.75, regrow="random", seed=0):
+    def __init__(self, density, every=None, drop=0.3, end=0.75, regrow="gradient", seed=0):
         if regrow not in ("random", "gradient"):
             raise ValueError(f"regrow must be 'random' or 'gradient', got {regrow!r}")
         if not 0 <= drop < 1 or not 0 <= end <= 1:

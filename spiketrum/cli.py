@@ -476,8 +476,8 @@ def build_parser():
     t.add_argument("--density", type=_fraction, help="fraction of connections kept, in (0, 1] (esl, static)")
     t.add_argument("--keep", type=_fraction, help="fraction of each conv layer's channels kept at the end (sca)")
     t.add_argument("--prune-every", type=_positive_int, help="steps between structure updates (default: one epoch)")
-    t.add_argument("--regrow", choices=["random", "gradient"], default="random",
-                   help="where esl regrows connections: at random (SET) or where the gradient is largest (RigL)")
+    t.add_argument("--regrow", choices=["gradient", "random"], default="gradient",
+                   help="where esl regrows connections: where the gradient is largest (RigL, the default) or at random (SET)")
     t.add_argument("--importance", choices=["membrane", "rate", "taylor", "random"], default="membrane",
                    help="sca channel score (default membrane: mean |membrane potential|; random: the random baseline)")
     t.add_argument("--prune-schedule", choices=["cubic", "oneshot"], default="cubic",
