@@ -301,7 +301,7 @@ def task_rates(model, sets, collate, device):
         total, n = 0.0, 0
         for x, lengths, _ in torch.utils.data.DataLoader(ds, batch_size=64, collate_fn=collate):
             model(x.to(device), lengths.to(device))
-            r = hidden_rates(*[model.last[0], model.last[2]])
+            r = hidden_rates(model.last[0], model.last[2])
             total = total + r.sum(0)
             n += r.shape[0]
         out.append(total / max(n, 1))
