@@ -116,3 +116,25 @@ def test_surrogate_gradient_reaches_every_parameter():
 def test_spike_function_is_the_heaviside_of_the_reference():
     u = torch.tensor([-0.1, 0.0, 0.1])
     assert torch.equal(F.spike(u), torch.tensor([0.0, 0.0, 1.0]))
+
+
+def test_train_and_predict_an_scbam_model_through_the_cli(tiny_folder, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "spiketrum.cli", *map(str, args)], capture_output=True, text=True)
+
+    out = tmp_path / "scbam"
+    r = run("train", "--dataset", "folder", "--data", tiny_folder, "-o", out, "--model", "srnn-scbam", "--attention",
+            "channel", "--hidden", 6, "--epochs", 1, "--rate", 500, "--batch-size", 8, "--augment", "none", "-q")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["model"] == "srnn-scbam" and m["parameters"] > 0 and "cell0" in m["activity"]["layers"]
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["model_kwargs"]["attention"] == "channel" and settings["model_kwargs"]["maps"] == [6]
+    r = run("predict", out, sorted((tiny_folder / "7").iterdir())[0])
+    assert r.returncode == 0 and r.stdout.split("\t")[1] in ("0", "1", "7")
+    bad = run("train", "--dataset", "folder", "--data", tiny_folder, "-o", tmp_path / "x", "--attention", "cbam")
+    assert bad.returncode == 2 and "--model srnn-scbam" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
