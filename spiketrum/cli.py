@@ -242,10 +242,19 @@ def cmd_train(args):
         from snn.distill import KD, LaSNN
 
         if not args.teacher:
-            raise ValueError(f"--distill {args.distill} needs --teacher RUN_DIR (a run trained with, e.g., --model ann)")
-        extra = {"beta": args.at_beta, "schedule": args.distill_schedule} if args.distill == "lasnn" else {}
-        options.append((LaSNN if args.distill == "lasnn" else KD).from_run(
-            args.teacher, temperature=args.kd_temperature, alpha=args.kd_alpha, **extra))
+            raise ValueError(f"--distill {args.distill} needs --teacher RUN_DIR, ann or virtual")
+        method = LaSNN if args.distill == "lasnn" else KD
+        kwargs = dict(temperature=args.kd_temperature, alpha=args.kd_alpha, feature_beta=args.kd_feature_beta,
+                      online=args.kd_online or args.teacher == "ann")
+        if args.distill == "lasnn":
+            kwargs.update(beta=args.at_beta, schedule=args.distill_schedule)
+        if args.teacher in ("ann", "virtual"):
+            if args.teacher == "virtual" and (args.kd_online or args.distill == "lasnn" or args.kd_feature_beta):
+                raise ValueError("--teacher virtual has no layers: use it with --distill kd, without --kd-online "
+                                 "or --kd-feature-beta")
+            options.append(method(None, **kwargs))
+        else:
+            options.append(method.from_run(args.teacher, **kwargs))
     elif args.teacher:
         raise ValueError("--teacher needs --distill kd or lasnn")
     with _removed_if_left_empty(args.output), distributed() as rank:  # data-parallel under torchrun, else one process
@@ -484,7 +493,12 @@ def build_parser():
                    help="sca: gradual cubic schedule with regrowth, or one-shot pruning at half of training")
     t.add_argument("--distill", choices=["kd", "lasnn"], help="knowledge distillation from --teacher: kd (Hinton KD on "
                    "the time-averaged logits) or lasnn (kd plus layer-wise attention transfer)")
-    t.add_argument("--teacher", metavar="RUN_DIR", help="a trained run on the same input, e.g. --model ann")
+    t.add_argument("--teacher", metavar="RUN_DIR", help="a trained run on the same input (e.g. --model ann; a weaker "
+                   "model for reverse KD), ann (a GRU teacher trained jointly from scratch, online) or virtual (the "
+                   "teacher-free virtual teacher: 0.9 on the true class)")
+    t.add_argument("--kd-feature-beta", type=float, default=0.0,
+                   help="weight of feature KD: student stage rates -> linear adapter -> teacher stage features (default 0)")
+    t.add_argument("--kd-online", action="store_true", help="keep training the --teacher run jointly (online KD)")
     t.add_argument("--kd-temperature", type=_positive_float, default=4.0, help="KD temperature (default 4)")
     t.add_argument("--kd-alpha", type=_fraction, default=0.5, help="weight of the KD term (default 0.5)")
     t.add_argument("--at-beta", type=_positive_float, default=1000.0, help="lasnn: weight of attention transfer (default 1000)")

@@ -101,3 +101,88 @@ def test_lasnn_trains_one_layer_after_another_then_everything():
     assert grads[0]["linears.0.weight"] and not grads[0]["linears.1.weight"] and not grads[0]["readout.linear.weight"]
     assert grads[1]["linears.1.weight"] and not grads[1]["readout.linear.weight"]
     assert all(grads[2].values())  # the joint stage trains everything
+
+
+def test_virtual_teacher_puts_its_mass_on_the_true_class():
+    from snn.distill import virtual_logits
+
+    y = torch.tensor([2, 0])
+    p = virtual_logits(y, 4, correct=0.85).exp()
+    assert torch.allclose(p.sum(1), torch.ones(2))
+    assert p[0, 2] == pytest.approx(0.85) and p[1, 0] == pytest.approx(0.85) and p[0, 1] == pytest.approx(0.05)
+    kd = KD(None, temperature=1.0, alpha=1.0)
+    assert kd.settings()["teacher"] == "virtual"
+    trainer = Trainer(SRNN(3, 4, hidden=(4,)), [], None, None, progress=False, device="cpu")
+    zero = kd.loss(trainer, virtual_logits(y, 4) + 5.0, y, None, None, torch.tensor(0.0))
+    assert float(zero) == pytest.approx(0.0, abs=1e-6)  # the student that equals the virtual teacher
+    assert float(kd.loss(trainer, torch.zeros(2, 4), y, None, None, torch.tensor(0.0))) > 0.1
+    with pytest.raises(ValueError):
+        KD(None, feature_beta=1.0)
+
+
+def _batch(seed=0):
+    torch.manual_seed(seed)
+    return (torch.rand(12, 4, 6) < 0.3).float(), torch.tensor([12, 10, 8, 12]), torch.tensor([0, 1, 2, 0])
+
+
+def test_feature_kd_trains_adapters_that_map_student_rates_to_teacher_features():
+    x, lengths, y = _batch()
+    teacher, student = ANN(6, 3, hidden=8), SRNN(6, 3, hidden=(16,), threshold=0.3)
+    kd = KD(teacher, alpha=0.0, feature_beta=1.0)
+    trainer = Trainer(student, [], None, None, progress=False, device="cpu")
+    kd.on_train_begin(trainer)
+    opt = torch.optim.Adam(student.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(40):
+        loss = kd.loss(trainer, student(x, lengths), y, x, lengths, torch.tensor(0.0))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        kd.on_step_end(trainer)
+        losses.append(float(loss.detach()))
+    assert kd.adapters[0].in_features == 16 and kd.adapters[0].out_features == 8
+    assert losses[-1] < 0.3 * losses[0]
+    restored = KD(teacher, alpha=0.0, feature_beta=1.0)
+    restored.load_state_dict(kd.state_dict())
+    restored.on_train_begin(trainer)
+    restored.loss(trainer, student(x, lengths), y, x, lengths, torch.tensor(0.0))
+    assert all(torch.equal(a, b) for a, b in zip(restored.adapters.state_dict().values(), kd.adapters.state_dict().values()))
+
+
+def test_an_online_teacher_learns_from_its_own_loss_only():
+    x, lengths, y = _batch(1)
+    teacher, student = ANN(6, 3, hidden=8), SRNN(6, 3, hidden=(16,))
+    kd = KD(teacher, alpha=0.5, online=True)
+    trainer = Trainer(student, [], None, None, progress=False, device="cpu")
+    kd.on_train_begin(trainer)
+    before = [p.detach().clone() for p in teacher.parameters()]
+    loss = kd.loss(trainer, student(x, lengths), y, x, lengths, torch.tensor(0.0, requires_grad=True))
+    loss.backward()
+    got = [p.grad.clone() for p in teacher.parameters()]
+    teacher.zero_grad()
+    torch.nn.functional.cross_entropy(teacher(x, lengths), y).backward()
+    assert all(torch.allclose(a, p.grad, atol=1e-7) for a, p in zip(got, teacher.parameters()))
+    teacher.zero_grad()
+    for p, g in zip(teacher.parameters(), got):
+        p.grad = g
+    kd.on_step_end(trainer)
+    assert any(not torch.equal(b, p) for b, p in zip(before, teacher.parameters()))
+    again = KD(ANN(6, 3, hidden=8), online=True)
+    again.load_state_dict(kd.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(again.teacher.parameters(), teacher.parameters()))
+
+
+def test_virtual_and_online_teachers_through_the_cli(tiny_folder, tmp_path):
+    def train(out, *extra):
+        return subprocess.run([sys.executable, "-m", "spiketrum.cli", "train", "--dataset", "folder", "--data",
+                               str(tiny_folder), "-o", str(out), "--epochs", "1", "--rate", "500", "--batch-size", "8",
+                               "--hidden", "16", "--augment", "none", "-q", *map(str, extra)], capture_output=True, text=True)
+
+    for teacher, expect in (("virtual", {"teacher": "virtual"}), ("ann", {"teacher": "ann", "online": True})):
+        r = train(tmp_path / teacher, "--distill", "kd", "--teacher", teacher, "--kd-feature-beta",
+                  1.0 if teacher == "ann" else 0.0)
+        assert r.returncode == 0, r.stderr
+        opts = json.loads((tmp_path / teacher / "metrics.json").read_text())["options"][0]
+        assert expect.items() <= opts.items()
+    bad = train(tmp_path / "bad", "--distill", "lasnn", "--teacher", "virtual")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
