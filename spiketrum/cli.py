@@ -340,12 +340,13 @@ def cmd_robustness(args):
     with _removed_if_left_empty(args.output):
         out = rb.measure([args.run_dir, *args.compare], args.data, config, args.output, noise_dir=args.noise_dir,
                          cache_dir=args.cache, jobs=args.jobs, progress=not args.quiet)
+    snr = args.recon_clips > 0  # without decoded clips there is no reconstruction SNR to show
     for r in [out, *out.get("compare", [])]:
-        print(f"{rb.run_label(r)}: clean accuracy {100 * r['clean_accuracy']:.2f} %, "
-              f"reconstruction SNR {r['clean_recon_snr_db']:.1f} dB")
+        print(f"{rb.run_label(r)}: clean accuracy {100 * r['clean_accuracy']:.2f} %"
+              + (f", reconstruction SNR {r['clean_recon_snr_db']:.1f} dB" if snr else ""))
         for kind, _ in levels:
-            cells = ", ".join(f"{row['level']:g}: {100 * row['accuracy']:.1f}±{100 * row['accuracy_std']:.1f} % "
-                              f"/ {row['recon_snr_db']:.1f} dB" for row in r[kind])
+            cells = ", ".join(f"{row['level']:g}: {100 * row['accuracy']:.1f}±{100 * row['accuracy_std']:.1f} %"
+                              + (f" / {row['recon_snr_db']:.1f} dB" if snr else "") for row in r[kind])
             print(f"  {kind:9s} {cells}")
     print(f"wrote {args.output}/robustness.json, robustness.png")
 
