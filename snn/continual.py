@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .layers import ALIF
-from .models import _decay, _Readout, _SpikingModel
+from .models import _decay, _Readout, _SpikingModel, valid_mean
 from .trainer import Callback, TrainConfig, Trainer, seed_everything, write_json
 
 METHODS = ("cg", "finetune", "joint", "ewc", "xdg")
@@ -167,14 +167,6 @@ class ContextSNN(_SpikingModel):
         return self.readout(s, mask)
 
 
-def hidden_rates(spikes, mask):
-    """Mean spikes per valid step of each neuron and sample: [B, H]."""
-    if mask is None:
-        return spikes.mean(0)
-    m = mask[:, :, None].to(spikes.dtype)
-    return (spikes * m).sum(0) / m.sum(0).clamp(min=1)
-
-
 def oja(w, pre, post, lr):
     """Oja's rule, batch-averaged: ``dW = lr <y (x - y W)>`` for ``w`` [post, pre], ``pre`` x [B, pre] and
     ``post`` y [B, post]. Each row's norm is drawn to the scale set by its inputs, so it stays bounded."""
@@ -216,7 +208,7 @@ class ContextGating(Callback):
         Local learning rate.
     """
 
-    def __init__(self, rule="oja", lr=0.05):
+    def __init__(self, rule="oja", lr=0.5):
         if rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
         if not lr > 0:
@@ -236,7 +228,7 @@ class ContextGating(Callback):
             pre = (c > 0).to(spikes.dtype)[None] * m  # the current task's unit spikes at every valid step
             w.copy_(stdp(w, pre, spikes * m, self.lr))
         else:
-            r = hidden_rates(spikes, mask)
+            r = valid_mean(spikes, mask)
             y = r / r.max().clamp(min=1e-9)  # rates relative to the busiest neuron: the step size is scale-free
             w.copy_((oja if self.rule == "oja" else gha)(w, c, y, self.lr))
 
@@ -301,7 +293,7 @@ def task_rates(model, sets, collate, device):
         total, n = 0.0, 0
         for x, lengths, _ in torch.utils.data.DataLoader(ds, batch_size=64, collate_fn=collate):
             model(x.to(device), lengths.to(device))
-            r = hidden_rates(model.last[0], model.last[2])
+            r = valid_mean(model.last[0], model.last[2])
             total = total + r.sum(0)
             n += r.shape[0]
         out.append(total / max(n, 1))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .models import step_mask, valid_mean
 from .trainer import Callback
 
 
@@ -116,9 +117,7 @@ class KD(Callback):
 
     def _features(self, key, j, T, B, lengths):
         """Stage ``j``'s output averaged over valid steps: [B, features]."""
-        f = self._seen[key, j].reshape(T, B, -1)
-        m = (torch.arange(T, device=f.device)[:, None] < lengths[None, :]).to(f.dtype)[:, :, None]
-        return (f * m).sum(0) / m.sum(0).clamp(min=1)
+        return valid_mean(self._seen[key, j].reshape(T, B, -1), step_mask(T, lengths, lengths.device))
 
     def _feature_loss(self, x, lengths):
         T, B = x.shape[:2]
@@ -184,7 +183,7 @@ def attention(features, lengths=None, p=2):
     T, B = features.shape[:2]
     a = features.abs().pow(p).reshape(T, B, -1).mean(-1)
     if lengths is not None:
-        a = a * (torch.arange(T, device=a.device)[:, None] < torch.as_tensor(lengths, device=a.device)[None, :])
+        a = a * step_mask(T, lengths, a.device)
     return F.normalize(a.t(), dim=1)
 
 

@@ -14,6 +14,19 @@ from torch import nn
 from .layers import ALIF, LI, LIF, RALIF, RLIF, SpikingConv1d, SpikingConvLSTM1d
 
 
+def step_mask(steps, lengths, device=None):
+    """[T, B] bool: True on the valid time steps of each sample (those below its length)."""
+    return torch.arange(steps, device=device)[:, None] < torch.as_tensor(lengths, device=device)[None, :]
+
+
+def valid_mean(x, mask):
+    """Mean of ``x`` [T, B, ...] over each sample's valid steps (``mask`` [T, B]; None: all steps): [B, ...]."""
+    if mask is None:
+        return x.mean(0)
+    m = mask.reshape(*mask.shape, *(1,) * (x.dim() - 2)).to(x.dtype)
+    return (x * m).sum(0) / m.sum(0).clamp(min=1)
+
+
 def _decay(tau):
     """Per-step decay of a time constant ``tau`` in time bins."""
     return math.exp(-1.0 / tau)
@@ -106,7 +119,7 @@ class _SpikingModel(nn.Module):
             lengths = torch.as_tensor(lengths, device=x.device)
             if lengths.shape != (x.shape[1],):
                 raise ValueError(f"lengths must have shape [{x.shape[1]}], got {tuple(lengths.shape)}")
-            mask = torch.arange(x.shape[0], device=x.device)[:, None] < lengths[None, :]
+            mask = step_mask(x.shape[0], lengths, x.device)
         if self._activity is not None:
             self._steps = int(mask.sum()) if mask is not None else x.shape[0] * x.shape[1]
             self._activity._batch(x.shape[1], self._steps)
@@ -383,8 +396,4 @@ class ANN(nn.Module):
         h = torch.log1p(x)
         for gru in self.grus:
             h, _ = gru(h)
-        z = self.readout(h)  # [T, B, classes]
-        if lengths is None:
-            return z.mean(0)
-        mask = torch.arange(x.shape[0], device=x.device)[:, None] < torch.as_tensor(lengths, device=x.device)[None, :]
-        return (z * mask[:, :, None]).sum(0) / mask.sum(0).clamp(min=1)[:, None]
+        return valid_mean(self.readout(h), None if lengths is None else step_mask(x.shape[0], lengths, x.device))
