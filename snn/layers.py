@@ -175,6 +175,24 @@ class LI(nn.Module):
         return F.li_sequence(x, beta)
 
 
+def conv_fan_out(conv, length):
+    """Synapses of ``conv`` (an ``nn.Conv1d``) driven by one input spike of each map at each of ``length``
+    positions: tensor [in_maps * length] (map-major).
+
+    Only synapses present count: the taps whose weight is nonzero (a pruned channel drives none), and windows
+    that reach the position (edges drive fewer).
+    """
+    (k,), (s,), (p,) = conv.kernel_size, conv.stride, conv.padding
+    present = conv.weight.detach().ne(0).sum(0).to(torch.get_default_dtype())  # [in_maps, k]: output maps per tap
+    fan = present.new_zeros(present.shape[0], length)
+    for q in range((length + 2 * p - k) // s + 1):
+        for tap in range(k):
+            pos = q * s - p + tap
+            if 0 <= pos < length:
+                fan[:, pos] += present[:, tap]
+    return fan.reshape(-1)
+
+
 class SpikingConv1d(nn.Module):
     """Conv1d along the channel axis at every time step, followed by (A)LIF neurons.
 
@@ -211,20 +229,8 @@ class SpikingConv1d(nn.Module):
         return (length + 2 * p - k) // s + 1
 
     def fan_out(self, length):
-        """Synapses driven by one input spike of each map at each position: tensor [in_maps * length] (map-major).
-
-        Only synapses present count: the taps whose weight is nonzero (a pruned channel drives none), and windows
-        that reach the position (edges drive fewer).
-        """
-        (k,), (s,), (p,) = self.conv.kernel_size, self.conv.stride, self.conv.padding
-        present = self.conv.weight.detach().ne(0).sum(0).to(torch.get_default_dtype())  # [in_maps, k]: output maps per tap
-        fan = present.new_zeros(present.shape[0], length)
-        for q in range(self.output_length(length)):
-            for tap in range(k):
-                pos = q * s - p + tap
-                if 0 <= pos < length:
-                    fan[:, pos] += present[:, tap]
-        return fan.reshape(-1)
+        """Synapses driven by one input spike of each map at each position: see :func:`conv_fan_out`."""
+        return conv_fan_out(self.conv, length)
 
     def forward(self, x):
         T, B, C, L = x.shape

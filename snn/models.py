@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from .layers import ALIF, LI, LIF, RALIF, RLIF, SpikingConv1d, SpikingConvLSTM1d
+from .layers import ALIF, LI, LIF, RALIF, RLIF, SpikingConv1d, SpikingConvLSTM1d, conv_fan_out
 
 
 def step_mask(steps, lengths, device=None):
@@ -342,11 +342,13 @@ class SCBAMSNN(_SpikingModel):
             raise ValueError(f"n_in={n_in} is not a multiple of in_maps={in_maps}")
         self.in_maps = in_maps
         self.cells = nn.ModuleList()
-        channels, length = in_maps, n_in // in_maps
+        channels, self._lengths = in_maps, [n_in // in_maps]
         for m in maps:
             self.cells.append(SpikingConvLSTM1d(channels, m, kernel_size, stride, attention, reduction,
                                                 attention_kernel, threshold=threshold, surrogate=surrogate, slope=slope))
-            channels, length = m, self.cells[-1].output_length(length)
+            channels = m
+            self._lengths.append(self.cells[-1].output_length(self._lengths[-1]))
+        length = self._lengths[-1]
         self.dropout = nn.Dropout(dropout)
         neuron = dict(threshold=1.0, reset="subtract", surrogate=surrogate, slope=slope)
         self.readout = _Readout(channels * length, n_classes, readout, _decay(tau_out), neuron)
@@ -359,13 +361,18 @@ class SCBAMSNN(_SpikingModel):
         s = x.reshape(T, B, C // self.in_maps, self.in_maps).transpose(2, 3)  # [T, B, maps, kernels]
         maps = []
         for i, cell in enumerate(self.cells):
-            self._log("input" if i == 0 else f"cell{i - 1}", s, mask, 4 * cell.maps * cell.conv_x.kernel_size[0])
+            # a cell's spikes drive the next layer's input convolution and, at the next step, its own recurrent one
+            recurrent = (lambda: conv_fan_out(self.cells[i - 1].conv_h, self._lengths[i])) if i else (lambda: 0)
+            self._log("input" if i == 0 else f"cell{i - 1}", s, mask,
+                      lambda: conv_fan_out(cell.conv_x, self._lengths[i]) + recurrent())
             s = cell(s, return_attention=return_attention)
             if return_attention:
                 s, m = s
                 maps.append(m)
             s = self.dropout(s)
-        self._log(f"cell{len(self.cells) - 1}", s, mask, self.readout.linear.out_features)
+        last = self.cells[-1]
+        self._log(f"cell{len(self.cells) - 1}", s, mask,
+                  lambda: _fan_out(self.readout.linear.weight) + conv_fan_out(last.conv_h, self._lengths[-1]))
         logits = self.readout(s.reshape(T, B, -1), mask)
         return (logits, maps) if return_attention else logits
 

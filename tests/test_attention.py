@@ -138,3 +138,24 @@ def test_train_and_predict_an_scbam_model_through_the_cli(tiny_folder, tmp_path)
     assert r.returncode == 0 and r.stdout.split("\t")[1] in ("0", "1", "7")
     bad = run("train", "--dataset", "folder", "--data", tiny_folder, "-o", tmp_path / "x", "--attention", "cbam")
     assert bad.returncode == 2 and "--model srnn-scbam" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_synops_count_the_input_recurrent_and_readout_synapses():
+    from snn import record_activity
+    from snn.layers import conv_fan_out
+
+    torch.manual_seed(6)
+    model = SCBAMSNN(24, 3, in_maps=6, maps=(8,), attention="cbam").eval()
+    model.cells[0].conv_x.weight.data *= 4
+    x = (torch.rand(15, 2, 24) < 0.3).float()
+    with record_activity(model) as act:
+        model(x)
+    layers = act.summary()["layers"]
+    cell = model.cells[0]
+    fan_in = conv_fan_out(cell.conv_x, 4).reshape(6, 4)
+    counts = x.reshape(15, 2, 4, 6).sum((0, 1)).T
+    assert layers["input"]["synops_per_sample"] == pytest.approx(float((counts * fan_in).sum()) / 2)
+    s = cell(x.reshape(15, 2, 4, 6).transpose(2, 3))
+    fan = conv_fan_out(cell.conv_h, 2) + 3  # recurrent taps + the 3 readout neurons
+    assert layers["cell0"]["spikes_per_sample"] > 0
+    assert layers["cell0"]["synops_per_sample"] == pytest.approx(float((s.sum((0, 1)).reshape(-1) * fan).sum()) / 2)
