@@ -170,6 +170,22 @@ def _torch_backward(h, gs, gho, w, beta, theta, alpha, rho, omr, adaptive, zero_
     return gx, gw, gpar
 
 
+def _sequence_forward(x, weight, beta, theta, alpha, rho, omr, adaptive, zero_reset, membrane):
+    """``(s, h, replay)``: spikes, the membrane (a [1, B, N] scratch when neither asked for nor
+    needed by backward) and whether backward replays the forward from ``x``."""
+    replay = _use_numba(x) and weight is None
+    if not _use_numba(x):
+        return (*_torch_forward(x, weight, beta, theta, alpha, rho, omr, adaptive, zero_reset), False)
+    s = torch.empty_like(x)
+    h = torch.empty_like(x) if membrane or not replay else x.new_empty(1, *x.shape[1:])
+    args = (_np(beta), _np(theta), _np(alpha), _np(rho), _np(omr), adaptive, zero_reset, s.numpy(), h.numpy())
+    if replay:
+        K.ff_forward(_np(x), *args, K.block_size(*x.shape[1:], numba.get_num_threads()))
+    else:
+        K.rec_forward(_np(x), _np(weight.t()), *args)
+    return s, h, replay
+
+
 class _NeuronSequence(torch.autograd.Function):
     """One autograd node for the whole sequence. Saved for backward: the input x on the CPU
     without recurrence (the kernel replays the forward), else the membrane h."""
@@ -178,18 +194,7 @@ class _NeuronSequence(torch.autograd.Function):
     def forward(ctx, x, weight, beta, theta, alpha, rho, adaptive, zero_reset, surrogate, k,
                 membrane):
         omr = 1 - rho
-        replay = _use_numba(x) and weight is None
-        if _use_numba(x):
-            s = torch.empty_like(x)
-            h = torch.empty_like(x) if membrane or not replay else x.new_empty(1, *x.shape[1:])
-            args = (_np(beta), _np(theta), _np(alpha), _np(rho), _np(omr), adaptive, zero_reset,
-                    s.numpy(), h.numpy())
-            if replay:
-                K.ff_forward(_np(x), *args, K.block_size(*x.shape[1:], numba.get_num_threads()))
-            else:
-                K.rec_forward(_np(x), _np(weight.t()), *args)
-        else:
-            s, h = _torch_forward(x, weight, beta, theta, alpha, rho, omr, adaptive, zero_reset)
+        s, h, replay = _sequence_forward(x, weight, beta, theta, alpha, rho, omr, adaptive, zero_reset, membrane)
         ctx.save_for_backward(x if replay else h, weight, beta, theta, alpha, rho, omr)
         ctx.cfg = replay, adaptive, zero_reset, surrogate, k
         ctx.set_materialize_grads(False)
@@ -229,6 +234,9 @@ class _NeuronSequence(torch.autograd.Function):
 
 
 def _param(value, x, n, name):
+    if torch.is_tensor(value) and value.shape == (n,) and value.dtype == x.dtype and value.device == x.device \
+            and value.is_contiguous():
+        return value
     p = torch.as_tensor(value, dtype=x.dtype, device=x.device)
     if p.dim() > 1 or p.numel() not in (1, n):
         raise ValueError(f"{name} must be a scalar or have shape [{n}], got shape {tuple(p.shape)}")
@@ -245,11 +253,13 @@ def _sequence(x, weight, beta, threshold, rho, alpha, adaptive, reset, surrogate
     n = x.shape[-1]
     if weight is not None and tuple(weight.shape) != (n, n):
         raise ValueError(f"recurrent weight must have shape [{n}, {n}], got {tuple(weight.shape)}")
-    s, h = _NeuronSequence.apply(
-        x, None if weight is None else weight.to(x.dtype), _param(beta, x, n, "beta"),
-        _param(threshold, x, n, "threshold"), _param(alpha if adaptive else 0.0, x, n, "alpha"),
-        _param(rho if adaptive else 0.0, x, n, "rho"), adaptive, reset == "zero", surrogate, k,
-        return_membrane)
+    args = (x, None if weight is None else weight.to(x.dtype), _param(beta, x, n, "beta"),
+            _param(threshold, x, n, "threshold"), _param(alpha if adaptive else 0.0, x, n, "alpha"),
+            _param(rho if adaptive else 0.0, x, n, "rho"), adaptive, reset == "zero")
+    if torch.is_grad_enabled() and any(torch.is_tensor(a) and a.requires_grad for a in args):
+        s, h = _NeuronSequence.apply(*args, surrogate, k, return_membrane)
+    else:  # inference: no autograd node (its bookkeeping costs more than a small layer's kernel)
+        s, h, _ = _sequence_forward(*args[:6], 1 - args[5], *args[6:], return_membrane)
     return (s, h) if return_membrane else s
 
 

@@ -43,6 +43,16 @@ def _fraction(s):
     return v
 
 
+def _unit(s):
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {s!r}") from None
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {s!r}")
+    return v
+
+
 def _shard(s):
     from .corpus import parse_shard
 
@@ -228,13 +238,13 @@ def cmd_train(args):
         if args.keep is None or args.density is not None:
             raise ValueError("--prune sca takes --keep (the fraction of channels kept), not --density")
         options.append(SCA(args.keep, importance=args.importance, schedule=args.prune_schedule, every=args.prune_every,
-                           seed=args.seed))
+                           swap=args.swap, seed=args.seed))
     elif args.prune:
         from snn.pruning import ESL
 
         if args.density is None or args.keep is not None:
             raise ValueError(f"--prune {args.prune} takes --density (the fraction of connections kept), not --keep")
-        options.append(ESL(args.density, every=args.prune_every, drop=0.0 if args.prune == "static" else 0.3,
+        options.append(ESL(args.density, every=args.prune_every, drop=0.0 if args.prune == "static" else args.swap,
                            regrow=args.regrow, seed=args.seed))
     elif args.density is not None or args.keep is not None:
         raise ValueError("--density and --keep need --prune")
@@ -486,6 +496,9 @@ def build_parser():
     t.add_argument("--density", type=_fraction, help="fraction of connections kept, in (0, 1] (esl, static)")
     t.add_argument("--keep", type=_fraction, help="fraction of each conv layer's channels kept at the end (sca)")
     t.add_argument("--prune-every", type=_positive_int, help="steps between structure updates (default: one epoch)")
+    t.add_argument("--swap", type=_unit, default=0.3,
+                   help="fraction of the kept channels (sca) or connections (esl) pruned and regrown at the first "
+                        "update, decayed to 0 by a cosine; 0: prune only, no regrowth (default 0.3)")
     t.add_argument("--regrow", choices=["gradient", "random"], default="gradient",
                    help="where esl regrows connections: where the gradient is largest (RigL, the default) or at random (SET)")
     t.add_argument("--importance", choices=["membrane", "rate", "taylor", "random"], default="membrane",

@@ -253,6 +253,27 @@ def test_sca_run_exports_a_compact_model_with_equal_outputs(tiny_folder, tmp_pat
     bad = subprocess.run([*cmd, "train", "--dataset", "folder", "--data", str(tiny_folder), "-o", str(tmp_path / "x"),
                           "--prune", "sca", "--density", "0.2"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--keep" in bad.stderr
+    bad = subprocess.run([*cmd, "train", "--dataset", "folder", "--data", str(tiny_folder), "-o", str(tmp_path / "x"),
+                          "--prune", "sca", "--keep", "0.2", "--swap", "1.5"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--swap" in bad.stderr and not (tmp_path / "x").exists()
+
+
+def test_sca_without_swaps_only_prunes():
+    """swap=0 is the prune-only ablation: a channel once pruned never comes back."""
+    from snn.pruning import SCA
+
+    sca = SCA(0.25, swap=0.0, every=1, end=0.8)
+    history = []
+
+    class Watch(Callback):
+        def on_step_end(self, trainer):
+            history.append({k: m.clone() for k, m in sca.masks.items()})
+
+    Trainer(conv_model(), conv_data(), None, collate, TrainConfig(epochs=4, batch_size=8), [sca, Watch()],
+            progress=False).fit()
+    assert sum(int(m.sum()) for m in history[-1].values()) == 5
+    for before, after in zip(history, history[1:]):
+        assert all(bool((after[k] <= before[k]).all()) for k in before)
 
 
 @pytest.mark.parametrize("importance", ["membrane", "taylor"])

@@ -133,6 +133,20 @@ def test_torch_path_matches_reference(kind, T, B, N, seed):
         check_against_reference(kind, RESETS[seed % 2], SURROGATES[seed % 3], T, B, N, seed)
 
 
+@pytest.mark.parametrize("numba_path", [True, False])
+@pytest.mark.parametrize("kind", KINDS)
+def test_inference_path_equals_autograd_path(kind, numba_path, monkeypatch):
+    """Under no_grad the neurons skip the autograd node; spikes and membrane must not change."""
+    if not numba_path:
+        monkeypatch.setattr(F, "_use_numba", lambda t: False)
+    inputs = make_inputs(kind, 30, 2, 50, 3)
+    s, h = fused(kind, *inputs, "zero", "atan", 2.0)
+    assert s.grad_fn is not None and s.sum() > 0
+    with torch.no_grad():
+        s0, h0 = fused(kind, *inputs, "zero", "atan", 2.0)
+    assert s0.grad_fn is None and torch.equal(s0, s) and torch.equal(h0, h)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_broadcast_and_missing_output_gradients(kind):
     """loss = spikes.sum() hands backward a broadcast (stride 0) gradient; a loss on the membrane
