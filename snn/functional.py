@@ -253,13 +253,19 @@ def _sequence(x, weight, beta, threshold, rho, alpha, adaptive, reset, surrogate
     n = x.shape[-1]
     if weight is not None and tuple(weight.shape) != (n, n):
         raise ValueError(f"recurrent weight must have shape [{n}, {n}], got {tuple(weight.shape)}")
-    args = (x, None if weight is None else weight.to(x.dtype), _param(beta, x, n, "beta"),
-            _param(threshold, x, n, "threshold"), _param(alpha if adaptive else 0.0, x, n, "alpha"),
-            _param(rho if adaptive else 0.0, x, n, "rho"), adaptive, reset == "zero")
-    if torch.is_grad_enabled() and any(torch.is_tensor(a) and a.requires_grad for a in args):
-        s, h = _NeuronSequence.apply(*args, surrogate, k, return_membrane)
-    else:  # inference: no autograd node (its bookkeeping costs more than a small layer's kernel)
-        s, h, _ = _sequence_forward(*args[:6], 1 - args[5], *args[6:], return_membrane)
+    weight = None if weight is None else weight.to(x.dtype)
+    beta, threshold = _param(beta, x, n, "beta"), _param(threshold, x, n, "threshold")
+    alpha, rho = (_param(alpha, x, n, "alpha"), _param(rho, x, n, "rho")) if adaptive else (None, None)
+    zero_reset = reset == "zero"
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, beta, threshold, alpha, rho)):
+        if not adaptive:
+            alpha = rho = x.new_zeros(n)
+        s, h = _NeuronSequence.apply(x, weight, beta, threshold, alpha, rho, adaptive, zero_reset, surrogate, k,
+                                     return_membrane)
+    else:  # inference: no autograd node, whose bookkeeping costs more than a small layer's kernel
+        # (without adaptation the kernels never read alpha, rho and 1 - rho: beta stands in for them)
+        alpha, rho, omr = (alpha, rho, 1 - rho) if adaptive else (beta, beta, beta)
+        s, h, _ = _sequence_forward(x, weight, beta, threshold, alpha, rho, omr, adaptive, zero_reset, return_membrane)
     return (s, h) if return_membrane else s
 
 

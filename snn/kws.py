@@ -338,18 +338,21 @@ def activity(model, dataset, collate, device, max_batches=8):
 
 
 @torch.no_grad()
-def cpu_latency(model, dataset, collate, clips=20):
-    """Median CPU time (ms) of one forward pass over one clip, over the first ``clips`` of ``dataset``."""
+def cpu_latency(model, dataset, collate, clips=20, batch=1, repeats=5):
+    """Median CPU time (ms) per clip of a forward pass over ``batch`` clips at a time, from the first
+    ``clips`` of ``dataset``, each pass timed ``repeats`` times after a warm-up (batch 1: the latency)."""
     import copy
 
     model = copy.deepcopy(model).cpu().eval()
+    items = [dataset[i] for i in range(min(clips, len(dataset)))]
     times = []
-    for i in range(min(clips, len(dataset))):
-        x, lengths, _ = collate([dataset[i]])
+    for i in range(0, len(items) - batch + 1, batch):
+        x, lengths, _ = collate(items[i:i + batch])
         model(x, lengths)  # warm
-        t = time.perf_counter()
-        model(x, lengths)
-        times.append(time.perf_counter() - t)
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model(x, lengths)
+            times.append((time.perf_counter() - t) / batch)
     return 1000 * float(np.median(times)) if times else float("nan")
 
 
