@@ -81,13 +81,9 @@ class ESL(Callback):
         and how a distillation loss steers the topology), or uniformly among absent ones (SET).
     seed : int
         Seeds the initial topology and random regrowth.
-    rescale : bool
-        Sparse-aware initialisation: scale each neuron's initial weights by ``sqrt(fan-in / kept fan-in)``,
-        so that its input current starts with the variance of the dense layer's (Evci et al. 2022). Without it
-        a 10 % layer starts with a third of the drive, and spiking neurons barely fire.
     """
 
-    def __init__(self, density, every=None, drop=0.3, end=0.75, regrow="gradient", seed=0, rescale=True):
+    def __init__(self, density, every=None, drop=0.3, end=0.75, regrow="gradient", seed=0):
         if regrow not in ("random", "gradient"):
             raise ValueError(f"regrow must be 'random' or 'gradient', got {regrow!r}")
         if not 0 <= drop < 1 or not 0 <= end <= 1:
@@ -96,7 +92,6 @@ class ESL(Callback):
             raise ValueError(f"every must be a positive number of steps, got {every!r}")
         erk_densities([(2, 2)], density)  # validates density
         self.density, self.every, self.drop, self.end, self.regrow, self.seed = density, every, drop, end, regrow, seed
-        self.rescale = rescale
         self.masks, self._grads = {}, {}
 
     # -- topology ------------------------------------------------------------------------------------
@@ -151,17 +146,10 @@ class ESL(Callback):
     # -- hooks ---------------------------------------------------------------------------------------
     def on_train_begin(self, trainer):
         params = sparse_parameters(trainer.model)
-        fresh = not self.masks  # a resumed run brings its masks (and weights) from the checkpoint
-        if fresh:
+        if not self.masks:  # a resumed run brings its masks from the checkpoint
             self._init_masks(params)
         self.masks = {k: m.to(params[k].device) for k, m in self.masks.items()}
         self._apply(params)
-        if fresh and self.rescale:
-            with torch.no_grad():
-                for name, p in params.items():
-                    rows = self.masks[name].reshape(p.shape[0], -1)
-                    kept = rows.sum(1, keepdim=True).clamp(min=1).to(p.dtype)
-                    p.mul_(torch.sqrt(rows.shape[1] / kept).view(-1, *[1] * (p.dim() - 1)))
 
     def on_after_backward(self, trainer):
         params = sparse_parameters(trainer.model)
@@ -189,7 +177,7 @@ class ESL(Callback):
     def settings(self):
         """What this option was asked for, JSON-ready (saved with the run)."""
         return {"method": "esl" if self.drop > 0 else "static", "density": self.density, "every": self.every,
-                "drop": self.drop, "end": self.end, "regrow": self.regrow, "seed": self.seed, "rescale": self.rescale}
+                "drop": self.drop, "end": self.end, "regrow": self.regrow, "seed": self.seed}
 
     def state_dict(self):
         return {"masks": {k: v.cpu() for k, v in self.masks.items()}}

@@ -83,23 +83,6 @@ def test_regrown_connections_start_at_zero_with_fresh_optimiser_state():
     assert any(had_moments)  # pruned connections did have moments before the reset
 
 
-@pytest.mark.parametrize("rescale", [True, False])
-def test_sparse_aware_initialisation_keeps_each_neurons_drive(rescale):
-    torch.manual_seed(0)
-    model = SRNN(40, 3, hidden=(64,))
-    dense = {k: p.detach().clone() for k, p in sparse_parameters(model).items()}
-    esl = ESL(0.1, rescale=rescale)
-    trainer = Trainer(model, toy_data(), None, collate, TrainConfig(epochs=1), [esl], progress=False)
-    esl.on_train_begin(trainer)
-    want = {}
-    for k, mask in esl.masks.items():
-        gain = torch.sqrt(mask.shape[1] / mask.sum(1, keepdim=True).clamp(min=1)) if rescale else 1.0
-        want[k] = dense[k] * mask * gain
-    for _ in range(2):  # a resumed run keeps its masks and must not scale again
-        assert all(torch.allclose(p, want[k]) for k, p in sparse_parameters(model).items())
-        esl.on_train_begin(trainer)
-
-
 def test_static_mask_never_changes_and_erk_is_exact():
     d = erk_densities([(256, 120), (256, 256), (4, 4)], 0.5)
     assert d[2] == 1.0 and all(0 < v <= 1 for v in d)  # the small layer saturates, the rest share what is left
