@@ -246,6 +246,8 @@ def test_sca_run_exports_a_compact_model_with_equal_outputs(tiny_folder, tmp_pat
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "small" / "export.json").read_text())
     assert report["kept_channels"] == [8, 16] and report["max_abs_logit_difference"] < 1e-4
+    assert all(report[k] > 0 for k in ("cpu_latency_ms", "cpu_latency_ms_compact", "cpu_ms_per_clip_batch32",
+                                       "cpu_ms_per_clip_batch32_compact"))
     small, big = Run.load(tmp_path / "small"), Run.load(out)
     x = torch.rand(40, 2, big.encoder.n_channels).lt(0.1).float()
     with torch.no_grad():
