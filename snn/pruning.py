@@ -1,10 +1,11 @@
 """Sparse and pruned SNNs as Trainer callbacks.
 
 :class:`SCA` (spiking channel activity pruning, Li et al., ICML 2024) removes whole output channels
-of the spiking convolutions during training: the least active channels (mean |membrane potential|,
-tracked by an exponential moving average) are pruned and the channels whose drive the loss most
-wants to change (mean |dL/d current|) regrown, while the kept fraction follows a cubic schedule down to
-its target. :func:`compact` then removes the pruned channels physically.
+of the spiking convolutions during training: the channels of least importance (by default the
+activity-times-gradient score |sum dL/dz * z| of their input current z; the paper's mean |membrane
+potential| is an option), tracked by an exponential moving average, are pruned and the channels whose
+drive the loss most wants to change (mean |dL/d current|) regrown, while the kept fraction follows a
+cubic schedule down to its target. :func:`compact` then removes the pruned channels physically.
 
 :class:`ESL` (evolutionary structure learning, Shen et al., AAAI 2023) trains a sparse network from
 scratch at a fixed connection density: an Erdős–Rényi-kernel (ERK) random topology, then every
@@ -199,9 +200,11 @@ class SCA(Callback):
     ----------
     keep : float
         Final fraction of channels kept per layer, in (0, 1].
-    importance : {"membrane", "rate", "taylor", "random"}
-        Activity score of a channel: mean |membrane potential| (the paper's), firing rate,
-        |sum dL/dz * z| (first-order Taylor), or random (the random-pruning baseline).
+    importance : {"taylor", "membrane", "rate", "random"}
+        Score of a channel: |sum dL/dz * z| over its input current z (first-order Taylor: the loss change
+        if the channel went), mean |membrane potential| (the paper's), firing rate, or random (the
+        random-pruning baseline). On FSDD the membrane score lost to random channels (see the README): a
+        strongly hyperpolarised, silent channel has a large |membrane| too.
     schedule : {"cubic", "oneshot"}
         Gradual, or all at once at ``oneshot_at`` of training with no regrowth (the one-shot baseline).
     swap : float
@@ -216,7 +219,7 @@ class SCA(Callback):
     seed : int
     """
 
-    def __init__(self, keep, importance="membrane", schedule="cubic", swap=0.3, every=None, end=0.75, oneshot_at=0.5,
+    def __init__(self, keep, importance="taylor", schedule="cubic", swap=0.3, every=None, end=0.75, oneshot_at=0.5,
                  ema=0.9, min_channels=2, seed=0):
         if not 0 < keep <= 1:
             raise ValueError(f"keep must be in (0, 1], got {keep!r}")

@@ -503,8 +503,9 @@ def build_parser():
                         "update, decayed to 0 by a cosine; 0: prune only, no regrowth (default 0.3)")
     t.add_argument("--regrow", choices=["gradient", "random"], default="gradient",
                    help="where esl regrows connections: where the gradient is largest (RigL, the default) or at random (SET)")
-    t.add_argument("--importance", choices=["membrane", "rate", "taylor", "random"], default="membrane",
-                   help="sca channel score (default membrane: mean |membrane potential|; random: the random baseline)")
+    t.add_argument("--importance", choices=["taylor", "membrane", "rate", "random"], default="taylor",
+                   help="sca channel score: taylor (default: |sum dL/dz * z| of the input current), membrane (the "
+                        "paper's mean |membrane potential|), rate, or random (the random baseline)")
     t.add_argument("--prune-schedule", choices=["cubic", "oneshot"], default="cubic",
                    help="sca: gradual cubic schedule with regrowth, or one-shot pruning at half of training")
     t.add_argument("--distill", choices=["kd", "lasnn"], help="knowledge distillation from --teacher: kd (Hinton KD on "
