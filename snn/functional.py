@@ -173,9 +173,9 @@ def _torch_backward(h, gs, gho, w, beta, theta, alpha, rho, omr, adaptive, zero_
 def _sequence_forward(x, weight, beta, theta, alpha, rho, omr, adaptive, zero_reset, membrane):
     """``(s, h, replay)``: spikes, the membrane (a [1, B, N] scratch when neither asked for nor
     needed by backward) and whether backward replays the forward from ``x``."""
-    replay = _use_numba(x) and weight is None
     if not _use_numba(x):
         return (*_torch_forward(x, weight, beta, theta, alpha, rho, omr, adaptive, zero_reset), False)
+    replay = weight is None
     s = torch.empty_like(x)
     h = torch.empty_like(x) if membrane or not replay else x.new_empty(1, *x.shape[1:])
     args = (_np(beta), _np(theta), _np(alpha), _np(rho), _np(omr), adaptive, zero_reset, s.numpy(), h.numpy())
@@ -386,17 +386,22 @@ def ralif_sequence(x, weight, beta=0.9, rho=0.995, alpha=1.8, threshold=1.0, res
                      return_membrane)
 
 
+def _li_forward(x, beta):
+    if _use_numba(x):
+        u = torch.empty_like(x)
+        K.li_forward(_np(x), _np(beta), u.numpy())
+        return u
+    u, u_t = torch.empty_like(x), torch.zeros_like(x[0])
+    for t, xt in enumerate(x.unbind(0)):
+        u_t = beta * u_t + xt
+        u[t] = u_t
+    return u
+
+
 class _LISequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, beta):
-        if _use_numba(x):
-            u = torch.empty_like(x)
-            K.li_forward(_np(x), _np(beta), u.numpy())
-        else:
-            u, u_t = torch.empty_like(x), torch.zeros_like(x[0])
-            for t, xt in enumerate(x.unbind(0)):
-                u_t = beta * u_t + xt
-                u[t] = u_t
+        u = _li_forward(x, beta)
         ctx.save_for_backward(u, beta)
         return u
 
@@ -435,4 +440,7 @@ def li_sequence(x, beta=0.9):
     """
     if x.dim() != 3:
         raise ValueError(f"x must have shape [T, B, N], got {tuple(x.shape)}")
-    return _LISequence.apply(x, _param(beta, x, x.shape[-1], "beta"))
+    beta = _param(beta, x, x.shape[-1], "beta")
+    if torch.is_grad_enabled() and (x.requires_grad or beta.requires_grad):
+        return _LISequence.apply(x, beta)
+    return _li_forward(x, beta)  # inference: no autograd node, as in _sequence

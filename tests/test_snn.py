@@ -145,6 +145,10 @@ def test_inference_path_equals_autograd_path(kind, numba_path, monkeypatch):
     with torch.no_grad():
         s0, h0 = fused(kind, *inputs, "zero", "atan", 2.0)
     assert s0.grad_fn is None and torch.equal(s0, s) and torch.equal(h0, h)
+    u = F.li_sequence(inputs[0], inputs[2])
+    with torch.no_grad():
+        u0 = F.li_sequence(inputs[0], inputs[2])
+    assert u.grad_fn is not None and u0.grad_fn is None and torch.equal(u0, u)
 
 
 @pytest.mark.parametrize("kind", KINDS)
