@@ -178,7 +178,9 @@ def _sequence_forward(x, weight, beta, theta, alpha, rho, omr, adaptive, zero_re
     replay = weight is None
     s = torch.empty_like(x)
     h = torch.empty_like(x) if membrane or not replay else x.new_empty(1, *x.shape[1:])
-    args = (_np(beta), _np(theta), _np(alpha), _np(rho), _np(omr), adaptive, zero_reset, s.numpy(), h.numpy())
+    b = _np(beta)  # non-adaptive inference passes beta for alpha, rho and 1 - rho: convert it once
+    args = (b, _np(theta), *(b if p is beta else _np(p) for p in (alpha, rho, omr)), adaptive, zero_reset,
+            s.numpy(), h.numpy())
     if replay:
         K.ff_forward(_np(x), *args, K.block_size(*x.shape[1:], numba.get_num_threads()))
     else:

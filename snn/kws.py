@@ -338,22 +338,30 @@ def activity(model, dataset, collate, device, max_batches=8):
 
 
 @torch.no_grad()
-def cpu_latency(model, dataset, collate, clips=20, batch=1, repeats=5):
+def cpu_latency(models, dataset, collate, clips=20, batch=1, repeats=5):
     """Median CPU time (ms) per clip of a forward pass over ``batch`` clips at a time, from the first
-    ``clips`` of ``dataset``, each pass timed ``repeats`` times after a warm-up (batch 1: the latency)."""
+    ``clips`` of ``dataset``, each pass timed ``repeats`` times after a warm-up (batch 1: the latency).
+
+    ``models`` may be one model (returns a float) or a list (returns a list), timed in turn on each
+    batch so that drift in the machine's speed affects every model alike.
+    """
     import copy
 
-    model = copy.deepcopy(model).cpu().eval()
+    single = isinstance(models, torch.nn.Module)
+    models = [copy.deepcopy(m).cpu().eval() for m in ([models] if single else models)]
     items = [dataset[i] for i in range(min(clips, len(dataset)))]
-    times = []
-    for i in range(0, len(items) - batch + 1, batch):
-        x, lengths, _ = collate(items[i:i + batch])
-        model(x, lengths)  # warm
-        for _ in range(repeats):
-            t = time.perf_counter()
-            model(x, lengths)
-            times.append((time.perf_counter() - t) / batch)
-    return 1000 * float(np.median(times)) if times else float("nan")
+    times = [[] for _ in models]
+    with torch.no_grad():
+        for i in range(0, len(items) - batch + 1, batch):
+            x, lengths, _ = collate(items[i:i + batch])
+            for m, ts in zip(models, times):
+                m(x, lengths)  # warm
+                for _ in range(repeats):
+                    t = time.perf_counter()
+                    m(x, lengths)
+                    ts.append((time.perf_counter() - t) / batch)
+    ms = [1000 * float(np.median(ts)) if ts else float("nan") for ts in times]
+    return ms[0] if single else ms
 
 
 def split_audio(run, dataset, data, split="test", noise_dir=None):

@@ -111,7 +111,7 @@ class _SpikingModel(nn.Module):
     _activity = None
 
     def _begin(self, x, lengths):
-        """Validate the input; return the valid-step mask [T, B] (None without lengths)."""
+        """Validate the input; return the valid-step mask [T, B] (None when no step is padding)."""
         if x.dim() != 3:
             raise ValueError(f"x must have shape [T, B, C], got {tuple(x.shape)}")
         mask = None
@@ -119,7 +119,8 @@ class _SpikingModel(nn.Module):
             lengths = torch.as_tensor(lengths, device=x.device)
             if lengths.shape != (x.shape[1],):
                 raise ValueError(f"lengths must have shape [{x.shape[1]}], got {tuple(lengths.shape)}")
-            mask = step_mask(x.shape[0], lengths, x.device)
+            if min(lengths.tolist()) < x.shape[0]:  # without padding (e.g. one clip) there is nothing to mask
+                mask = step_mask(x.shape[0], lengths, x.device)
         if self._activity is not None:
             self._steps = int(mask.sum()) if mask is not None else x.shape[0] * x.shape[1]
             self._activity._batch(x.shape[1], self._steps)

@@ -381,8 +381,8 @@ def cmd_prune_export(args):
         diff = float((small(x) - run.model(x)).abs().max())
     clips = [(x[:, i], 0) for i in range(x.shape[1])]
     collate = lambda b: (torch.stack([c for c, _ in b], 1), torch.full((len(b),), 100), torch.zeros(len(b), dtype=torch.long))  # noqa: E731
-    before, after = (cpu_latency(m, clips, collate) for m in (run.model, small))
-    batched = [cpu_latency(m, clips, collate, clips=64, batch=32) for m in (run.model, small)]
+    before, after = cpu_latency([run.model, small], clips, collate)
+    batched = cpu_latency([run.model, small], clips, collate, clips=64, batch=32)
     Run(small, "conv", kwargs, run.encoder, run.dt, run.classes).save(out / "model.pt")
     report = {"source": str(args.run_dir), "channels": [c.conv.out_channels for c in run.model.convs],
               "kept_channels": list(kwargs["channels"]), "parameters": sum(p.numel() for p in run.model.parameters()),

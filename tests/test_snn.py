@@ -397,6 +397,7 @@ def test_model_shapes_and_padding(make, readout):
     alone = model(x[:17, 2:3])  # the short sample on its own, unpadded
     assert torch.allclose(alone, logits[2:3], atol=1e-5)
     assert not torch.allclose(model(x), logits)  # without lengths the padding counts
+    assert torch.equal(model(x, torch.full((3,), 60)), model(x))  # full lengths: nothing to mask
     logits.sum().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
