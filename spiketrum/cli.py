@@ -516,7 +516,7 @@ def build_parser():
     t.add_argument("--kd-feature-beta", type=float, default=0.0,
                    help="weight of feature KD: student stage rates -> linear adapter -> teacher stage features (default 0)")
     t.add_argument("--kd-online", action="store_true", help="keep training the --teacher run jointly (online KD)")
-    t.add_argument("--kd-temperature", type=_positive_float, default=4.0, help="KD temperature (default 4)")
+    t.add_argument("--kd-temperature", type=_positive_float, help="KD temperature (default 4; 1 for the virtual teacher)")
     t.add_argument("--kd-alpha", type=_fraction, default=0.5, help="weight of the KD term (default 0.5)")
     t.add_argument("--at-beta", type=_positive_float, default=100.0, help="lasnn: weight of attention transfer (default 100)")
     t.add_argument("--distill-schedule", choices=["layerwise", "single"], default="layerwise",

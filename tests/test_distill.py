@@ -116,6 +116,11 @@ def test_virtual_teacher_puts_its_mass_on_the_true_class():
     zero = kd.loss(trainer, virtual_logits(y, 4) + 5.0, y, None, None, torch.tensor(0.0))
     assert float(zero) == pytest.approx(0.0, abs=1e-6)  # the student that equals the virtual teacher
     assert float(kd.loss(trainer, torch.zeros(2, 4), y, None, None, torch.tensor(0.0))) > 0.1
+    # by default the virtual teacher is not softened again: KL(p_vt || softmax(student)) at temperature 1
+    student = torch.randn(2, 4)
+    target = virtual_logits(y, 4).exp()
+    by_hand = (target * (target.log() - student.log_softmax(1))).sum(1).mean()
+    assert float(KD(None, alpha=1.0).loss(trainer, student, y, None, None, torch.tensor(0.0))) == pytest.approx(float(by_hand), rel=1e-5)
     with pytest.raises(ValueError):
         KD(None, feature_beta=1.0)
 
