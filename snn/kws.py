@@ -351,15 +351,14 @@ def cpu_latency(models, dataset, collate, clips=20, batch=1, repeats=5):
     models = [copy.deepcopy(m).cpu().eval() for m in ([models] if single else models)]
     items = [dataset[i] for i in range(min(clips, len(dataset)))]
     times = [[] for _ in models]
-    with torch.no_grad():
-        for i in range(0, len(items) - batch + 1, batch):
-            x, lengths, _ = collate(items[i:i + batch])
-            for m, ts in zip(models, times):
-                m(x, lengths)  # warm
-                for _ in range(repeats):
-                    t = time.perf_counter()
-                    m(x, lengths)
-                    ts.append((time.perf_counter() - t) / batch)
+    for i in range(0, len(items) - batch + 1, batch):
+        x, lengths, _ = collate(items[i:i + batch])
+        for m, ts in zip(models, times):
+            m(x, lengths)  # warm
+            for _ in range(repeats):
+                t = time.perf_counter()
+                m(x, lengths)
+                ts.append((time.perf_counter() - t) / batch)
     ms = [1000 * float(np.median(ts)) if ts else float("nan") for ts in times]
     return ms[0] if single else ms
 
