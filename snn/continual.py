@@ -27,6 +27,9 @@ from .trainer import Callback, TrainConfig, Trainer, seed_everything, write_json
 
 METHODS = ("cg", "finetune", "joint", "ewc", "xdg")
 RULES = ("oja", "gha", "stdp")
+# default local learning rates: GHA's decay sums over neurons and STDP's update over time steps, so both need
+# smaller steps than Oja (FSDD 5 tasks, seeds 0-2: at 0.5 they reach 80 % and 71 %; at these, 87 % and 88.5 %)
+RULE_LR = {"oja": 0.5, "gha": 0.02, "stdp": 0.005}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,13 +207,14 @@ class ContextGating(Callback):
         Oja on the hidden neurons' rates (the task units' activity is the centred context); Sanger's GHA;
         or pair-based STDP between the task units' spikes (one per step of the current task) and the hidden
         spikes.
-    lr : float
-        Local learning rate.
+    lr : float, optional
+        Local learning rate; None: the rule's default in :data:`RULE_LR`.
     """
 
-    def __init__(self, rule="oja", lr=0.5):
+    def __init__(self, rule="oja", lr=None):
         if rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+        lr = RULE_LR[rule] if lr is None else lr
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         self.rule, self.lr = rule, lr
@@ -322,7 +326,7 @@ def continual_metrics(matrix):
             "backward_transfer": float(np.mean([r[-1, j] - r[j, j] for j in range(n - 1)])) if n > 1 else 0.0}
 
 
-def run_method(method, tasks, sets, n_in, collate, config, *, hidden=128, spikes="multi", rule="oja", hebb_lr=0.5,
+def run_method(method, tasks, sets, n_in, collate, config, *, hidden=128, spikes="multi", rule="oja", hebb_lr=None,
                context_scale=4.0, context_init=1.0, gate_bias=-3.0, ewc_lambda=1000.0, xdg_fraction=0.8, device=None,
                progress=None):
     """Train one method over the task sequence; returns its result dict (accuracy matrix, metrics, selectivity).

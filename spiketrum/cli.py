@@ -544,7 +544,8 @@ def build_parser():
     methods = ["cg", "finetune", "joint", "ewc", "xdg"]
     cl.add_argument("--methods", nargs="+", choices=methods, default=methods)
     cl.add_argument("--rule", choices=["oja", "gha", "stdp"], default="oja", help="cg local rule (default oja)")
-    cl.add_argument("--hebb-lr", type=_positive_float, default=0.5, help="cg local learning rate (default 0.5)")
+    cl.add_argument("--hebb-lr", type=_positive_float,
+                    help="cg local learning rate (default: 0.5 for oja, 0.02 for gha, 0.005 for stdp)")
     cl.add_argument("--spikes", choices=["multi", "single"], default="multi",
                     help="multi-spike neurons, or single: each hidden neuron passes on only its first spike")
     cl.add_argument("--context-scale", type=_positive_float, default=4.0,
