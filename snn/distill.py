@@ -216,7 +216,7 @@ class LaSNN(KD):
     ``schedule="single"`` uses that full loss throughout.
     """
 
-    def __init__(self, teacher, beta=100.0, schedule="layerwise", stage_fraction=0.25, temperature=4.0, alpha=0.5,
+    def __init__(self, teacher, beta=100.0, schedule="layerwise", stage_fraction=0.25, temperature=None, alpha=0.5,
                  source="", **kwargs):
         super().__init__(teacher, temperature, alpha, source, **kwargs)
         if self.teacher is None and not self.online:

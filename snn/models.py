@@ -119,7 +119,7 @@ class _SpikingModel(nn.Module):
             lengths = torch.as_tensor(lengths, device=x.device)
             if lengths.shape != (x.shape[1],):
                 raise ValueError(f"lengths must have shape [{x.shape[1]}], got {tuple(lengths.shape)}")
-            if min(lengths.tolist()) < x.shape[0]:  # without padding (e.g. one clip) there is nothing to mask
+            if min(lengths.tolist(), default=x.shape[0]) < x.shape[0]:  # without padding (e.g. one clip) there is nothing to mask
                 mask = step_mask(x.shape[0], lengths, x.device)
         if self._activity is not None:
             self._steps = int(mask.sum()) if mask is not None else x.shape[0] * x.shape[1]
