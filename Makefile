@@ -37,7 +37,7 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/python -m spiketrum.demo --out $(OUT)/demo
+	$(BIN)/python -m spiketrum.app.demo --out $(OUT)/demo
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

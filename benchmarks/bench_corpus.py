@@ -34,7 +34,7 @@ print(len(st), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, time.p
 
 def throughput(data, rate, jobs, tmp):
     out = Path(tmp) / f"jobs{jobs}"
-    r = subprocess.run([sys.executable, "-m", "spiketrum.cli", "encode", str(data / "fsdd" / "recordings"),
+    r = subprocess.run([sys.executable, "-m", "spiketrum.app", "encode", str(data / "fsdd" / "recordings"),
                         str(data / "speech_commands_sample"), "-o", str(out), "--rate", str(rate), "--jobs", str(jobs), "-q"],
                        capture_output=True, text=True, cwd=ROOT)
     m = re.search(r"encoded (\d+).*\(([\d.e-]+) h of audio in ([\d.]+) s: (\d+) files/min, ([\d.e-]+) audio h/min", r.stdout)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .models import step_mask, valid_mean
+from .models import ANN, step_mask, valid_mean
 from .trainer import Callback
 
 
@@ -56,9 +56,12 @@ class KD(Callback):
         target is detached, so the student never pulls the teacher.
     lr : float
         Learning rate of the adapters and of an online teacher.
+    input_key : object, optional
+        What the teacher was trained on (see :meth:`check`).
     """
 
-    def __init__(self, teacher=None, temperature=None, alpha=0.5, source="", feature_beta=0.0, online=False, lr=2e-3):
+    def __init__(self, teacher=None, temperature=None, alpha=0.5, source="", feature_beta=0.0, online=False, lr=2e-3,
+                 input_key=None):
         if temperature is None:
             temperature = 1.0 if teacher is None and not online else 4.0
         if not temperature > 0 or not 0 <= alpha <= 1 or not feature_beta >= 0:
@@ -67,7 +70,7 @@ class KD(Callback):
         if teacher is None and feature_beta > 0 and not online:
             raise ValueError("feature KD needs a teacher with features (not the virtual teacher)")
         self.temperature, self.alpha, self.source = temperature, alpha, str(source) or ("ann" if online else "virtual")
-        self.feature_beta, self.online, self.lr = feature_beta, online, lr
+        self.feature_beta, self.online, self.lr, self.input_key = feature_beta, online, lr, input_key
         self.teacher, self._seen, self._hooks, self.adapters = None, {}, [], None
         self._teacher_opt = self._adapter_opt = None
         if teacher is not None:
@@ -80,26 +83,18 @@ class KD(Callback):
         if self.online:
             self._teacher_opt = torch.optim.Adam(teacher.parameters(), lr=self.lr)
 
-    @classmethod
-    def from_run(cls, run_dir, device=None, **kwargs):
-        """The model of a ``spiketrum train`` run as the teacher (see :meth:`check`)."""
-        from .kws import Run
+    def check(self, n_in, n_classes, input_key=None):
+        """Before training: refuse a teacher trained on other input than the student's, and build the online
+        ANN teacher for ``n_in`` channels and ``n_classes`` classes.
 
-        run = Run.load(run_dir, device=device or "cpu")
-        kd = cls(run.model, source=run_dir, **kwargs)
-        kd.expects = (run.encoder.to_json(), float(run.dt), list(run.classes))
-        return kd
-
-    def check(self, encoder, dt, classes):
-        """Refuse a teacher from a run with another encoder, time bin or classes than the student's; build the
-        online ANN teacher for this input."""
-        if getattr(self, "expects", None) and self.expects != (encoder.to_json(), float(dt), list(classes)):
+        ``input_key`` says what the student's input is (its encoder, time bin and classes, in any comparable
+        form); a teacher given ``input_key`` at construction must match it.
+        """
+        if self.input_key is not None and input_key is not None and self.input_key != input_key:
             raise ValueError(f"{self.source}: the teacher was trained on another encoding, time bin or other classes "
                              "than this run; distil only between runs on the same input")
         if self.teacher is None and self.online:
-            from .models import ANN
-
-            self._set_teacher(ANN(encoder.n_channels, len(classes), hidden=(256,)))
+            self._set_teacher(ANN(n_in, n_classes, hidden=(256,)))
 
     def _capture(self, key, index):
         def hook(module, inputs, output):

@@ -124,7 +124,7 @@ def test_train_and_predict_an_scbam_model_through_the_cli(tiny_folder, tmp_path)
     import sys
 
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "spiketrum.cli", *map(str, args)], capture_output=True, text=True)
+        return subprocess.run([sys.executable, "-m", "spiketrum.app", *map(str, args)], capture_output=True, text=True)
 
     out = tmp_path / "scbam"
     r = run("train", "--dataset", "folder", "--data", tiny_folder, "-o", out, "--model", "srnn-scbam", "--attention",

@@ -5,7 +5,7 @@ result (exit 0 and an output that loads and is right) or in ONE line on stderr n
 the cause, with exit code 2. A Python traceback is always a failure, and no partial output or
 temporary file (``.tmp-*``) is ever left behind.
 
-Inputs (rows) x commands (columns); a cell is run in-process through ``spiketrum.cli.main`` (a
+Inputs (rows) x commands (columns); a cell is run in-process through ``spiketrum.app.cli.main`` (a
 handful more through a real subprocess, to prove the exit code and that no traceback leaks).
 The matrix prints as a table, for reports::
 
@@ -410,7 +410,7 @@ def _edit_model(edit):
 
 
 def _other_architecture(state):
-    from snn.kws import build_model
+    from spiketrum.app.kws import build_model
     from spiketrum.encoder import config_from_json
 
     n_in = config_from_json(state["encoder"]).n_channels
@@ -418,7 +418,7 @@ def _other_architecture(state):
 
 
 def _conv_weights(state):
-    from snn.kws import build_model
+    from spiketrum.app.kws import build_model
     from spiketrum.encoder import config_from_json
 
     enc = config_from_json(state["encoder"])
@@ -590,8 +590,8 @@ class Outcome:
 
 
 def invoke(argv):
-    """``spiketrum.cli.main(argv)`` in this process: (exit code, stdout, stderr), warnings shown as the CLI shows them."""
-    from spiketrum.cli import main
+    """``spiketrum.app.cli.main(argv)`` in this process: (exit code, stdout, stderr), warnings shown as the CLI shows them."""
+    from spiketrum.app.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     start = time.perf_counter()
@@ -612,7 +612,7 @@ def invoke(argv):
 
 def spiketrum_exe():
     exe = Path(sys.executable).with_name("spiketrum")
-    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "spiketrum.cli"]
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "spiketrum.app"]
 
 
 def invoke_subprocess(argv, **kw):
@@ -670,7 +670,7 @@ def _check_png(png):
 
 
 def _check_run(run_dir):
-    from snn.kws import Run
+    from spiketrum.app.kws import Run
 
     run = Run.load(run_dir)
     m = json.loads((Path(run_dir) / "metrics.json").read_text())

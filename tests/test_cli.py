@@ -10,7 +10,7 @@ from spiketrum import __version__
 
 
 def run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "spiketrum.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "spiketrum.app", *map(str, args)], capture_output=True, text=True, cwd=cwd)
 
 
 def test_version_and_help():

@@ -188,7 +188,7 @@ def test_metrics_on_a_known_matrix_and_rates():
 
 def test_continual_command_end_to_end(tiny_folder, tmp_path):
     out = tmp_path / "cl"
-    cmd = [sys.executable, "-m", "spiketrum.cli", "continual", "--dataset", "folder", "--data", str(tiny_folder),
+    cmd = [sys.executable, "-m", "spiketrum.app", "continual", "--dataset", "folder", "--data", str(tiny_folder),
            "-o", str(out), "--tasks", "0,1/7,0", "--methods", "cg", "finetune", "--epochs", "2", "--hidden", "16", "-q"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

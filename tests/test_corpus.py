@@ -17,7 +17,7 @@ from spiketrum.encoder import SpiketrumConfig, encode_file
 
 
 def cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "spiketrum.cli", *map(str, args)], capture_output=True, text=True, **kw)
+    return subprocess.run([sys.executable, "-m", "spiketrum.app", *map(str, args)], capture_output=True, text=True, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_sigkill_mid_corpus_then_rerun_gives_the_uninterrupted_bytes(corpus, tmp
     ref = tmp_path / "ref"
     assert cli("encode", corpus, "-o", ref, "--rate", 2000, "-q").returncode == 0
     out = tmp_path / "out"
-    p = subprocess.Popen([sys.executable, "-m", "spiketrum.cli", "encode", str(corpus), "-o", str(out), "--rate", "2000",
+    p = subprocess.Popen([sys.executable, "-m", "spiketrum.app", "encode", str(corpus), "-o", str(out), "--rate", "2000",
                           "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while len(list(out.rglob("*.npz"))) < 5 and time.monotonic() < deadline and p.poll() is None:

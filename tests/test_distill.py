@@ -46,7 +46,7 @@ def test_kd_term_matches_hinton_and_moves_the_student_to_the_teacher():
 
 def test_ann_teacher_then_kd_student_through_the_cli(tiny_folder, tmp_path):
     def train(out, *extra):
-        r = subprocess.run([sys.executable, "-m", "spiketrum.cli", "train", "--dataset", "folder", "--data",
+        r = subprocess.run([sys.executable, "-m", "spiketrum.app", "train", "--dataset", "folder", "--data",
                             str(tiny_folder), "-o", str(out), "--epochs", "2", "--rate", "500", "--batch-size", "8",
                             "--augment", "none", "-q", *map(str, extra)], capture_output=True, text=True)
         return r
@@ -179,7 +179,7 @@ def test_an_online_teacher_learns_from_its_own_loss_only():
 
 def test_virtual_and_online_teachers_through_the_cli(tiny_folder, tmp_path):
     def train(out, *extra):
-        return subprocess.run([sys.executable, "-m", "spiketrum.cli", "train", "--dataset", "folder", "--data",
+        return subprocess.run([sys.executable, "-m", "spiketrum.app", "train", "--dataset", "folder", "--data",
                                str(tiny_folder), "-o", str(out), "--epochs", "1", "--rate", "500", "--batch-size", "8",
                                "--hidden", "16", "--augment", "none", "-q", *map(str, extra)], capture_output=True, text=True)
 

@@ -108,12 +108,12 @@ def test_two_processes_split_the_data_agree_and_match_one_process(tmp_path):
 
 
 def test_spiketrum_train_under_torchrun(tiny_folder, tmp_path):
-    from snn.kws import Run
+    from spiketrum.app.kws import Run
 
     out = tmp_path / "run"
     common = ["--dataset", "folder", "--data", tiny_folder, "-o", out, "--hidden", 16, "--rate", 500,
               "--batch-size", 8, "-q"]
-    r = torchrun("-m", "spiketrum.cli", "train", *common, "--epochs", 1)
+    r = torchrun("-m", "spiketrum.app", "train", *common, "--epochs", 1)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("test accuracy") == 1  # rank 0 alone reports
     written = {p.name for p in out.iterdir()}
@@ -122,7 +122,7 @@ def test_spiketrum_train_under_torchrun(tiny_folder, tmp_path):
     assert m["processes"] == 2 and m["n_test"] > 0 and sum(map(sum, m["confusion"])) == m["n_test"]
     assert Run.load(out).classes == ["0", "1", "7"]
     # Resume under torchrun: nothing is left to train, so it loads the checkpoint and tests again.
-    r = torchrun("-m", "spiketrum.cli", "train", *common, "--epochs", 1, "--resume")
+    r = torchrun("-m", "spiketrum.app", "train", *common, "--epochs", 1, "--resume")
     assert r.returncode == 0, r.stderr[-3000:]
     again = json.loads((out / "metrics.json").read_text())
     assert again["history"] == m["history"] and again["confusion"] == m["confusion"]

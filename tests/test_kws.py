@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from snn import kws
+from spiketrum.app import kws
 from snn.trainer import Callback, TrainConfig
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "spiketrum.cli", *map(str, args)], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "spiketrum.app", *map(str, args)], capture_output=True, text=True)
 
 
 FAST = ["--epochs", 3, "--hidden", 24, "--dt-ms", 10, "--rate", 500, "--batch-size", 8, "-q"]
@@ -161,7 +161,7 @@ def test_sigkill_mid_training_then_resume_gives_the_uninterrupted_model(tiny_fol
     full = tmp_path / "full" / "run"
     assert run("train", "-o", full, *args).returncode == 0
     out = tmp_path / "killed" / "run"
-    p = subprocess.Popen([sys.executable, "-m", "spiketrum.cli", "train", "-o", str(out), *map(str, args)],
+    p = subprocess.Popen([sys.executable, "-m", "spiketrum.app", "train", "-o", str(out), *map(str, args)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint, deadline = out / "checkpoint.pt", time.monotonic() + 300
     while not checkpoint.exists() and time.monotonic() < deadline and p.poll() is None:

@@ -123,7 +123,7 @@ def test_train_with_esl_through_the_cli_records_density(tiny_folder, tmp_path):
     import sys
 
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "spiketrum.cli", "train", "--dataset", "folder", "--data", str(tiny_folder), "-o", str(out),
+    args = [sys.executable, "-m", "spiketrum.app", "train", "--dataset", "folder", "--data", str(tiny_folder), "-o", str(out),
             "--epochs", "2", "--hidden", "24", "--rate", "500", "--batch-size", "8", "--augment", "none", "-q",
             "--prune", "esl", "--density", "0.2", "--regrow", "gradient", "--prune-every", "3"]
     r = subprocess.run(args, capture_output=True, text=True)
@@ -232,10 +232,10 @@ def test_sca_run_exports_a_compact_model_with_equal_outputs(tiny_folder, tmp_pat
     import subprocess
     import sys
 
-    from snn.kws import Run
+    from spiketrum.app.kws import Run
 
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "spiketrum.cli"]
+    cmd = [sys.executable, "-m", "spiketrum.app"]
     r = subprocess.run([*cmd, "train", "--dataset", "folder", "--data", str(tiny_folder), "-o", str(out), "--model", "conv",
                         "--epochs", "3", "--rate", "500", "--batch-size", "8", "--augment", "none", "-q",
                         "--prune", "sca", "--keep", "0.25", "--prune-every", "2"], capture_output=True, text=True)

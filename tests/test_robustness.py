@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from datasets import collate_spikes
-from snn import kws
-from snn import robustness as rb
+from spiketrum.app import kws
+from spiketrum.app import robustness as rb
 from snn.trainer import TrainConfig
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "spiketrum.cli", *map(str, args)], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "spiketrum.app", *map(str, args)], capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
+
+from datasets import NoiseFolder, SpikeDataset, collate_spikes
+from snn.trainer import default_device, write_json
+from spiketrum import perturb
+from spiketrum.baselines import envelope_snr_db
+from spiketrum.corpus import file_digest
+from spiketrum.encoder import decode
+from spiketrum.metrics import snr_db
+
+from .kws import Run, default_noise_dir, split_audio
 
 KINDS = ("deletion", "jitter", "insertion", "noise")
 UNITS = {"deletion": "probability of deleting each spike", "jitter": "sigma of Gaussian spike-time jitter, ms",
@@ -60,8 +71,6 @@ def _seed(*parts):
 
 
 def _perturb(st, kind, level, seed):
-    from spiketrum import perturb
-
     if kind == "deletion":
         return perturb.delete(st, level, seed)
     if kind == "jitter":
@@ -71,8 +80,6 @@ def _perturb(st, kind, level, seed):
 
 @torch.no_grad()
 def _predict(run, trains, device, batch_size=64):
-    from datasets import collate_spikes
-
     preds = []
     for i in range(0, len(trains), batch_size):
         x, lengths, _ = collate_spikes([(st, 0) for st in trains[i:i + batch_size]], dt=run.dt)
@@ -83,10 +90,6 @@ def _predict(run, trains, device, batch_size=64):
 def _recon_snr(trains, clean_audio):
     """Means over clips of the SNR (dB) of each train's decoded audio against the clean audio, and of
     its decoded envelope against the clean cochleagram (:func:`spiketrum.baselines.envelope_snr_db`)."""
-    from spiketrum.baselines import envelope_snr_db
-    from spiketrum.encoder import decode
-    from spiketrum.metrics import snr_db
-
     if not clean_audio:
         return [float("nan")] * 2
     return [float(np.mean([snr_db(x, decode(trains[i])) for i, x in clean_audio.items()])),
@@ -123,13 +126,6 @@ def robustness(run_dir, data, config, partial=None, noise_dir=None, cache_dir=No
         SNR of the decoded waveform and of the decoded envelope (cochleagram), both against the clean
         audio; the envelope one is the fair scale for envelope codes (delta, LIF, Poisson).
     """
-    from tqdm.auto import tqdm
-
-    from datasets import NoiseFolder, SpikeDataset
-
-    from .kws import Run, default_noise_dir, split_audio
-    from .trainer import default_device, write_json
-
     run_dir = Path(run_dir)
     device = torch.device(device) if device is not None else default_device()
     run = Run.load(run_dir, device=device)
@@ -201,11 +197,6 @@ def measure(run_dirs, data, config, out_dir, **kwargs):
     dict
         The JSON written.
     """
-    from .kws import Run
-    from spiketrum.corpus import file_digest
-
-    from .trainer import write_json
-
     for run_dir in run_dirs:
         Run.load(run_dir)  # fail before writing anything
     out_dir = Path(out_dir)

@@ -3,10 +3,27 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
+import json
+import math
 import sys
+import warnings
+from pathlib import Path
 
-from . import __version__
-from .perturb import DEFAULT_AUGMENT
+import soundfile as sf
+from tqdm import tqdm
+
+from cochlea import cochleagram, erb_space, plot_cochleagram
+from spiketrum import __version__, metrics
+from spiketrum.corpus import Recipe, collect, encode_corpus, encode_one, parse_shard
+from spiketrum.encoder import decode
+from spiketrum.io import InputError, atomic_output, check_output_path, load_audio
+from spiketrum.perturb import DEFAULT_AUGMENT
+from spiketrum.plot import plot_spikegram
+from spiketrum.spiketrain import SpikeTrain
+
+# The commands that train or run a model import torch (about a second) and the application modules
+# over it inside their functions, so that encode, decode, info and plot start fast.
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,8 +71,6 @@ def _unit(s):
 
 
 def _shard(s):
-    from .corpus import parse_shard
-
     try:
         return parse_shard(s)
     except ValueError as exc:
@@ -67,10 +82,6 @@ def cmd_cochleagram(args):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from cochlea import cochleagram, erb_space, plot_cochleagram
-
-    from .io import InputError, atomic_output, check_output_path, load_audio
 
     check_output_path(args.output)
     x, sr = load_audio(args.input)
@@ -88,11 +99,6 @@ def cmd_cochleagram(args):
 
 
 def cmd_encode(args):
-    from tqdm import tqdm
-
-    from .corpus import Recipe, collect, encode_corpus, encode_one
-    from .io import InputError
-
     rate = args.rate if args.rate is not None or args.spikes or args.snr is not None else 1000.0
     recipe = Recipe(method=args.method, rate=rate, n_spikes=args.spikes, snr_db=args.snr, frame_ms=args.frame_ms,
                     kernels=args.kernels, levels=args.levels, fmin=args.fmin, fmax=args.fmax, mode=args.mode, sr=args.sr)
@@ -100,15 +106,11 @@ def cmd_encode(args):
     pairs = collect(args.input, args.output)
     if not pairs:
         raise InputError(args.input[0], "no audio files found")
-    from pathlib import Path
-
     if Path(args.output).suffix == ".npz":
         if shard is not None or len(pairs) != 1 or pairs[0][1] != Path(args.output):
             raise InputError(args.output, "a .npz output takes exactly one audio file and no --shard; "
                              "give an output folder otherwise")
     if len(pairs) == 1 and pairs[0][1] == Path(args.output):  # one file to one named output
-        from .io import check_output_path
-
         check_output_path(args.output)
         e = encode_one(*pairs[0], recipe)
         if e["status"] != "ok":
@@ -128,14 +130,6 @@ def cmd_encode(args):
 
 
 def cmd_decode(args):
-    import io
-
-    import soundfile as sf
-
-    from .encoder import decode
-    from .io import atomic_output, check_output_path
-    from .spiketrain import SpikeTrain
-
     check_output_path(args.output)
     st = SpikeTrain.load(args.input)
     y = decode(st, exact=args.exact)
@@ -148,19 +142,11 @@ def cmd_decode(args):
 
 
 def cmd_info(args):
-    import json
-    import math
-
-    from . import metrics
-    from .spiketrain import SpikeTrain
-
     st = SpikeTrain.load(args.input)
     info = {"file": args.input, **metrics.report(st), "config": json.loads(st.config.to_json())}
     if "signal_energy" in st.meta and st.meta["residual_energy"] > 0:
         info["encoder_residual_snr_db"] = 10 * math.log10(st.meta["signal_energy"] / st.meta["residual_energy"])
     if args.source:
-        from .io import load_audio
-
         x, _ = load_audio(args.source, sr=st.sr)
         if x.size != st.n_samples:
             raise ValueError(f"{args.source}: has {x.size} samples, the spike file encodes {st.n_samples}")
@@ -177,10 +163,6 @@ def cmd_plot(args):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from .io import atomic_output, check_output_path, load_audio
-    from .plot import plot_spikegram
-    from .spiketrain import SpikeTrain
 
     check_output_path(args.output)
     st = SpikeTrain.load(args.input)
@@ -199,8 +181,6 @@ def cmd_plot(args):
 @contextlib.contextmanager
 def _removed_if_left_empty(folder):
     """An output folder this command creates is removed again if the command fails before writing into it."""
-    from pathlib import Path
-
     new, p = [], Path(folder).absolute()
     while not p.exists() and p != p.parent:
         new.append(p)
@@ -223,7 +203,7 @@ def _train_config(args):
 
 
 def cmd_train(args):
-    from snn import kws
+    from . import kws
     from snn.trainer import distributed
 
     model_kwargs = {"maps" if args.model == "srnn-scbam" else "hidden": tuple(args.hidden)} if args.hidden else {}
@@ -264,7 +244,7 @@ def cmd_train(args):
                                  "or --kd-feature-beta")
             options.append(method(None, **kwargs))
         else:
-            options.append(method.from_run(args.teacher, **kwargs))
+            options.append(kws.distiller(method, args.teacher, **kwargs))
     elif args.teacher:
         raise ValueError("--teacher needs --distill kd or lasnn")
     with _removed_if_left_empty(args.output), distributed() as rank:  # data-parallel under torchrun, else one process
@@ -279,7 +259,7 @@ def cmd_train(args):
 
 
 def cmd_continual(args):
-    from snn.continual import continual
+    from .continual import continual
     from snn.trainer import TrainConfig
 
     options = {"hidden": args.hidden, "spikes": args.spikes, "rule": args.rule, "hebb_lr": args.hebb_lr,
@@ -297,9 +277,7 @@ def cmd_continual(args):
 
 
 def cmd_evaluate(args):
-    import json
-
-    from snn import kws
+    from . import kws
 
     r = kws.evaluate(args.run_dir, args.dataset, args.data, split=args.split, noise_dir=args.noise_dir, cache_dir=args.cache,
                      progress=not args.json)
@@ -330,8 +308,8 @@ def _levels(kind, lo=None, hi=None):
 
 
 def cmd_robustness(args):
-    from snn import robustness as rb
-    from snn.kws import Run, default_noise_dir
+    from . import robustness as rb
+    from .kws import Run, default_noise_dir
 
     for run_dir in (args.run_dir, *args.compare):
         Run.load(run_dir)  # a missing or foreign model fails here, before any warning or output
@@ -362,11 +340,9 @@ def cmd_robustness(args):
 
 
 def cmd_prune_export(args):
-    from pathlib import Path
-
     import torch
 
-    from snn.kws import Run, cpu_latency
+    from .kws import Run, cpu_latency
     from snn.pruning import compact
 
     run = Run.load(args.run_dir)
@@ -398,7 +374,7 @@ def cmd_prune_export(args):
 
 
 def cmd_predict(args):
-    from snn import kws
+    from . import kws
 
     for f, word, p in kws.predict(args.run_dir, args.input):
         print(f"{f}\t{word}\t{p:.3f}")
@@ -619,7 +595,6 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 0
-    import warnings
 
     def one_line(message, category, filename, lineno, file=None, line=None):
         print(f"spiketrum {args.command}: warning: {message}", file=sys.stderr)

@@ -5,6 +5,7 @@ A run folder holds ``model.pt`` (weights, model and encoder configs, class names
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -15,12 +16,17 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 
+from datasets import FSDD, AudioFolder, NoiseFolder, SpeechCommands, SpikeDataset, collate_spikes, make_encode_fn
+from snn.models import ANN, SCBAMSNN, SRNN, ConvSNN, record_activity
+from snn.trainer import TrainConfig, Trainer, atomic_save, rank_and_world, rank_zero_first, seed_everything, write_json
+from spiketrum import SpiketrumConfig
+from spiketrum.baselines import BaselineConfig
 from spiketrum.encoder import config_from_json
+from spiketrum.io import load_audio
 from spiketrum.perturb import DEFAULT_AUGMENT, Augment
-
-from .trainer import TrainConfig, Trainer, atomic_save, rank_and_world, rank_zero_first, seed_everything, write_json
 
 MODEL_FORMAT = "spiketrum-model"
 MODEL_VERSION = 1
@@ -34,11 +40,7 @@ def encoder_config(method, sr, rate):
     phase, which time bins of milliseconds cannot use, and merging halves the input.
     """
     if method == "spiketrum":
-        from spiketrum import SpiketrumConfig
-
         return SpiketrumConfig(sr=sr, rate=rate, polarity_channels=False)
-    from spiketrum.baselines import BaselineConfig
-
     return BaselineConfig(method, sr, rate=rate)
 
 
@@ -66,8 +68,6 @@ def audio_splits(dataset, data, split="official", noise_dir=None, seed=0):
     ``speech_commands_noise`` folder beside ``data`` or ``data/_background_noise_``). ``folder``:
     one folder per class, 10 % validation and 10 % test chosen by a hash of each file name.
     """
-    from datasets import FSDD, AudioFolder, SpeechCommands
-
     if dataset == "fsdd":
         root = Path(data)
         if (root / "recordings").is_dir() and not (root / "fsdd").is_dir():
@@ -113,8 +113,6 @@ class AugmentedSpikes(torch.utils.data.Dataset):
 
 
 def build_model(name, n_in, n_classes, **kwargs):
-    from .models import ANN, SCBAMSNN, SRNN, ConvSNN
-
     models = {"srnn": SRNN, "conv": ConvSNN, "srnn-scbam": SCBAMSNN, "ann": ANN}
     if name not in models:
         raise ValueError(f"unknown model {name!r}: use {', '.join(models)}")
@@ -172,9 +170,18 @@ class Run:
         return cls(model.to(device).eval(), state["model_name"], state["model_kwargs"], encoder, dt, classes)
 
 
-def spike_sets(splits, encoder, cache_dir, dt, jobs=1, progress=True):
-    from datasets import SpikeDataset
+def input_key(encoder, dt, classes):
+    """What a model's input is: its encoder, time bin and classes (a teacher must share them with its student)."""
+    return encoder.to_json(), float(dt), list(classes)
 
+
+def distiller(kind, run_dir, device="cpu", **kwargs):
+    """A :class:`~snn.distill.KD` or :class:`~snn.distill.LaSNN` whose teacher is the model of a trained run."""
+    run = Run.load(run_dir, device=device)
+    return kind(run.model, source=run_dir, input_key=input_key(run.encoder, run.dt, run.classes), **kwargs)
+
+
+def spike_sets(splits, encoder, cache_dir, dt, jobs=1, progress=True):
     sets = [SpikeDataset(s, encoder, cache_dir, dt=dt, jobs=jobs) for s in splits]
     for s in sets:
         s.prepare(progress=progress)
@@ -182,8 +189,6 @@ def spike_sets(splits, encoder, cache_dir, dt, jobs=1, progress=True):
 
 
 def collate_for(dt):
-    from datasets import collate_spikes
-
     return lambda batch: collate_spikes(batch, dt=dt)
 
 
@@ -246,17 +251,15 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
     enc = encoder_config(encoder, sr, rate)
     for o in options:  # before any encoding: a teacher on other input fails at once
         if hasattr(o, "check"):
-            o.check(enc, dt, splits[0].classes)
+            o.check(enc.n_channels, len(splits[0].classes), input_key(enc, dt, splits[0].classes))
     cache_dir = Path(cache_dir) if cache_dir is not None else out.parent / "cache"
     with rank_zero_first():  # rank 0 encodes, then the other processes load its cache entries
         train_set, val_set, test_set = spike_sets(splits, enc, cache_dir, dt, jobs, progress)
         noisy = []
         if augment.noise is not None:
-            from datasets import NoiseFolder, SpikeDataset
-
             noise = NoiseFolder(noise_dir, enc.sr, part="train")
-            for copy in range(augment.copies):  # copy 0 keeps the seed of single-copy runs: their cache serves
-                noisy.append(SpikeDataset(splits[0], enc, cache_dir, dt=None, jobs=jobs, seed=config.seed + 7919 * copy,
+            for k in range(augment.copies):  # copy 0 keeps the seed of single-copy runs: their cache serves
+                noisy.append(SpikeDataset(splits[0], enc, cache_dir, dt=None, jobs=jobs, seed=config.seed + 7919 * k,
                                           noise=noise, snr_db=(augment.noise, augment.noise + 20.0)))
                 noisy[-1].prepare(progress=progress)
     if augment != Augment():
@@ -316,8 +319,6 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
 
 
 def _common_rate(dataset):
-    import soundfile as sf
-
     rates = {sf.info(str(f)).samplerate for f in dataset.files[:50]}
     return max(rates)
 
@@ -325,8 +326,6 @@ def _common_rate(dataset):
 @torch.no_grad()
 def activity(model, dataset, collate, device, max_batches=8):
     """Spike rates per layer and synaptic operations per sample on (the start of) ``dataset``."""
-    from .models import record_activity
-
     model.eval()
     loader = torch.utils.data.DataLoader(dataset, batch_size=32, collate_fn=collate)
     with record_activity(model) as act:
@@ -345,8 +344,6 @@ def cpu_latency(models, dataset, collate, clips=20, batch=1, repeats=5):
     ``models`` may be one model (returns a float) or a list (returns a list), timed in turn on each
     batch so that drift in the machine's speed affects every model alike.
     """
-    import copy
-
     single = isinstance(models, torch.nn.Module)
     models = [copy.deepcopy(m).cpu().eval() for m in ([models] if single else models)]
     items = [dataset[i] for i in range(min(clips, len(dataset)))]
@@ -370,8 +367,6 @@ def split_audio(run, dataset, data, split="test", noise_dir=None):
     (part defaults to test). A folder's classes the model does not know are skipped and listed.
     """
     if dataset == "folder":
-        from datasets import AudioFolder
-
         full = AudioFolder(data)
         known = [c for c in full.classes if c in run.classes]
         unknown = sorted(set(full.classes) - set(known))
@@ -406,9 +401,6 @@ def evaluate(run_dir, dataset, data, split="test", noise_dir=None, cache_dir=Non
 @torch.no_grad()
 def predict(run_dir, files):
     """(file, keyword, confidence) for each audio file."""
-    from datasets import make_encode_fn
-    from spiketrum.io import load_audio
-
     run = Run.load(run_dir)
     encode = make_encode_fn(run.encoder)
     out = []

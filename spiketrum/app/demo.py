@@ -9,10 +9,10 @@ from pathlib import Path
 
 from datasets.fsdd import fsdd_recordings
 
-from . import metrics
+from spiketrum import metrics
 from .cli import main as cli_main
-from .encoder import encode
-from .io import load_audio
+from spiketrum.encoder import encode
+from spiketrum.io import load_audio
 
 
 def main(argv=None):
@@ -52,7 +52,7 @@ def main(argv=None):
         return rc
     print(f"spike files in {out}; try: spiketrum info {first}")
     if args.epochs > 0:
-        from snn import kws
+        from . import kws
         from snn.trainer import TrainConfig
 
         # The default `spiketrum train` recipe with half its epochs: a few minutes on a 2-core CPU, encoding included

@@ -1,0 +1,91 @@
+"""``spiketrum continual``: the task sequence on a dataset, every method in one run, and its figure.
+
+The methods themselves (:class:`snn.continual.ContextGating`, EWC, XdG) live in :mod:`snn.continual`; this
+module feeds them spike tensors from a dataset and writes ``continual.json`` and ``continual.png``.
+"""
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from snn.continual import METHODS, TaskSet, parse_tasks, run_method
+from snn.trainer import TrainConfig, write_json
+
+from .kws import SAMPLE_RATES, _common_rate, audio_splits, collate_for, encoder_config, spike_sets
+
+
+def plot(results, tasks, path):
+    """Accuracy matrices of every method and a bar chart of average accuracy, backward transfer and selectivity."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(results)
+    fig, axes = plt.subplots(1, len(methods) + 1, figsize=(3.0 * (len(methods) + 1), 3.2), layout="constrained")
+    for ax, m in zip(axes, methods):
+        r = np.asarray(results[m]["matrix"])
+        ax.imshow(r, vmin=0, vmax=1, cmap="viridis")
+        for i, j in np.ndindex(r.shape):
+            ax.text(j, i, f"{100 * r[i, j]:.0f}", ha="center", va="center", fontsize=7, color="w" if r[i, j] < 0.6 else "k")
+        ax.set_title(f"{m}: avg {100 * results[m]['average_accuracy']:.1f} %", fontsize=9)
+        ax.set_xlabel("task evaluated")
+        ax.set_ylabel("after training task")
+        ax.set_xticks(range(len(tasks)), [t.name for t in tasks], rotation=90, fontsize=6)
+        ax.set_yticks(range(r.shape[0]), [t.name for t in tasks][:r.shape[0]], fontsize=6)
+    ax = axes[-1]
+    x = np.arange(len(methods))
+    for i, (key, label) in enumerate((("average_accuracy", "avg acc"), ("backward_transfer", "BWT"),
+                                      ("selective_fraction", "selective"))):
+        ax.bar(x + (i - 1) * 0.27, [results[m][key] for m in methods], 0.27, label=label)
+    ax.set_xticks(x, methods, fontsize=7)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.legend(fontsize=7)
+    tmp = f"{path}.tmp-{os.getpid()}.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def continual(dataset, data, out, *, tasks="pairs", methods=METHODS, split="official", encoder="spiketrum", rate=1000.0,
+              dt=1e-2, config=TrainConfig(epochs=10, patience=0), cache_dir=None, jobs=1, progress=True, **options):
+    """Run every method over the task sequence and write ``out/continual.json`` and ``out/continual.png``.
+
+    Each method's result is also kept in ``out/<method>.json`` as soon as it is done; a rerun with the same
+    settings skips finished methods. ``options`` go to :func:`run_method`. Returns the results dict.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    splits = audio_splits(dataset, data, split, seed=config.seed)
+    task_list = parse_tasks(tasks, splits[0].classes)
+    sr = SAMPLE_RATES.get(dataset) or _common_rate(splits[0])
+    enc = encoder_config(encoder, sr, rate)
+    base = spike_sets(splits, enc, Path(cache_dir) if cache_dir else out / "cache", dt, jobs, progress)
+    sets = tuple([TaskSet(b, t, k, len(task_list)) for k, t in enumerate(task_list)] for b in base)
+    settings = {"dataset": dataset, "split": split, "tasks": tasks, "task_list": [dataclasses.asdict(t) for t in task_list],
+                "encoder": json.loads(enc.to_json()), "dt": dt, "train_config": dataclasses.asdict(config), **options}
+    write_json(settings, out / "settings.json")
+    results = {}
+    bar = tqdm(methods, desc="continual", disable=not progress)
+    for m in bar:
+        done = out / f"{m}.json"
+        if done.is_file():
+            saved = json.loads(done.read_text())
+            if saved.get("run_settings") == json.loads(json.dumps(settings)):
+                results[m] = saved
+                continue
+        bar.set_postfix(method=m)
+        r = run_method(m, task_list, sets, enc.n_channels, collate_for(dt), config, progress=bar.write if progress else None,
+                       **options)
+        r["run_settings"] = settings
+        write_json(r, done)
+        results[m] = json.loads(json.dumps(r))
+    summary = {"settings": settings, "results": {m: {k: v for k, v in r.items() if k != "run_settings"}
+                                                  for m, r in results.items()}}
+    write_json(summary, out / "continual.json")
+    plot(results, task_list, out / "continual.png")
+    return summary["results"]
+
