@@ -164,5 +164,6 @@ def plot_cochleagram(C, sr, center_freqs, *, hop_ms=10.0, ax=None, title=None, c
     ax.set_ylabel("centre frequency (Hz)")
     if title:
         ax.set_title(title)
-    ax.figure.colorbar(img, ax=ax, label="dB" if np.nanmin(C) < 0 else "")
+    # not sound level: cochleagram(db=True) is 10 log10 of the compressed hair-cell output
+    ax.figure.colorbar(img, ax=ax, label="10 log10 hair-cell output" if np.nanmin(C) < 0 else "hair-cell output")
     return img

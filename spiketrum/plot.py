@@ -27,6 +27,7 @@ def plot_spikegram(st, x=None, *, reconstruction=False, fig=None, title=None):
     2
     """
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     from .encoder import decode
 
@@ -55,5 +56,11 @@ def plot_spikegram(st, x=None, *, reconstruction=False, fig=None, title=None):
     bottom.set_xlim(0, st.duration)
     bottom.set_xlabel("time (s)")
     bottom.set_ylabel("kernel centre frequency (Hz)")
+    key = [Line2D([], [], color=c, marker="|", ls="", markersize=8, label=f"{name} polarity")
+           for c, name in (("tab:red", "positive"), ("tab:blue", "negative"))]
+    key += [Line2D([], [], color="0.4", marker="|", ls="", markersize=np.sqrt(2 + 6 * (lv + 1) / cfg.levels) * 2,
+                   label=f"level {lv + 1} of {cfg.levels}") for lv in range(min(cfg.levels, 5))]
+    bottom.legend(handles=key, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="x-small", frameon=False,
+                  title="colour: polarity\nsize and row offset:\nlevel", title_fontsize="x-small", alignment="left")
     top.set_title(title or f"{len(st)} spikes, {len(st) / st.duration:.0f} spikes/s, {st.n_channels} channels ({cfg.method})")
     return fig
