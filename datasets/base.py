@@ -213,7 +213,7 @@ class AudioDataset(torch.utils.data.Dataset):
 class AudioFolder(AudioDataset):
     """Any folder-per-class tree: every audio file under ``root/<class>/`` has that class.
 
-    Every file's header is read once here; unreadable files are left out with one warning.
+    Every file's header is read once here; unreadable files are left out with one warning line each.
 
     Parameters
     ----------
@@ -259,7 +259,7 @@ class AudioFolder(AudioDataset):
             if len(files) == n:
                 raise ValueError(f"{folder}: class folder {name!r} has no readable audio file ({', '.join(extensions)})")
         for p, problem in self.skipped:  # one line each: the user can find and fix every one
-            warnings.warn(f"{p}: skipped, not readable audio ({problem})", stacklevel=2)
+            warnings.warn(f"{p}: {problem}; skipped this unreadable audio file", stacklevel=2)
         super().__init__(files, labels, classes, transform=transform)
 
     def split(self, part, seed=0):
