@@ -110,10 +110,6 @@ def corpus_rate(splits):
     return rate
 
 
-def _common_rate(dataset):  # kept for callers of the old name
-    return corpus_rate(dataset)
-
-
 class AugmentedSpikes(torch.utils.data.Dataset):
     """Training items ``(dense spikes [T, C], label)`` from a clean :class:`~datasets.SpikeDataset`,
     transformed by an :class:`Augment` each time they are read. Half the reads take the item from
