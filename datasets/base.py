@@ -13,6 +13,85 @@ from spiketrum.io import InputError, load_audio
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 
+#: Where each corpus lives under a data root, and how its folder is recognised (see :func:`locate`).
+CORPORA = {
+    "fsdd": (("fsdd",), lambda p: (p / "recordings").is_dir()),
+    "speech-commands": (("speech_commands", "speech_commands_sample"), lambda p: (p / "testing_list.txt").is_file()),
+    "noise": (("_background_noise_", "speech_commands_noise"), lambda p: False),
+}
+
+
+def data_root():
+    """The default data root: ``$SPIKETRUM_DATA``, else ``../shared/data`` from the current directory if it
+    exists, else None."""
+    env = os.environ.get("SPIKETRUM_DATA")
+    if env:
+        return Path(env)
+    shared = Path("..", "shared", "data").resolve()
+    return shared if shared.is_dir() else None
+
+
+def locate(corpus, data=None):
+    """The folder of ``corpus`` (a key of :data:`CORPORA`) for a data path, or None; the one rule every
+    command and library function uses to find a corpus.
+
+    ``data`` (default :func:`data_root`) may be the data root or the corpus folder itself. Looked at in
+    order: ``data`` itself when it is named like the corpus or looks like it (FSDD: holds ``recordings``);
+    then each of the corpus's folder names inside ``data``; then beside it (``data/../<name>``).
+    """
+    names, looks_like = CORPORA[corpus]
+    data = Path(data) if data is not None else data_root()
+    if data is None:
+        return None
+    if data.is_dir() and (data.name in names or looks_like(data)):
+        return data
+    for base in (data, data.parent):
+        for name in names:
+            if (base / name).is_dir():
+                return base / name
+    return None
+
+
+#: The splits a dataset accepts: ``train`` for how a corpus is divided into train/val/test, ``score``
+#: for the part a trained model is evaluated on.
+SPLITS = {
+    ("fsdd", "train"): "official or loso:<speaker>",
+    ("fsdd", "score"): "train, val, test or loso:<speaker>[:train|val|test]",
+    ("speech-commands", "train"): "official",
+    ("speech-commands", "score"): "train, val or test",
+    ("folder", "train"): "official (10 % validation and 10 % test, chosen by a hash of each file name)",
+    ("folder", "score"): "train, val, test (the parts training used) or all (every file)",
+}
+
+
+def check_split(dataset, split, purpose="score"):
+    """ValueError unless ``split`` names a split of ``dataset`` for ``purpose`` (``"train"``: how the corpus
+    is divided; ``"score"``: the part a model is evaluated on). Returns ``split``."""
+    import re
+
+    if (dataset, purpose) not in SPLITS:
+        raise ValueError(f"unknown dataset {dataset!r} or purpose {purpose!r}")
+    ok = {("fsdd", "train"): r"official|loso:[^:]+", ("fsdd", "score"): r"train|val|test|loso:[^:]+(:(train|val|test))?",
+          ("speech-commands", "train"): r"official", ("speech-commands", "score"): r"train|val|test",
+          ("folder", "train"): r"official", ("folder", "score"): r"train|val|test|all"}[dataset, purpose]
+    if not isinstance(split, str) or not re.fullmatch(ok, split):
+        raise ValueError(f"unknown {dataset} split {split!r}: use {SPLITS[dataset, purpose]}")
+    return split
+
+
+def hash_split(files, seed=0, val=0.1, test=0.1):
+    """Deterministic per-file split of a folder dataset: ``{"train", "val", "test"}`` -> indices into ``files``.
+
+    Each file's side is chosen by a hash of ``seed`` and its name alone, so the same file always lands on
+    the same side whatever else is in the folder (and a file left out does not move the others).
+    """
+    def below(fraction, salt):
+        h = [int(hashlib.sha256(f"{salt}:{Path(f).name}".encode()).hexdigest()[:8], 16) / 2**32 for f in files]
+        return np.array(h, dtype=float).reshape(-1) < fraction
+    is_test = below(test, f"test{seed}")
+    is_val = ~is_test & below(val / (1 - test), f"val{seed}")
+    return {"train": np.flatnonzero(~is_test & ~is_val), "val": np.flatnonzero(is_val), "test": np.flatnonzero(is_test)}
+
 
 def existing_dir(root, what):
     """``root`` as a Path; FileNotFoundError naming it (and ``what`` it should hold) if it is no folder."""
@@ -134,7 +213,7 @@ class AudioDataset(torch.utils.data.Dataset):
 class AudioFolder(AudioDataset):
     """Any folder-per-class tree: every audio file under ``root/<class>/`` has that class.
 
-    Every file's header is read once here; unreadable files are left out with one warning.
+    Every file's header is read once here; unreadable files are left out with one warning line each.
 
     Parameters
     ----------
@@ -179,10 +258,17 @@ class AudioFolder(AudioDataset):
                     labels.append(label)
             if len(files) == n:
                 raise ValueError(f"{folder}: class folder {name!r} has no readable audio file ({', '.join(extensions)})")
-        if self.skipped:
-            p, problem = self.skipped[0]
-            warnings.warn(f"{root}: skipped {len(self.skipped)} unreadable audio file(s), e.g. {p}: {problem}", stacklevel=2)
+        for p, problem in self.skipped:  # one line each: the user can find and fix every one
+            warnings.warn(f"{p}: {problem}; skipped this unreadable audio file", stacklevel=2)
         super().__init__(files, labels, classes, transform=transform)
+
+    def split(self, part, seed=0):
+        """The ``part`` (``train``, ``val``, ``test`` or ``all``) of this folder by :func:`hash_split` with
+        ``seed``: 10 % validation and 10 % test, the split ``spiketrum train`` uses."""
+        check_split("folder", part, "score")
+        if part == "all":
+            return self.subset(range(len(self)))
+        return self.subset(hash_split(self.files, seed)[part])
 
 
 class NoiseFolder:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ._download import fetch
-from .base import AudioDataset
+from .base import AudioDataset, data_root, locate
 
 FSDD_VERSION = "1.0.10"
 FSDD_URL = f"https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v{FSDD_VERSION}.tar.gz"
@@ -20,15 +20,6 @@ FSDD_N_RECORDINGS = 3000
 #: Digest of the 3000 recordings of v1.0.10 (see :func:`recordings_digest`): it verifies the content
 #: whatever the archive's compression.
 FSDD_RECORDINGS_SHA256 = "a2e8a660492f28d9eed6270b290d26cbc5c81d6077ce87d3c0ad5adf4d4ee696"
-
-
-def data_root():
-    """``$SPIKETRUM_DATA``, else ``../shared/data`` beside the current directory if it exists, else None."""
-    env = os.environ.get("SPIKETRUM_DATA")
-    if env:
-        return Path(env)
-    shared = Path("..", "shared", "data").resolve()
-    return shared if shared.is_dir() else None
 
 
 def recordings_digest(recordings):
@@ -42,10 +33,14 @@ def recordings_digest(recordings):
 def fsdd_recordings(root=None, download=False):
     """Folder of FSDD ``{digit}_{speaker}_{take}.wav`` files.
 
-    Looks in ``root/fsdd/recordings`` (``root`` defaults to :func:`data_root`). With ``download=True``
+    Looks in ``root/fsdd/recordings``, ``root`` found by :func:`~datasets.base.locate` (the data root, the
+    ``fsdd`` folder itself, or :func:`data_root` when None). With ``download=True``
     a missing copy is fetched from GitHub into ``root`` (default ``~/.cache/spiketrum``) and its
     content checked against :data:`FSDD_RECORDINGS_SHA256` before it is moved into place.
     """
+    found = locate("fsdd", root)
+    if found is not None:
+        root = found.parent
     root = Path(root) if root is not None else (data_root() or Path.home() / ".cache" / "spiketrum")
     rec = root / "fsdd" / "recordings"
     if rec.is_dir() and any(rec.glob("*.wav")):

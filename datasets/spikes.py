@@ -88,6 +88,8 @@ class SpikeDataset(torch.utils.data.Dataset):
         ``encode_fn(x, sr) -> SpikeTrain``, from :func:`make_encode_fn`.
     cache_dir : pathlib.Path
         This config's folder of entries.
+    skipped : list of (pathlib.Path, str)
+        Items :meth:`prepare` left out because their audio could not be read or encoded, and why.
     """
 
     def __init__(self, base, encoder_config, cache_dir, dt=1e-3, jobs=1, noise=None, snr_db=None, seed=0, transform=None,
@@ -108,6 +110,7 @@ class SpikeDataset(torch.utils.data.Dataset):
         self.cache_dir = Path(cache_dir) / hashlib.sha256(self.config_json.encode()).hexdigest()[:16]
         self.classes, self.files, self.labels = base.classes, base.files, base.labels
         self._memory = {} if in_memory else None
+        self.skipped = []
 
     def __len__(self):
         return len(self.base)
@@ -173,6 +176,11 @@ class SpikeDataset(torch.utils.data.Dataset):
     def prepare(self, progress=True):
         """Encode every item missing from the cache, in ``jobs`` processes, with a progress bar.
 
+        An item whose audio cannot be read or encoded (a corrupt file that fails partway, NaN or inf
+        samples: any ValueError, :class:`~spiketrum.io.InputError` included) is dropped from the
+        dataset with one warning naming its file, and listed in :attr:`skipped`; the other items keep
+        their order. If every item fails, the first failure is raised.
+
         Returns
         -------
         int
@@ -180,17 +188,39 @@ class SpikeDataset(torch.utils.data.Dataset):
         """
         from tqdm.auto import tqdm
 
-        encoded = 0
+        encoded, failed = 0, []
         with tqdm(total=len(self), desc=f"encoding into {self.cache_dir}", unit="clip", disable=not progress) as bar:
-            for fresh in self._fetch_all():
-                encoded += fresh
+            for i, fresh, error in self._fetch_all():
+                if error is None:
+                    encoded += fresh
+                else:
+                    failed.append((i, error))
                 bar.update()
+        if failed:
+            if len(failed) == len(self):
+                raise ValueError(failed[0][1])
+            self._drop(failed)
         return encoded
 
+    def _drop(self, failed):
+        """Leave out the items ``failed`` (``(index, message)``) and warn once per file."""
+        bad = {i for i, _ in failed}
+        for i, message in failed:
+            path = str(self.base.files[i])
+            problem = message[len(path) + 2:] if message.startswith(f"{path}: ") else message
+            self.skipped.append((self.base.files[i], problem))
+            warnings.warn(f"{path}: skipped, cannot encode it ({problem})", stacklevel=3)
+        keep = [i for i in range(len(self)) if i not in bad]
+        if self._memory is not None:
+            self._memory = {new: self._memory[old] for new, old in enumerate(keep) if old in self._memory}
+        self.base = self.base.subset(keep)
+        self.classes, self.files, self.labels = self.base.classes, self.base.files, self.base.labels
+
     def _fetch_all(self):
+        """``(index, encoded now, None)`` or ``(index, False, error message)`` for every item, in order."""
         if self.jobs == 1:
             for i in range(len(self)):
-                yield self._fetch(i)[1]
+                yield _fetch_or_fail(self, i)
             return
         # Workers only encode: transforms (often lambdas) need not pickle.
         worker = copy.copy(self)
@@ -204,6 +234,15 @@ class SpikeDataset(torch.utils.data.Dataset):
             yield from pool.map(_fetch_in_worker, range(len(self)), chunksize=chunk)
 
 
+def _fetch_or_fail(dataset, i):
+    try:
+        return i, dataset._fetch(i)[1], None
+    except ValueError as exc:  # InputError names the file; other ValueErrors (a silent clip to mix noise into) do not
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        path = str(dataset.base.files[i])
+        return i, False, message if message.startswith(path) else f"{path}: {message}"
+
+
 _WORKER = None
 
 
@@ -213,7 +252,7 @@ def _start_worker(dataset):
 
 
 def _fetch_in_worker(i):
-    return _WORKER._fetch(i)[1]
+    return _fetch_or_fail(_WORKER, i)
 
 
 def collate_spikes(batch, dt=1e-3):

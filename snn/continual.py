@@ -52,20 +52,20 @@ def parse_tasks(spec, classes):
     classes = [str(c) for c in classes]
     if spec == "pairs":
         if len(classes) < 4:
-            raise ValueError(f"--tasks pairs needs at least 4 classes, the data has {len(classes)}")
+            raise ValueError(f"the task spec 'pairs' needs at least 4 classes, the data has {len(classes)}")
         groups = [classes[i:i + 2] for i in range(0, len(classes) - 1, 2)]
     elif spec == "rules":
         if sorted(classes) != [str(d) for d in range(10)]:
-            raise ValueError("--tasks rules needs the ten digit classes 0-9 (FSDD)")
+            raise ValueError("the task spec 'rules' needs the ten digit classes 0-9 (FSDD)")
         return [Task("parity", tuple(classes), tuple(int(c) % 2 for c in classes)),
                 Task("magnitude", tuple(classes), tuple(int(int(c) >= 5) for c in classes))]
     else:
         groups = [[c.strip() for c in g.split(",") if c.strip()] for g in spec.split("/")]
         unknown = sorted({c for g in groups for c in g} - set(classes))
         if unknown:
-            raise ValueError(f"--tasks {spec!r}: unknown classes {', '.join(unknown)} (the data has {', '.join(classes)})")
+            raise ValueError(f"task spec {spec!r}: unknown classes {', '.join(unknown)} (the data has {', '.join(classes)})")
         if len(groups) < 2 or any(len(g) < 2 or len(set(g)) != len(g) for g in groups):
-            raise ValueError(f"--tasks {spec!r}: give at least two groups of two or more distinct classes, "
+            raise ValueError(f"task spec {spec!r}: give at least two groups of two or more distinct classes, "
                              "e.g. 0,1/2,3")
     return [Task("/".join(g), tuple(g), tuple(range(len(g)))) for g in groups]
 
@@ -321,6 +321,30 @@ def continual_metrics(matrix):
     n = r.shape[0]
     return {"average_accuracy": float(r[-1].mean()),
             "backward_transfer": float(np.mean([r[-1, j] - r[j, j] for j in range(n - 1)])) if n > 1 else 0.0}
+
+
+def check_options(methods=METHODS, *, hidden=128, spikes="multi", rule="oja", hebb_lr=None, context_scale=4.0,
+                  context_init=1.0, gate_bias=-3.0, ewc_lambda=1000.0, xdg_fraction=0.8):
+    """ValueError for any option :func:`run_method` would refuse, before any data is prepared."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"unknown method {unknown[0] if unknown else None!r}: use {', '.join(METHODS)}")
+    if not (isinstance(hidden, int) and hidden >= 1):
+        raise ValueError(f"hidden must be a positive number of neurons, got {hidden!r}")
+    if spikes not in ("multi", "single"):
+        raise ValueError(f"spikes must be 'multi' or 'single', got {spikes!r}")
+    if "cg" in methods:
+        if rule not in RULES:
+            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+        if hebb_lr is not None and not hebb_lr > 0:
+            raise ValueError(f"the local learning rate must be > 0, got {hebb_lr}")
+        if not (context_scale > 0 and context_init > 0 and np.isfinite(gate_bias)):
+            raise ValueError("need context_scale > 0, context_init > 0 and a finite gate_bias")
+    if "ewc" in methods and not ewc_lambda > 0:
+        raise ValueError(f"the EWC penalty weight must be > 0, got {ewc_lambda}")
+    if "xdg" in methods and not 0 <= xdg_fraction < 1:
+        raise ValueError(f"the XdG gated fraction must be in [0, 1): gating every hidden unit leaves none to learn "
+                         f"with, got {xdg_fraction}")
 
 
 def run_method(method, tasks, sets, n_in, collate, config, *, hidden=128, spikes="multi", rule="oja", hebb_lr=None,

@@ -328,10 +328,15 @@ class SCA(Callback):
                     t[~keep] = 0.0
 
     # -- hooks -----------------------------------------------------------------------------------------
+    def check_model(self, model):
+        """Before any data is prepared: ValueError unless ``model`` has spiking convolutions to prune."""
+        if not self._layers(model):
+            raise ValueError(f"SCA prunes convolution channels; the {type(model).__name__} model has no spiking "
+                             "convolutions (use a ConvSNN)")
+
     def on_train_begin(self, trainer):
+        self.check_model(trainer.model)
         layers = self._layers(trainer.model)
-        if not layers:
-            raise ValueError("SCA prunes spiking convolutions; this model has none (use --model conv)")
         device = next(trainer.model.parameters()).device
         self.masks = {name: self.masks.get(name, torch.ones(layer.conv.out_channels, dtype=torch.bool)).to(device)
                       for name, layer in layers.items()}

@@ -16,7 +16,6 @@ import dataclasses
 import json
 import math
 import os
-import pickle
 import random
 from contextlib import contextmanager
 from datetime import timedelta
@@ -353,10 +352,7 @@ class Trainer:
 
     def load_checkpoint(self, path):
         """Continue from ``path``: the run goes on exactly as if it had not stopped."""
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=True)  # never runs pickled code
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-            raise ValueError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        state = read_checkpoint(path, self.device)
         if state["config"] != dataclasses.asdict(self.config):
             diff = sorted(k for k in state["config"] if state["config"][k] != dataclasses.asdict(self.config).get(k))
             raise ValueError(f"{path}: checkpoint was trained with other settings ({', '.join(diff)}); cannot resume")
@@ -376,6 +372,28 @@ class Trainer:
         _set_rng_state(ranks[self.rank] if len(ranks) == self.world_size else state["rng"])
 
 
+CHECKPOINT_KEYS = ("config", "model", "optimizer", "scheduler", "epoch", "step", "stale", "best_accuracy", "best_state",
+                   "history", "callbacks")
+
+
+def read_checkpoint(path, device="cpu"):
+    """The state a :class:`Trainer` checkpoint at ``path`` holds; ValueError naming ``path`` when it is no
+    checkpoint (unreadable, foreign or truncated bytes, another kind of file). Pickled code is never run."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch.load fails in many ways on foreign bytes (IndexError on a WAV)
+        if isinstance(exc, OSError) and not isinstance(exc, EOFError) and exc.errno is not None:
+            raise ValueError(f"{path}: cannot read checkpoint ({exc.strerror})") from None
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{path}: not a readable checkpoint ({detail[:200]})") from None
+    missing = [k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict) else None
+    if missing is None or missing:
+        raise ValueError(f"{path}: not a training checkpoint ({'no ' + ', '.join(missing) if missing else 'not a dict'})")
+    if not isinstance(state["config"], dict) or not isinstance(state["callbacks"], list):
+        raise ValueError(f"{path}: not a training checkpoint (malformed config or options)")
+    return state
+
+
 def write_json(obj, path):
     """JSON written atomically (numpy scalars and arrays become numbers and lists)."""
     def default(o):
@@ -386,6 +404,10 @@ def write_json(obj, path):
         raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, default=default)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, default=default)
+        os.replace(tmp, path)
+    finally:  # a failed write (disk full, an unserialisable value) leaves no temporary file
+        if os.path.exists(tmp):
+            os.remove(tmp)

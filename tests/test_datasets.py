@@ -214,7 +214,7 @@ def test_audio_folder(data_root, tmp_path):
             shutil.copy(rec / name, tmp_path / cls / name)
     (tmp_path / "two" / "broken.wav").write_bytes(b"RIFF but not audio")
     (tmp_path / "_noise").mkdir()
-    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+    with pytest.warns(UserWarning, match="broken.wav: .*skipped this unreadable"):  # a line per file
         ds = AudioFolder(tmp_path)
     assert ds.classes == ["one", "two"] and ds.labels == [0, 0, 1] and len(ds) == 3
     assert [p.name for p, _ in ds.skipped] == ["broken.wav"]

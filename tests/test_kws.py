@@ -45,6 +45,10 @@ def test_train_evaluate_predict_through_the_cli(tiny_folder, tmp_path):
     r = run("evaluate", out, "--dataset", "folder", "--data", tiny_folder, "--json")
     assert r.returncode == 0, r.stderr
     ev = json.loads(r.stdout)
+    assert ev["n"] == m["n_test"] and ev["accuracy"] == pytest.approx(m["test_accuracy"])  # the test part training held out
+    r = run("evaluate", out, "--dataset", "folder", "--data", tiny_folder, "--json", "--split", "all")
+    assert r.returncode == 0, r.stderr
+    ev = json.loads(r.stdout)
     assert ev["n"] == 84 and 0 <= ev["accuracy"] <= 1
     files = sorted((tiny_folder / "7").iterdir())[:2]
     r = run("predict", out, *files)
@@ -76,7 +80,7 @@ def test_evaluate_skips_unknown_class_folders(tiny_folder, tmp_path):
         os.symlink(f.resolve(), other / "7" / f.name)
     for f in sorted((tiny_folder / "0").iterdir())[:2]:
         os.symlink(f.resolve(), other / "9" / f.name)
-    r = run("evaluate", out, "--dataset", "folder", "--data", other, "--json", "--cache", tmp_path / "cache")
+    r = run("evaluate", out, "--dataset", "folder", "--data", other, "--json", "--cache", tmp_path / "cache", "--split", "all")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["n"] == 3 and "'9'" in r.stderr
 

@@ -22,6 +22,8 @@ from spiketrum.perturb import DEFAULT_AUGMENT
 from spiketrum.plot import plot_spikegram
 from spiketrum.spiketrain import SpikeTrain
 
+from .errors import OutputExists
+
 # The commands that train or run a model import torch (about a second) and the application modules
 # over it inside their functions, so that encode, decode, info and plot start fast.
 
@@ -206,10 +208,10 @@ def cmd_train(args):
     from . import kws
     from snn.trainer import distributed
 
+    # Which options combine is the library's to say (kws.train checks them all before encoding); here only
+    # how flags map onto the library's options.
     model_kwargs = {"maps" if args.model == "srnn-scbam" else "hidden": tuple(args.hidden)} if args.hidden else {}
     if args.attention is not None:
-        if args.model != "srnn-scbam":
-            raise ValueError("--attention needs --model srnn-scbam")
         model_kwargs["attention"] = args.attention
     options = []
     if args.prune == "sca":
@@ -239,9 +241,8 @@ def cmd_train(args):
         if args.distill == "lasnn":
             kwargs.update(beta=args.at_beta, schedule=args.distill_schedule)
         if args.teacher in ("ann", "virtual"):
-            if args.teacher == "virtual" and (args.kd_online or args.distill == "lasnn" or args.kd_feature_beta):
-                raise ValueError("--teacher virtual has no layers: use it with --distill kd, without --kd-online "
-                                 "or --kd-feature-beta")
+            if args.teacher == "virtual" and args.kd_online:  # online without a teacher run means the ANN teacher
+                raise ValueError("--teacher virtual is fixed: it cannot be trained online (--kd-online); use --teacher ann")
             options.append(method(None, **kwargs))
         else:
             options.append(kws.distiller(method, args.teacher, **kwargs))
@@ -251,11 +252,13 @@ def cmd_train(args):
         m = kws.train(args.dataset, args.data, args.output, split=args.split, model=args.model, encoder=args.encoder,
                       rate=args.rate, dt=args.dt_ms / 1000, augment=args.augment, config=_train_config(args),
                       model_kwargs=model_kwargs, cache_dir=args.cache, jobs=args.jobs, resume=args.resume, options=options,
-                      noise_dir=args.noise_dir, progress=not args.quiet)
+                      noise_dir=args.noise_dir, progress=not args.quiet, force=args.force)
     if rank != 0:
         return
+    skipped = len(m.get("skipped_files", []))
     print(f"test accuracy {100 * m['test_accuracy']:.2f} % on {m['n_test']} clips ({m['epochs_run']} epochs); "
-          f"wrote {args.output}/model.pt, metrics.json, confusion.png")
+          f"wrote {args.output}/model.pt, metrics.json, confusion.png"
+          + (f"; skipped {skipped} unreadable file(s), listed in metrics.json" if skipped else ""))
 
 
 def cmd_continual(args):
@@ -269,7 +272,7 @@ def cmd_continual(args):
     with _removed_if_left_empty(args.output):
         results = continual(args.dataset, args.data, args.output, tasks=args.tasks, methods=args.methods,
                             split=args.split, encoder=args.encoder, rate=args.rate, dt=args.dt_ms / 1000, config=config,
-                            cache_dir=args.cache, jobs=args.jobs, progress=not args.quiet, **options)
+                            cache_dir=args.cache, jobs=args.jobs, progress=not args.quiet, force=args.force, **options)
     for m, r in results.items():
         print(f"{m:9s} average accuracy {100 * r['average_accuracy']:5.1f} %  backward transfer "
               f"{100 * r['backward_transfer']:+5.1f}  task-selective neurons {100 * r['selective_fraction']:4.1f} %")
@@ -285,9 +288,10 @@ def cmd_evaluate(args):
         print(f"spiketrum evaluate: warning: {args.data}: class folder {c!r} is not a class of this model; skipped",
               file=sys.stderr)
     if args.json:
-        print(json.dumps({"accuracy": r["accuracy"], "n": r["n"]}))
+        print(json.dumps({"accuracy": r["accuracy"], "n": r["n"], "skipped_files": r["skipped_files"]}))
     else:
-        print(f"accuracy {100 * r['accuracy']:.2f} % on {r['n']} clips")
+        print(f"accuracy {100 * r['accuracy']:.2f} % on {r['n']} clips"
+              + (f" ({len(r['skipped_files'])} unreadable file(s) skipped)" if r["skipped_files"] else ""))
 
 
 def _levels(kind, lo=None, hi=None):
@@ -308,26 +312,25 @@ def _levels(kind, lo=None, hi=None):
 
 
 def cmd_robustness(args):
+    from datasets.base import check_split
+
     from . import robustness as rb
-    from .kws import Run, default_noise_dir
+    from .kws import Run
 
     for run_dir in (args.run_dir, *args.compare):
         Run.load(run_dir)  # a missing or foreign model fails here, before any warning or output
-    explicit = {"deletion": args.deletion, "jitter": args.jitter_ms, "insertion": args.insertion, "noise": args.noise_snr}
-    levels = tuple((k, rb.DEFAULT_LEVELS[k] if v is None else v) for k, v in explicit.items())
-    if args.noise_snr is None and args.noise_dir is None:
-        if default_noise_dir(args.data) is None:
-            print(f"spiketrum robustness: warning: {args.data}: no background-noise folder found; skipping noise "
-                  "(give --noise-dir)", file=sys.stderr)
-            levels = tuple((k, v) for k, v in levels if k != "noise")
-    levels = tuple((k, v) for k, v in levels if v)
+    check_split(args.dataset, args.split, "score")
+    if not args.force and (Path(args.output) / "robustness.json").exists():
+        raise OutputExists(args.output, "finished results (robustness.json)")
+    levels = rb.default_levels(args.data, args.noise_dir, deletion=args.deletion, jitter=args.jitter_ms,
+                               insertion=args.insertion, noise=args.noise_snr)
     if not levels:
         raise ValueError("nothing to measure: every perturbation list is empty")
     config = rb.RobustnessConfig(dataset=args.dataset, split=args.split, levels=levels, seeds=args.seeds,
                                  recon_clips=args.recon_clips)
     with _removed_if_left_empty(args.output):
         out = rb.measure([args.run_dir, *args.compare], args.data, config, args.output, noise_dir=args.noise_dir,
-                         cache_dir=args.cache, jobs=args.jobs, progress=not args.quiet)
+                         cache_dir=args.cache, jobs=args.jobs, progress=not args.quiet, force=args.force)
     snr = args.recon_clips > 0  # without decoded clips there is no reconstruction SNR to show
     for r in [out, *out.get("compare", [])]:
         print(f"{rb.run_label(r)}: clean accuracy {100 * r['clean_accuracy']:.2f} %"
@@ -340,44 +343,29 @@ def cmd_robustness(args):
 
 
 def cmd_prune_export(args):
-    import torch
+    from . import kws
 
-    from .kws import Run, cpu_latency
-    from snn.pruning import compact
-
-    run = Run.load(args.run_dir)
-    if run.model_name != "conv":
-        raise ValueError(f"{args.run_dir}: prune-export removes conv channels; this is a {run.model_name} model")
-    small, kwargs = compact(run.model, run.model_kwargs)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    g = torch.Generator().manual_seed(0)
-    x = (torch.rand(100, 64, run.encoder.n_channels, generator=g) < 0.05).float()  # 64 clips of 100 steps
-    with torch.no_grad():
-        diff = float((small(x) - run.model(x)).abs().max())
-    clips = [(x[:, i], 0) for i in range(x.shape[1])]
-    collate = lambda b: (torch.stack([c for c, _ in b], 1), torch.full((len(b),), 100), torch.zeros(len(b), dtype=torch.long))  # noqa: E731
-    before, after = cpu_latency([run.model, small], clips, collate)
-    batched = cpu_latency([run.model, small], clips, collate, clips=64, batch=32)
-    Run(small, "conv", kwargs, run.encoder, run.dt, run.classes).save(out / "model.pt")
-    report = {"source": str(args.run_dir), "channels": [c.conv.out_channels for c in run.model.convs],
-              "kept_channels": list(kwargs["channels"]), "parameters": sum(p.numel() for p in run.model.parameters()),
-              "parameters_compact": sum(p.numel() for p in small.parameters()), "max_abs_logit_difference": diff,
-              "cpu_latency_ms": before, "cpu_latency_ms_compact": after,
-              "cpu_ms_per_clip_batch32": batched[0], "cpu_ms_per_clip_batch32_compact": batched[1]}
-    from snn.trainer import write_json
-
-    write_json(report, out / "export.json")
-    print(f"wrote {out}/model.pt: channels {report['channels']} -> {report['kept_channels']}, "
-          f"{report['parameters']} -> {report['parameters_compact']} parameters, CPU latency {before:.2f} -> {after:.2f} ms "
-          f"per clip ({batched[0]:.3f} -> {batched[1]:.3f} ms per clip in batches of 32), outputs equal to {diff:.1e}")
+    report = kws.prune_export(args.run_dir, args.output, force=args.force)
+    r = report
+    print(f"wrote {args.output}/model.pt: channels {r['channels']} -> {r['kept_channels']}, "
+          f"{r['parameters']} -> {r['parameters_compact']} parameters, CPU latency {r['cpu_latency_ms']:.2f} -> "
+          f"{r['cpu_latency_ms_compact']:.2f} ms per clip ({r['cpu_ms_per_clip_batch32']:.3f} -> "
+          f"{r['cpu_ms_per_clip_batch32_compact']:.3f} ms per clip in batches of 32), outputs equal to "
+          f"{r['max_abs_logit_difference']:.1e}")
 
 
 def cmd_predict(args):
+    """Each result as it comes; one error line per file that fails, and exit code 2 at the end if any did."""
     from . import kws
 
-    for f, word, p in kws.predict(args.run_dir, args.input):
-        print(f"{f}\t{word}\t{p:.3f}")
+    failed = 0
+    for p in kws.iter_predict(args.run_dir, args.input):
+        if p.error:
+            failed += 1
+            print(f"spiketrum predict: error: {p.error}", file=sys.stderr, flush=True)
+        else:
+            print(f"{p.file}\t{p.keyword}\t{p.confidence:.3f}", flush=True)
+    return 2 if failed else 0
 
 
 def build_parser():
@@ -452,7 +440,8 @@ def build_parser():
     t.add_argument("--data", required=True, help="data root: the FSDD root (holding fsdd/recordings), a Speech Commands "
                    "folder, or a folder per class")
     t.add_argument("-o", "--output", required=True, help="run folder to write (model.pt, metrics.json, confusion.png)")
-    t.add_argument("--split", default="official", help="fsdd: official or loso:<speaker> (default official)")
+    t.add_argument("--split", default="official", help="fsdd: official or loso:<speaker>; speech-commands and folder: "
+                   "official (folder: 10 %% validation and 10 %% test by a hash of each file name) (default official)")
     t.add_argument("--model", choices=["srnn", "conv", "srnn-scbam", "ann"], default="srnn",
                    help="srnn (default), conv (ConvSNN), srnn-scbam (spiking ConvLSTM with attention on its forget "
                         "gate) or ann (a non-spiking GRU teacher on the same input)")
@@ -507,6 +496,7 @@ def build_parser():
     t.add_argument("--cache", help="encoding cache folder (default: cache/ beside the run folder)")
     t.add_argument("--noise-dir", help="background noise for Speech Commands silence and --augment noise")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    t.add_argument("--force", action="store_true", help="replace a finished (or unfinished) run in the output folder")
     t.add_argument("-q", "--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
 
@@ -531,9 +521,11 @@ def build_parser():
     cl.add_argument("--gate-bias", type=float, default=-3.0,
                     help="cg: offset inside the gate sigmoid; below 0 most gates start closed (default -3)")
     cl.add_argument("--ewc-lambda", type=_positive_float, default=1000.0, help="ewc penalty weight (default 1000)")
-    cl.add_argument("--xdg-fraction", type=_fraction, default=0.8, help="xdg: hidden units gated off per task (default 0.8)")
+    cl.add_argument("--xdg-fraction", type=_unit, default=0.8, help="xdg: fraction of hidden units gated off per task, "
+                    "in [0, 1) (default 0.8)")
     cl.add_argument("--hidden", type=_positive_int, default=128, help="hidden neurons (default 128)")
-    cl.add_argument("--split", default="official")
+    cl.add_argument("--split", default="official", help="as for train (default official)")
+    cl.add_argument("--force", action="store_true", help="replace finished results made with other settings")
     cl.add_argument("--encoder", choices=["spiketrum", "delta", "lif", "bsa", "poisson"], default="spiketrum")
     cl.add_argument("--rate", type=_positive_float, default=1000.0)
     cl.add_argument("--dt-ms", type=_positive_float, default=10.0)
@@ -550,7 +542,8 @@ def build_parser():
     ev.add_argument("run_dir")
     ev.add_argument("--dataset", choices=datasets, required=True)
     ev.add_argument("--data", required=True)
-    ev.add_argument("--split", default="test", help="train, val, test, or loso:<speaker>[:part] (default test)")
+    ev.add_argument("--split", default="test", help="train, val or test (a folder: the parts training made of it), "
+                    "all (a folder: every file), or loso:<speaker>[:part] (fsdd) (default test)")
     ev.add_argument("--noise-dir")
     ev.add_argument("--cache")
     ev.add_argument("--json", action="store_true", help='print {"accuracy": ..., "n": ...}')
@@ -574,12 +567,14 @@ def build_parser():
     rb.add_argument("--compare", nargs="+", default=[], metavar="RUN_DIR", help="more runs, measured alike and overlaid")
     rb.add_argument("--jobs", type=_positive_int, default=1, help="processes encoding the noisy audio")
     rb.add_argument("--cache", help="encoding cache folder (default: cache/ beside the run folder)")
+    rb.add_argument("--force", action="store_true", help="replace finished results in the output folder")
     rb.add_argument("-q", "--quiet", action="store_true")
     rb.set_defaults(func=cmd_robustness)
 
     pe = sub.add_parser("prune-export", help="remove the pruned channels of a --prune sca run physically")
     pe.add_argument("run_dir")
-    pe.add_argument("-o", "--output", required=True, help="run folder to write (model.pt, export.json)")
+    pe.add_argument("-o", "--output", required=True, help="run folder to write (model.pt, export.json); never the source")
+    pe.add_argument("--force", action="store_true", help="replace a model already in the output folder")
     pe.set_defaults(func=cmd_prune_export)
 
     pr = sub.add_parser("predict", help="keyword and confidence for audio files")
@@ -601,7 +596,11 @@ def main(argv=None):
 
     warnings.showwarning = one_line
     try:
-        args.func(args)
+        rc = args.func(args)
+    except OutputExists as exc:  # library words -> this command line's flags
+        hint = exc.hint.replace("pass force=True", "give --force").replace("resume=True", "--resume")
+        print(f"spiketrum {args.command}: error: {exc.path}: already holds {exc.what}; {hint}", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as exc:  # InputError is a ValueError naming the file
         print(f"spiketrum {args.command}: error: {exc}".split("\n")[0], file=sys.stderr)
         return 2
@@ -613,7 +612,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

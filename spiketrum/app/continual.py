@@ -5,16 +5,18 @@ module feeds them spike tensors from a dataset and writes ``continual.json`` and
 """
 import dataclasses
 import json
-import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from snn.continual import METHODS, TaskSet, parse_tasks, run_method
+from snn.continual import METHODS, TaskSet, check_options, parse_tasks, run_method
 from snn.trainer import TrainConfig, write_json
+from spiketrum.io import atomic_output
 
-from .kws import SAMPLE_RATES, _common_rate, audio_splits, collate_for, encoder_config, spike_sets
+from .errors import OutputExists
+from .kws import SAMPLE_RATES, audio_splits, collate_for, corpus_rate, encoder_config, skipped_files, spike_sets
 
 
 def plot(results, tasks, path):
@@ -44,48 +46,76 @@ def plot(results, tasks, path):
     ax.set_xticks(x, methods, fontsize=7)
     ax.axhline(0, color="k", lw=0.5)
     ax.legend(fontsize=7)
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
+
+
+def _saved_result(path, settings):
+    """A method's finished result kept in ``path`` if it was made with ``settings``, else None. A damaged
+    file is ignored with a warning naming it (it only holds what can be recomputed), and the method runs again."""
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+        if not isinstance(saved, dict) or not isinstance(saved.get("matrix"), list):
+            raise ValueError("not a method's result")
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        warnings.warn(f"{path}: not a readable result ({str(exc).splitlines()[0][:120]}); ignoring it and running "
+                      f"{path.stem} again", stacklevel=3)
+        return None
+    return saved if saved.get("run_settings") == json.loads(json.dumps(settings)) else None
 
 
 def continual(dataset, data, out, *, tasks="pairs", methods=METHODS, split="official", encoder="spiketrum", rate=1000.0,
-              dt=1e-2, config=TrainConfig(epochs=10, patience=0), cache_dir=None, jobs=1, progress=True, **options):
+              dt=1e-2, config=TrainConfig(epochs=10, patience=0), cache_dir=None, jobs=1, progress=True, force=False,
+              **options):
     """Run every method over the task sequence and write ``out/continual.json`` and ``out/continual.png``.
 
     Each method's result is also kept in ``out/<method>.json`` as soon as it is done; a rerun with the same
-    settings skips finished methods. ``options`` go to :func:`run_method`. Returns the results dict.
+    settings skips finished methods (a damaged ``<method>.json`` is ignored with a warning and the method run
+    again). A folder whose ``continual.json`` was made with other settings is not overwritten unless
+    ``force``. Every option is checked before anything is created or encoded. ``options`` go to
+    :func:`run_method`. Returns the results dict.
     """
+    check_options(methods, **options)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    splits = audio_splits(dataset, data, split, seed=config.seed)
+    splits = audio_splits(dataset, data, split, seed=config.seed)  # checks the split; encodes nothing
     task_list = parse_tasks(tasks, splits[0].classes)
-    sr = SAMPLE_RATES.get(dataset) or _common_rate(splits[0])
+    sr = SAMPLE_RATES.get(dataset) or corpus_rate(splits)
     enc = encoder_config(encoder, sr, rate)
-    base = spike_sets(splits, enc, Path(cache_dir) if cache_dir else out / "cache", dt, jobs, progress)
-    sets = tuple([TaskSet(b, t, k, len(task_list)) for k, t in enumerate(task_list)] for b in base)
     settings = {"dataset": dataset, "split": split, "tasks": tasks, "task_list": [dataclasses.asdict(t) for t in task_list],
                 "encoder": json.loads(enc.to_json()), "dt": dt, "train_config": dataclasses.asdict(config), **options}
+    summary_path = out / "continual.json"
+    if not force and summary_path.exists():
+        try:
+            same = json.loads(summary_path.read_text()).get("settings") == json.loads(json.dumps(settings))
+        except (OSError, ValueError, AttributeError):
+            same = False
+        if not same:
+            raise OutputExists(out, "finished results made with other settings (continual.json)")
+    out.mkdir(parents=True, exist_ok=True)
+    base = spike_sets(splits, enc, Path(cache_dir) if cache_dir else out / "cache", dt, jobs, progress)
+    sets = tuple([TaskSet(b, t, k, len(task_list)) for k, t in enumerate(task_list)] for b in base)
     write_json(settings, out / "settings.json")
     results = {}
     bar = tqdm(methods, desc="continual", disable=not progress)
     for m in bar:
-        done = out / f"{m}.json"
-        if done.is_file():
-            saved = json.loads(done.read_text())
-            if saved.get("run_settings") == json.loads(json.dumps(settings)):
-                results[m] = saved
-                continue
+        saved = _saved_result(out / f"{m}.json", settings)
+        if saved is not None:
+            results[m] = saved
+            continue
         bar.set_postfix(method=m)
         r = run_method(m, task_list, sets, enc.n_channels, collate_for(dt), config, progress=bar.write if progress else None,
                        **options)
         r["run_settings"] = settings
-        write_json(r, done)
+        write_json(r, out / f"{m}.json")
         results[m] = json.loads(json.dumps(r))
     summary = {"settings": settings, "results": {m: {k: v for k, v in r.items() if k != "run_settings"}
-                                                  for m, r in results.items()}}
-    write_json(summary, out / "continual.json")
+                                                  for m, r in results.items()},
+               "skipped_files": skipped_files(splits, base)}
+    write_json(summary, summary_path)
     plot(results, task_list, out / "continual.png")
     return summary["results"]
-

@@ -5,28 +5,31 @@ A run folder holds ``model.pt`` (weights, model and encoder configs, class names
 """
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
-import hashlib
+import inspect
 import json
-import os
 import pickle
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from datasets import FSDD, AudioFolder, NoiseFolder, SpeechCommands, SpikeDataset, collate_spikes, make_encode_fn
+from datasets.base import check_split, hash_split, locate
 from snn.models import ANN, SCBAMSNN, SRNN, ConvSNN, record_activity
-from snn.trainer import TrainConfig, Trainer, atomic_save, rank_and_world, rank_zero_first, seed_everything, write_json
+from snn.trainer import (TrainConfig, Trainer, atomic_save, rank_and_world, rank_zero_first, read_checkpoint,
+                         seed_everything, write_json)
 from spiketrum import SpiketrumConfig
 from spiketrum.baselines import BaselineConfig
 from spiketrum.encoder import config_from_json
-from spiketrum.io import load_audio
+from spiketrum.io import atomic_output, load_audio
 from spiketrum.perturb import DEFAULT_AUGMENT, Augment
+
+from .errors import OutputExists
 
 MODEL_FORMAT = "spiketrum-model"
 MODEL_VERSION = 1
@@ -44,48 +47,67 @@ def encoder_config(method, sr, rate):
     return BaselineConfig(method, sr, rate=rate)
 
 
-def _holdout(files, fraction, salt):
-    """Deterministic per-file split: the same file always lands on the same side, whatever else is there."""
-    h = [int(hashlib.sha256(f"{salt}:{Path(f).name}".encode()).hexdigest()[:8], 16) / 2**32 for f in files]
-    return np.array(h) < fraction
-
-
 def default_noise_dir(data):
-    """The background-noise folder found with a dataset: ``_background_noise_`` inside it (Speech
-    Commands' own layout), or a ``speech_commands_noise`` folder inside or beside it; else None."""
-    data = Path(data)
-    for cand in (data / "_background_noise_", data / "speech_commands_noise", data.parent / "speech_commands_noise"):
-        if cand.is_dir():
-            return cand
-    return None
+    """The background-noise folder found with a dataset by :func:`datasets.base.locate`'s one rule: ``data``
+    itself when it is a noise folder, ``_background_noise_`` (Speech Commands' own layout) or
+    ``speech_commands_noise`` inside it, or either beside it; else None."""
+    return locate("noise", data)
 
 
 def audio_splits(dataset, data, split="official", noise_dir=None, seed=0):
     """(train, val, test) audio datasets for a named corpus.
 
-    ``fsdd``: split ``official`` (takes 0-4 test) or ``loso:<speaker>``. ``speech-commands``: the
-    corpus's own validation/testing lists, 12-class task, silence cut from ``noise_dir`` (default: a
-    ``speech_commands_noise`` folder beside ``data`` or ``data/_background_noise_``). ``folder``:
-    one folder per class, 10 % validation and 10 % test chosen by a hash of each file name.
+    ``fsdd``: split ``official`` (takes 0-4 test) or ``loso:<speaker>``; ``data`` is the data root or the
+    ``fsdd`` folder itself (:func:`datasets.base.locate`). ``speech-commands``: the corpus's own
+    validation/testing lists, 12-class task, silence cut from ``noise_dir`` (default
+    :func:`default_noise_dir`). ``folder``: one folder per class, 10 % validation and 10 % test chosen by a
+    hash of each file name and ``seed`` (:func:`datasets.base.hash_split`); files whose header does not
+    read are left out, listed in each part's ``skipped``.
     """
+    if dataset not in ("fsdd", "speech-commands", "folder"):
+        raise ValueError(f"unknown dataset {dataset!r}: use fsdd, speech-commands or folder")
+    check_split(dataset, split, "train")
     if dataset == "fsdd":
-        root = Path(data)
-        if (root / "recordings").is_dir() and not (root / "fsdd").is_dir():
-            root = root.parent  # accept the fsdd folder itself
+        found = locate("fsdd", data)
+        root = found.parent if found is not None else Path(data)
         if split == "official":
             return tuple(FSDD(root, split=s, seed=seed) for s in ("train", "val", "test"))
-        if split.startswith("loso:"):
-            return tuple(FSDD(root, split=f"{split}:{s}", seed=seed) for s in ("train", "val", "test"))
-        raise ValueError(f"unknown FSDD split {split!r}: use 'official' or 'loso:<speaker>'")
+        return tuple(FSDD(root, split=f"{split}:{s}", seed=seed) for s in ("train", "val", "test"))
     if dataset == "speech-commands":
         noise_dir = noise_dir or default_noise_dir(data)
         return tuple(SpeechCommands(data, split=s, noise_root=noise_dir, seed=seed) for s in ("train", "val", "test"))
-    if dataset == "folder":
-        full = AudioFolder(data)
-        test = _holdout(full.files, 0.1, f"test{seed}")
-        val = ~test & _holdout(full.files, 0.1 / 0.9, f"val{seed}")
-        return full.subset(np.flatnonzero(~test & ~val)), full.subset(np.flatnonzero(val)), full.subset(np.flatnonzero(test))
-    raise ValueError(f"unknown dataset {dataset!r}: use fsdd, speech-commands or folder")
+    full = AudioFolder(data)
+    parts = hash_split(full.files, seed)
+    out = tuple(full.subset(parts[s]) for s in ("train", "val", "test"))
+    for part in out:
+        part.skipped = list(full.skipped)
+    return out
+
+
+def corpus_rate(splits):
+    """The sample rate a corpus is encoded at: the most common rate over all its files (ties: the higher).
+
+    Files at other rates are resampled to it, said once in a warning. ``splits`` is one audio dataset or
+    a sequence of them.
+    """
+    import soundfile as sf
+
+    splits = [splits] if hasattr(splits, "files") else list(splits)
+    rates = {}
+    for f in dict.fromkeys(f for s in splits for f in s.files):
+        try:
+            rates[f] = sf.info(str(f)).samplerate
+        except (RuntimeError, TypeError, ValueError, OSError):  # an unreadable file is reported when it is encoded
+            continue
+    if not rates:
+        raise ValueError("no readable audio to take a sample rate from")
+    counts = collections.Counter(rates.values())
+    rate = max(counts, key=lambda r: (counts[r], r))
+    odd = [(f, r) for f, r in rates.items() if r != rate]
+    if odd:
+        warnings.warn(f"{len(odd)} of {len(rates)} files are not at {rate} Hz, the corpus's most common rate (e.g. "
+                      f"{odd[0][0]} at {odd[0][1]} Hz); they are resampled to {rate} Hz", stacklevel=2)
+    return rate
 
 
 class AugmentedSpikes(torch.utils.data.Dataset):
@@ -112,11 +134,29 @@ class AugmentedSpikes(torch.utils.data.Dataset):
         return self.augment(source.spikes(i), rng).to_dense(self.dt, torch=True), self.labels[i]
 
 
+MODELS = {"srnn": SRNN, "conv": ConvSNN, "srnn-scbam": SCBAMSNN, "ann": ANN}
+
+
 def build_model(name, n_in, n_classes, **kwargs):
-    models = {"srnn": SRNN, "conv": ConvSNN, "srnn-scbam": SCBAMSNN, "ann": ANN}
+    models = MODELS
     if name not in models:
         raise ValueError(f"unknown model {name!r}: use {', '.join(models)}")
     return models[name](n_in, n_classes, **kwargs)
+
+
+def check_model_kwargs(name, model_kwargs):
+    """ValueError naming an option the model ``name`` does not take (e.g. attention on the srnn model)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}: use {', '.join(MODELS)}")
+    params = inspect.signature(MODELS[name]).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    takes = [k for k in params if k not in ("n_in", "n_classes")]
+    for k in model_kwargs or {}:
+        if k not in takes:
+            owners = [m for m, cls in MODELS.items() if k in inspect.signature(cls).parameters]
+            raise ValueError(f"the {name} model has no {k!r} option (it takes {', '.join(takes)})"
+                             + (f"; {k!r} is an option of the {' and '.join(owners)} model" if owners else ""))
 
 
 @dataclasses.dataclass
@@ -165,7 +205,7 @@ class Run:
         except pickle.UnpicklingError:
             raise ValueError(f"{path}: cannot load model (not plain weights: a foreign or tampered file; "
                              "pickled code is never run)") from None
-        except (OSError, RuntimeError, TypeError, AttributeError, ValueError, EOFError) as exc:
+        except Exception as exc:  # noqa: BLE001 - foreign bytes fail torch.load in many ways (IndexError on a WAV)
             raise ValueError(f"{path}: cannot load model ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
         return cls(model.to(device).eval(), state["model_name"], state["model_kwargs"], encoder, dt, classes)
 
@@ -208,119 +248,244 @@ def plot_confusion(confusion, classes, path, title):
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+    finally:
+        plt.close(fig)
+
+
+@dataclasses.dataclass
+class TrainPlan:
+    """Everything a training run is, checked and decided before anything is written or encoded
+    (:func:`plan_training`); the later steps (:func:`prepare_data`, :func:`build`, :func:`fit`,
+    :func:`report`) only carry it out."""
+
+    dataset: str
+    data: Path
+    out: Path
+    split: str
+    model: str
+    model_kwargs: dict
+    encoder_name: str
+    encoder: object
+    rate: float
+    dt: float
+    augment: Augment
+    no_noise: bool  # the default noise augmentation was dropped: no noise folder found
+    noise_dir: object
+    config: TrainConfig
+    cache_dir: Path
+    splits: tuple  # (train, val, test) audio
+    classes: list
+    options: list
+    resume_state: object  # the checkpoint read back, when resuming
+    settings: dict
+
+
+def _noise_policy(augment, data, noise_dir):
+    """``(augment, noise_dir, no_noise)``: the default augmentation drops its noise (said later) when no noise
+    folder is found; noise asked for explicitly without one is an error."""
+    default = augment is None
+    augment = augment if isinstance(augment, Augment) else Augment.parse(DEFAULT_AUGMENT if default else augment)
+    if augment.noise is not None:
+        noise_dir = noise_dir or default_noise_dir(data)
+        if noise_dir is None and not default:
+            raise FileNotFoundError(f"{data}: noise augmentation needs a background-noise folder; none was found in or "
+                                    "beside the data and none was given (noise_dir)")
+        if noise_dir is None:
+            augment = dataclasses.replace(augment, noise=None, copies=1)
+    return augment, noise_dir, default and augment.noise is None
+
+
+def _check_output(out, resume, force):
+    """Refuse to replace a finished run (or start over on an unfinished one) unless ``force``."""
+    if force or not out.exists():
+        return
+    if not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder")
+    if (out / "model.pt").exists() and not resume:
+        raise OutputExists(out, "a finished run (model.pt)", "train into another folder, or pass force=True to replace it")
+    if (out / "checkpoint.pt").exists() and not resume:
+        raise OutputExists(out, "an unfinished run (checkpoint.pt)",
+                           "resume it (resume=True), or pass force=True to start over")
+
+
+def plan_training(dataset, data, out, *, split="official", model="srnn", encoder="spiketrum", rate=1000.0, dt=1e-2,
+                  augment=None, config=TrainConfig(), model_kwargs=None, cache_dir=None, resume=False, noise_dir=None,
+                  options=(), force=False):
+    """Step 1 of :func:`train`: check every argument and combination of options, read the corpus's file list,
+    and decide the encoder and the settings; writes and encodes nothing. Returns a :class:`TrainPlan`."""
+    out = Path(out)
+    _check_output(out, resume, force)
+    check_model_kwargs(model, model_kwargs)
+    if isinstance(encoder, str) and encoder not in ("spiketrum", "delta", "lif", "bsa", "poisson"):
+        raise ValueError(f"unknown encoder {encoder!r}: use spiketrum, delta, lif, bsa or poisson")
+    augment, noise_dir, no_noise = _noise_policy(augment, data, noise_dir)
+    checkpoint = out / "checkpoint.pt"
+    resume_state = None
+    if resume:  # read back before any encoding: a foreign or damaged checkpoint fails at once
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"{checkpoint}: nothing to resume")
+        resume_state = read_checkpoint(checkpoint)
+    splits = audio_splits(dataset, data, split, noise_dir, seed=config.seed)
+    sr = SAMPLE_RATES.get(dataset) or corpus_rate(splits)
+    enc = encoder_config(encoder, sr, rate)
+    classes = list(splits[0].classes)
+    model_kwargs = dict(model_kwargs or {})
+    if model in ("conv", "srnn-scbam"):
+        model_kwargs.setdefault("in_maps", enc.n_channels // enc.kernels)
+    net = build_model(model, enc.n_channels, len(classes), **model_kwargs)  # a throwaway: the options look at it
+    for o in options:  # before any encoding: a teacher on other input, SCA on a model without convolutions
+        if hasattr(o, "check"):
+            o.check(enc.n_channels, len(classes), input_key(enc, dt, classes))
+        if hasattr(o, "check_model"):
+            o.check_model(net)
+    settings = {"dataset": dataset, "split": split, "model": model, "model_kwargs": model_kwargs,
+                "encoder": json.loads(enc.to_json()), "dt": dt, "augment": augment.spec(),
+                "options": [o.settings() for o in options] or None}
+    if resume:
+        saved = json.loads((out / "settings.json").read_text()) if (out / "settings.json").is_file() else {}
+        differ = sorted(k for k in settings if saved.get(k) != json.loads(json.dumps(settings[k])))
+        if differ:
+            raise ValueError(f"{checkpoint}: the run was started with other settings ({', '.join(differ)}); cannot resume")
+        if resume_state["config"] != dataclasses.asdict(config):
+            differ = sorted(k for k in resume_state["config"] if resume_state["config"][k] != dataclasses.asdict(config).get(k))
+            raise ValueError(f"{checkpoint}: checkpoint was trained with other settings ({', '.join(differ)}); cannot resume")
+    cache_dir = Path(cache_dir) if cache_dir is not None else out.parent / "cache"
+    return TrainPlan(dataset, Path(data), out, split, model, model_kwargs, encoder, enc, rate, dt, augment, no_noise,
+                     noise_dir, config, cache_dir, splits, classes, list(options), resume_state, settings)
+
+
+def prepare_data(plan, jobs=1, progress=True):
+    """Step 2: create the run folder and encode the corpus (cached); items that cannot be read or encoded are
+    dropped and listed. Returns ``(train_set, val_set, test_set, skipped)``, ``skipped`` a list of
+    ``{"file", "reason"}``; the training set is wrapped in the augmentation."""
+    plan.out.mkdir(parents=True, exist_ok=True)
+    with rank_zero_first():  # rank 0 encodes, then the other processes load its cache entries
+        train_set, val_set, test_set = spike_sets(plan.splits, plan.encoder, plan.cache_dir, plan.dt, jobs, progress)
+        noisy = []
+        if plan.augment.noise is not None:
+            noise = NoiseFolder(plan.noise_dir, plan.encoder.sr, part="train")
+            for k in range(plan.augment.copies):  # copy 0 keeps the seed of single-copy runs: their cache serves
+                noisy.append(SpikeDataset(train_set.base, plan.encoder, plan.cache_dir, dt=None, jobs=jobs,
+                                          seed=plan.config.seed + 7919 * k, noise=noise,
+                                          snr_db=(plan.augment.noise, plan.augment.noise + 20.0)))
+                noisy[-1].prepare(progress=progress)
+                if noisy[-1].skipped:  # a clip that took no noise: keep the clean and noisy sets aligned
+                    raise ValueError(f"{noisy[-1].skipped[0][0]}: cannot mix background noise into it "
+                                     f"({noisy[-1].skipped[0][1]})")
+    skipped = skipped_files(plan.splits, (train_set, val_set, test_set))
+    if plan.augment != Augment():
+        train_set = AugmentedSpikes(train_set, plan.augment, plan.dt, noisy)
+    return train_set, val_set, test_set, skipped
+
+
+def skipped_files(audio_sets, spike_sets_=()):
+    """``[{"file", "reason"}]`` of the files left out: unreadable headers (a folder dataset's ``skipped``)
+    and items that failed to encode (each :class:`~datasets.SpikeDataset`'s ``skipped``)."""
+    seen = {}
+    for s in [*audio_sets, *spike_sets_]:
+        for f, why in getattr(s, "skipped", ()):
+            seen.setdefault(str(f), why)
+    return [{"file": f, "reason": why} for f, why in seen.items()]
+
+
+def build(plan):
+    """Step 3: the network, with the initial weights the seed gives."""
+    seed_everything(plan.config.seed)  # the same seed gives the same initial weights
+    return build_model(plan.model, plan.encoder.n_channels, len(plan.classes), **plan.model_kwargs)
+
+
+def fit(plan, net, train_set, val_set, callbacks=(), device=None, progress=True):
+    """Step 4: train ``net`` (resuming from the plan's checkpoint if any); returns the :class:`Trainer`."""
+    trainer = Trainer(net, train_set, val_set if len(val_set) else None, collate_for(plan.dt), plan.config,
+                      [*plan.options, *callbacks], run_dir=plan.out, device=device, progress=progress)
+    if plan.resume_state is not None:
+        trainer.load_checkpoint(plan.out / "checkpoint.pt")
+    rank, _ = rank_and_world()
+    if rank == 0:
+        write_json(plan.settings, plan.out / "settings.json")
+    if plan.no_noise and rank == 0:
+        warnings.warn(f"{plan.data}: no background-noise folder found, so training without the default noise "
+                      "augmentation (give a noise folder: noise_dir)", stacklevel=3)
+    trainer.fit()
+    return trainer
+
+
+def report(plan, trainer, test_set, skipped=(), start=None):
+    """Step 5: test accuracy, activity and latency; on rank 0 writes ``model.pt``, ``metrics.json`` and
+    ``confusion.png``. Returns the metrics dict."""
+    rank, world = rank_and_world()
+    classes = plan.classes
+    result = trainer.evaluate(test_set, n_classes=len(classes))
+    run = Run(trainer.model, plan.model, plan.model_kwargs, plan.encoder, plan.dt, classes)
+    if rank != 0:  # the run folder, its activity and latency are rank 0's
+        return {"test_accuracy": result["accuracy"], "n_test": result["n"], "processes": world}
+    dt, options = plan.dt, plan.options
+    metrics = {"test_accuracy": result["accuracy"], "n_test": result["n"], "classes": classes,
+               "confusion": result["confusion"], "dataset": plan.dataset, "split": plan.split, "model": plan.model,
+               "encoder": plan.encoder_name, "rate": plan.rate, "dt": dt, "augment": plan.augment.spec(),
+               "epochs_run": len(trainer.history), "best_val_accuracy": trainer.best_accuracy,
+               "parameters": sum(p.numel() for p in run.model.parameters()),
+               "parameters_nonzero": sum(int(p.count_nonzero()) for p in run.model.parameters()),
+               "history": trainer.history, "train_config": dataclasses.asdict(plan.config),
+               **activity(run.model, test_set, collate_for(dt), trainer.device),
+               "cpu_latency_ms": cpu_latency(run.model, test_set, collate_for(dt)),
+               "skipped_files": list(skipped)}
+    if options:
+        metrics["options"] = [o.settings() for o in options]
+    for o in options:
+        if hasattr(o, "layer_densities"):
+            metrics["density"] = o.layer_densities()
+    if start is not None:
+        metrics["wall_seconds"] = time.perf_counter() - start  # this call's, encoding included (not summed over resumes)
+    if world > 1:
+        metrics["processes"] = world
+    run.save(plan.out / "model.pt", extra={"metrics": {k: metrics[k] for k in ("test_accuracy", "n_test")},
+                                           "split_seed": plan.config.seed})
+    write_json(metrics, plan.out / "metrics.json")
+    plot_confusion(result["confusion"], classes, plan.out / "confusion.png",
+                   f"{plan.dataset} {plan.split}, {plan.model} on {plan.encoder_name} spikes: {100 * result['accuracy']:.1f} %")
+    return metrics
 
 
 def train(dataset, data, out, *, split="official", model="srnn", encoder="spiketrum", rate=1000.0, dt=1e-2,
           augment=None, config=TrainConfig(), model_kwargs=None, cache_dir=None, jobs=1, resume=False,
-          noise_dir=None, options=(), callbacks=(), progress=True, device=None):
+          noise_dir=None, options=(), callbacks=(), progress=True, device=None, force=False):
     """Train a keyword-spotting SNN and write the run folder ``out``; returns the metrics dict.
+
+    The steps: :func:`plan_training` (every check; nothing written or encoded), :func:`prepare_data`
+    (encoding), :func:`build`, :func:`fit`, :func:`report` (test metrics and the run folder).
 
     ``options`` are training options (:mod:`snn.pruning`, :mod:`snn.distill`; e.g. ``[ESL(0.1)]``):
     callbacks whose ``settings()`` go into ``settings.json`` and ``metrics.json``, with the per-layer
-    densities of a sparse option. ``callbacks`` are plain callbacks, not recorded.
+    densities of a sparse option; each option's ``check`` and ``check_model`` run before any encoding.
+    ``callbacks`` are plain callbacks, not recorded.
 
     ``augment`` is a :class:`~spiketrum.perturb.Augment` or its spec string (``"none"`` for none).
     The default, :data:`~spiketrum.perturb.DEFAULT_AUGMENT`, mixes in background noise from
     ``noise_dir`` or the folder :func:`default_noise_dir` finds; without one it warns and trains
     without noise (the run's ``settings.json`` and ``metrics.json`` say which).
 
+    A folder holding a finished run (``model.pt``), or an unfinished one (``checkpoint.pt``) when not
+    resuming, is not replaced unless ``force`` (:class:`~spiketrum.app.errors.OutputExists`). Files that
+    cannot be read or encoded are left out with a warning each and listed in ``metrics["skipped_files"]``.
+
     Inside a process group (``with snn.trainer.distributed():`` under torchrun) every process calls this:
     rank 0 encodes the corpus first and the others then read its cache; training is data-parallel
     (see :class:`~snn.trainer.Trainer`), and only rank 0 writes files.
     """
     start = time.perf_counter()
-    rank, world = rank_and_world()
+    rank, _ = rank_and_world()
     progress = progress and rank == 0
-    default = augment is None
-    augment = augment if isinstance(augment, Augment) else Augment.parse(DEFAULT_AUGMENT if default else augment)
-    if augment.noise is not None:
-        noise_dir = noise_dir or default_noise_dir(data)
-        if noise_dir is None and not default:
-            raise FileNotFoundError(f"{data}: --augment noise needs background noise; give --noise-dir")
-        if noise_dir is None:  # warned about once the run is set up, so that errors stay one line
-            augment = dataclasses.replace(augment, noise=None, copies=1)
-    no_noise = default and augment.noise is None
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    splits = audio_splits(dataset, data, split, noise_dir, seed=config.seed)
-    sr = SAMPLE_RATES.get(dataset) or _common_rate(splits[0])
-    enc = encoder_config(encoder, sr, rate)
-    for o in options:  # before any encoding: a teacher on other input fails at once
-        if hasattr(o, "check"):
-            o.check(enc.n_channels, len(splits[0].classes), input_key(enc, dt, splits[0].classes))
-    cache_dir = Path(cache_dir) if cache_dir is not None else out.parent / "cache"
-    with rank_zero_first():  # rank 0 encodes, then the other processes load its cache entries
-        train_set, val_set, test_set = spike_sets(splits, enc, cache_dir, dt, jobs, progress)
-        noisy = []
-        if augment.noise is not None:
-            noise = NoiseFolder(noise_dir, enc.sr, part="train")
-            for k in range(augment.copies):  # copy 0 keeps the seed of single-copy runs: their cache serves
-                noisy.append(SpikeDataset(splits[0], enc, cache_dir, dt=None, jobs=jobs, seed=config.seed + 7919 * k,
-                                          noise=noise, snr_db=(augment.noise, augment.noise + 20.0)))
-                noisy[-1].prepare(progress=progress)
-    if augment != Augment():
-        train_set = AugmentedSpikes(train_set, augment, dt, noisy)
-    classes = list(splits[0].classes)
-    model_kwargs = dict(model_kwargs or {})
-    if model in ("conv", "srnn-scbam"):
-        model_kwargs.setdefault("in_maps", enc.n_channels // enc.kernels)
-    seed_everything(config.seed)  # the same seed gives the same initial weights
-    net = build_model(model, enc.n_channels, len(classes), **model_kwargs)
-    callbacks = [*options, *callbacks]
-    trainer = Trainer(net, train_set, val_set if len(val_set) else None, collate_for(dt), config, callbacks,
-                      run_dir=out, device=device, progress=progress)
-    checkpoint = out / "checkpoint.pt"
-    settings = {"dataset": dataset, "split": split, "model": model, "model_kwargs": model_kwargs,
-                "encoder": json.loads(enc.to_json()), "dt": dt, "augment": augment.spec(),
-                "options": [o.settings() for o in options] or None}
-    if resume:
-        if not checkpoint.is_file():
-            raise FileNotFoundError(f"{checkpoint}: nothing to resume")
-        saved = json.loads((out / "settings.json").read_text()) if (out / "settings.json").is_file() else {}
-        differ = sorted(k for k in settings if saved.get(k) != json.loads(json.dumps(settings[k])))
-        if differ:
-            raise ValueError(f"{checkpoint}: the run was started with other settings ({', '.join(differ)}); cannot resume")
-        trainer.load_checkpoint(checkpoint)
-    if rank == 0:
-        write_json(settings, out / "settings.json")
-    if no_noise and rank == 0:
-        warnings.warn(f"{data}: no background-noise folder found, so training without the default noise "
-                      "augmentation (give --noise-dir)", stacklevel=2)
-    trainer.fit()
-    result = trainer.evaluate(test_set, n_classes=len(classes))
-    run = Run(trainer.model, model, model_kwargs, enc, dt, classes)
-    if rank != 0:  # the run folder, its activity and latency are rank 0's
-        return {"test_accuracy": result["accuracy"], "n_test": result["n"], "processes": world}
-    metrics = {"test_accuracy": result["accuracy"], "n_test": result["n"], "classes": classes,
-               "confusion": result["confusion"], "dataset": dataset, "split": split, "model": model, "encoder": encoder,
-               "rate": rate, "dt": dt, "augment": augment.spec(), "epochs_run": len(trainer.history), "best_val_accuracy": trainer.best_accuracy,
-               "parameters": sum(p.numel() for p in run.model.parameters()),
-               "parameters_nonzero": sum(int(p.count_nonzero()) for p in run.model.parameters()),
-               "history": trainer.history, "train_config": dataclasses.asdict(config),
-               **activity(run.model, test_set, collate_for(dt), trainer.device),
-               "cpu_latency_ms": cpu_latency(run.model, test_set, collate_for(dt))}
-    if options:
-        metrics["options"] = [o.settings() for o in options]
-    for o in options:
-        if hasattr(o, "layer_densities"):
-            metrics["density"] = o.layer_densities()
-    metrics["wall_seconds"] = time.perf_counter() - start  # this call's, encoding included (not summed over resumes)
-    if world > 1:
-        metrics["processes"] = world
-    run.save(out / "model.pt", extra={"metrics": {k: metrics[k] for k in ("test_accuracy", "n_test")}})
-    write_json(metrics, out / "metrics.json")
-    plot_confusion(result["confusion"], classes, out / "confusion.png",
-                   f"{dataset} {split}, {model} on {encoder} spikes: {100 * result['accuracy']:.1f} %")
-    return metrics
-
-
-def _common_rate(dataset):
-    rates = {sf.info(str(f)).samplerate for f in dataset.files[:50]}
-    return max(rates)
+    plan = plan_training(dataset, data, out, split=split, model=model, encoder=encoder, rate=rate, dt=dt, augment=augment,
+                         config=config, model_kwargs=model_kwargs, cache_dir=cache_dir, resume=resume,
+                         noise_dir=noise_dir, options=options, force=force)
+    train_set, val_set, test_set, skipped = prepare_data(plan, jobs, progress)
+    net = build(plan)
+    trainer = fit(plan, net, train_set, val_set, callbacks, device, progress)
+    return report(plan, trainer, test_set, skipped, start)
 
 
 @torch.no_grad()
@@ -360,27 +525,47 @@ def cpu_latency(models, dataset, collate, clips=20, batch=1, repeats=5):
     return ms[0] if single else ms
 
 
-def split_audio(run, dataset, data, split="test", noise_dir=None):
+def training_seed(run_dir):
+    """The seed a run was trained with (it chose a folder dataset's hash split): ``model.pt``'s
+    ``split_seed``, else ``metrics.json``'s, else 0."""
+    path = Path(run_dir) / "model.pt" if Path(run_dir).is_dir() else Path(run_dir)
+    try:
+        seed = torch.load(path, map_location="cpu", weights_only=True).get("split_seed")
+        if isinstance(seed, int):
+            return seed
+    except Exception:  # noqa: BLE001 - Run.load has already reported an unreadable model
+        pass
+    try:
+        seed = json.loads((path.parent / "metrics.json").read_text())["train_config"]["seed"]
+        return seed if isinstance(seed, int) else 0
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def split_audio(run, dataset, data, split="test", noise_dir=None, seed=0):
     """The audio of one split, labelled with ``run``'s classes; returns ``(audio, unknown_classes)``.
 
     ``split`` is ``train``, ``val`` or ``test`` of the official split, or ``loso:<speaker>[:part]``
-    (part defaults to test). A folder's classes the model does not know are skipped and listed.
+    (part defaults to test). A folder's split is the hash split training made with ``seed``
+    (:func:`training_seed`), or ``all`` for every file; its classes the model does not know are skipped
+    and listed. Files whose header does not read are left out, listed in the audio's ``skipped``.
     """
+    check_split(dataset, split, "score")
     if dataset == "folder":
         full = AudioFolder(data)
         known = [c for c in full.classes if c in run.classes]
         unknown = sorted(set(full.classes) - set(known))
         if not known:
             raise ValueError(f"{data}: none of its class folders ({', '.join(full.classes)}) is a class of this model")
-        keep = [i for i, lab in enumerate(full.labels) if full.classes[lab] in run.classes]
+        part = set(range(len(full))) if split == "all" else set(hash_split(full.files, seed)[split].tolist())
+        keep = [i for i, lab in enumerate(full.labels) if full.classes[lab] in run.classes and i in part]
         audio = full.subset(keep)
         remap = {i: run.classes.index(c) for i, c in enumerate(full.classes) if c in run.classes}
         audio.labels = [remap[lab] for lab in audio.labels]
         audio.classes = list(run.classes)
+        audio.skipped = list(full.skipped)
         return audio, unknown
     corpus_split, part = ("official", split) if not split.startswith("loso:") else (":".join(split.split(":")[:2]), (split.split(":") + ["test"])[2])
-    if part not in ("train", "val", "test"):
-        raise ValueError(f"unknown split {split!r}: use train, val, test or loso:<speaker>[:train|val|test]")
     audio = dict(zip(("train", "val", "test"), audio_splits(dataset, data, corpus_split, noise_dir)))[part]
     if list(audio.classes) != list(run.classes):
         raise ValueError(f"{data}: classes {audio.classes} differ from the model's {run.classes}")
@@ -388,26 +573,101 @@ def split_audio(run, dataset, data, split="test", noise_dir=None):
 
 
 def evaluate(run_dir, dataset, data, split="test", noise_dir=None, cache_dir=None, progress=True):
-    """Accuracy of a trained run on a dataset split; a folder's unknown classes are reported and skipped."""
+    """Accuracy of a trained run on a dataset split: ``{"accuracy", "n", "unknown_classes", "skipped_files"}``.
+
+    A folder's ``test`` (the default), ``train`` and ``val`` are the parts the run's training made of that
+    folder; ``all`` is every file. Audio at another rate than the model's encoder is resampled to it. A
+    folder's unknown classes, and files that cannot be read or encoded, are reported and skipped.
+    """
     run = Run.load(run_dir)
-    audio, unknown = split_audio(run, dataset, data, split, noise_dir)
+    check_split(dataset, split, "score")
+    audio, unknown = split_audio(run, dataset, data, split, noise_dir, seed=training_seed(run_dir))
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(run_dir).parent / "cache"
     (spikes,) = spike_sets([audio], run.encoder, cache_dir, run.dt, progress=progress)
     trainer = Trainer(run.model, spikes, None, collate_for(run.dt), TrainConfig(), progress=False)
     result = trainer.evaluate(spikes, n_classes=len(run.classes))
-    return {"accuracy": result["accuracy"], "n": result["n"], "unknown_classes": unknown}
+    return {"accuracy": result["accuracy"], "n": result["n"], "unknown_classes": unknown,
+            "skipped_files": skipped_files([audio], [spikes])}
+
+
+@dataclasses.dataclass
+class Prediction:
+    """One file's keyword and confidence, or why it has none (``error``, one line naming the file)."""
+
+    file: str
+    keyword: str = None
+    confidence: float = None
+    error: str = None
 
 
 @torch.no_grad()
-def predict(run_dir, files):
-    """(file, keyword, confidence) for each audio file."""
+def iter_predict(run_dir, files):
+    """A :class:`Prediction` per audio file, as each is done; a file that cannot be read or encoded gives
+    one with ``error`` set, and the others go on. Audio at another rate is resampled to the model's."""
     run = Run.load(run_dir)
     encode = make_encode_fn(run.encoder)
-    out = []
     for f in files:
-        x, sr = load_audio(f, allow_silent=True)
-        dense = encode(x, sr).to_dense(run.dt, torch=True)
+        try:
+            x, sr = load_audio(f, allow_silent=True)
+            dense = encode(x, sr).to_dense(run.dt, torch=True)
+        except (ValueError, OSError) as exc:  # InputError names the file
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            yield Prediction(str(f), error=message if message.startswith(str(f)) else f"{f}: {message}")
+            continue
         probs = torch.softmax(run.model(dense[:, None], torch.tensor([dense.shape[0]])), 1)[0]
         k = int(probs.argmax())
-        out.append((str(f), run.classes[k], float(probs[k])))
+        yield Prediction(str(f), run.classes[k], float(probs[k]))
+
+
+def predict(run_dir, files):
+    """(file, keyword, confidence) for each audio file; the first file that fails raises its error."""
+    out = []
+    for p in iter_predict(run_dir, files):
+        if p.error:
+            raise ValueError(p.error)
+        out.append((p.file, p.keyword, p.confidence))
     return out
+
+
+def prune_export(run_dir, out, force=False):
+    """Remove the pruned channels of an SCA-pruned conv run physically: writes ``out/model.pt`` (the compact
+    model) and ``out/export.json`` (the report), and returns the report.
+
+    The compact model's outputs are checked against the original on random spike input
+    (``max_abs_logit_difference``), and both are timed on the CPU. ``out`` is never the source run folder,
+    and an ``out`` already holding a model is replaced only with ``force``.
+    """
+    from snn.pruning import compact
+
+    run = Run.load(run_dir)
+    src = Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent
+    out = Path(out)
+    if out.resolve() == src.resolve():
+        raise ValueError(f"{out}: is the source run folder; write the compact model to another folder")
+    if run.model_name != "conv":
+        raise ValueError(f"{run_dir}: exporting removes pruned convolution channels; this is a {run.model_name} model, "
+                         "not a conv one")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder")
+    if not force and any((out / n).exists() for n in ("model.pt", "export.json")):
+        raise OutputExists(out, "a model (model.pt or export.json)")
+    small, kwargs = compact(run.model, run.model_kwargs)
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(100, 64, run.encoder.n_channels, generator=g) < 0.05).float()  # 64 clips of 100 steps
+    with torch.no_grad():
+        diff = float((small(x) - run.model(x)).abs().max())
+    clips = [(x[:, i], 0) for i in range(x.shape[1])]
+
+    def collate(b):
+        return torch.stack([c for c, _ in b], 1), torch.full((len(b),), 100), torch.zeros(len(b), dtype=torch.long)
+    before, after = cpu_latency([run.model, small], clips, collate)
+    batched = cpu_latency([run.model, small], clips, collate, clips=64, batch=32)
+    report = {"source": str(run_dir), "channels": [c.conv.out_channels for c in run.model.convs],
+              "kept_channels": list(kwargs["channels"]), "parameters": sum(p.numel() for p in run.model.parameters()),
+              "parameters_compact": sum(p.numel() for p in small.parameters()), "max_abs_logit_difference": diff,
+              "cpu_latency_ms": before, "cpu_latency_ms_compact": after,
+              "cpu_ms_per_clip_batch32": batched[0], "cpu_ms_per_clip_batch32_compact": batched[1]}
+    out.mkdir(parents=True, exist_ok=True)
+    Run(small, "conv", kwargs, run.encoder, run.dt, run.classes).save(out / "model.pt")
+    write_json(report, out / "export.json")
+    return report

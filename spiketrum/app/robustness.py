@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +27,13 @@ from spiketrum import perturb
 from spiketrum.baselines import envelope_snr_db
 from spiketrum.corpus import file_digest
 from spiketrum.encoder import decode
+from spiketrum.io import atomic_output
 from spiketrum.metrics import snr_db
 
-from .kws import Run, default_noise_dir, split_audio
+from datasets.base import check_split
+
+from .errors import OutputExists
+from .kws import Run, default_noise_dir, skipped_files, split_audio, training_seed
 
 KINDS = ("deletion", "jitter", "insertion", "noise")
 UNITS = {"deletion": "probability of deleting each spike", "jitter": "sigma of Gaussian spike-time jitter, ms",
@@ -63,6 +67,42 @@ class RobustnessConfig:
                 if not ok:
                     raise ValueError(f"bad {kind} level {v!r}: " + {"deletion": "a probability in [0, 1]",
                                      "noise": "a finite SNR in dB"}.get(kind, "a finite number >= 0"))
+
+
+def default_levels(data, noise_dir=None, **levels):
+    """The perturbation levels to measure: each kind's given levels (``deletion=(0.1, 0.5)``; an empty tuple
+    leaves the kind out), else :data:`DEFAULT_LEVELS`. The default noise levels are dropped, with a warning,
+    when no background-noise folder is given or found with ``data`` (:func:`~spiketrum.app.kws.default_noise_dir`);
+    noise levels given explicitly are kept (:func:`robustness` then says if it has no noise). The one place
+    this fallback is decided."""
+    unknown = sorted(set(levels) - set(KINDS))
+    if unknown:
+        raise ValueError(f"unknown perturbation {unknown[0]!r}: use {', '.join(KINDS)}")
+    out = {k: tuple(DEFAULT_LEVELS[k] if levels.get(k) is None else levels[k]) for k in KINDS}
+    if levels.get("noise") is None and noise_dir is None and default_noise_dir(data) is None:
+        warnings.warn(f"{data}: no background-noise folder found; skipping noise (give a noise folder)", stacklevel=2)
+        out["noise"] = ()
+    return tuple((k, v) for k, v in out.items() if v)
+
+
+def _read_partial(partial):
+    """The finished points kept in ``partial``; a file that is not such a record is ignored, with a warning
+    naming it, and its points are measured again (it only ever holds what can be recomputed)."""
+    if partial is None or not Path(partial).is_file():
+        return {}
+    try:
+        points = json.loads(Path(partial).read_text())
+        if not isinstance(points, dict):
+            raise ValueError("not a JSON object")
+        for name, value in points.items():
+            if not (isinstance(value, list) and len(value) == 3
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+                raise ValueError(f"point {name!r} is not [accuracy, SNR, envelope SNR]")
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        warnings.warn(f"{partial}: not a readable record of finished points ({str(exc).splitlines()[0][:120]}); "
+                      "ignoring it and measuring them again", stacklevel=3)
+        return {}
+    return points
 
 
 def _seed(*parts):
@@ -129,24 +169,25 @@ def robustness(run_dir, data, config, partial=None, noise_dir=None, cache_dir=No
     run_dir = Path(run_dir)
     device = torch.device(device) if device is not None else default_device()
     run = Run.load(run_dir, device=device)
-    audio, _ = split_audio(run, config.dataset, data, config.split, noise_dir)
-    labels = np.asarray(audio.labels)
+    check_split(config.dataset, config.split, "score")
+    audio, _ = split_audio(run, config.dataset, data, config.split, noise_dir, seed=training_seed(run_dir))
     cache_dir = Path(cache_dir) if cache_dir is not None else run_dir.parent / "cache"
     levels = dict(config.levels)
     noise = None
     if levels.get("noise"):
         noise_dir = noise_dir or default_noise_dir(data)
         if noise_dir is None:
-            raise FileNotFoundError(f"{data}: no background-noise folder found beside the data; give --noise-dir "
-                                    "or leave out the noise levels")
+            raise FileNotFoundError(f"{data}: no background-noise folder found in or beside the data; give one "
+                                    "(noise_dir) or leave out the noise levels")
         noise = NoiseFolder(noise_dir, run.encoder.sr, part="test")
 
     clean_set = SpikeDataset(audio, run.encoder, cache_dir, dt=None, jobs=jobs)
-    clean_set.prepare(progress=progress)
+    clean_set.prepare(progress=progress)  # drops (and lists) clips that cannot be read or encoded
+    audio, labels = clean_set.base, np.asarray(clean_set.labels)
     clean = [clean_set.spikes(i) for i in range(len(clean_set))]
     picks = np.unique(np.linspace(0, len(clean) - 1, min(config.recon_clips, len(clean))).round().astype(int)) if clean else []
     clean_audio = {int(i): clean_set.audio(int(i)) for i in picks}
-    points = json.loads(Path(partial).read_text()) if partial is not None and Path(partial).is_file() else {}
+    points = _read_partial(partial)
 
     total = sum(len(v) for v in levels.values()) * config.seeds
     bar = tqdm(total=total, desc=f"robustness of {run_dir.name}", unit="point", disable=not progress)
@@ -160,9 +201,11 @@ def robustness(run_dir, data, config, partial=None, noise_dir=None, cache_dir=No
                                              snr_db=float(level), seed=_seed(seed, kind, li) % 2**32)
                         noisy.prepare(progress=False)
                         trains = [noisy.spikes(i) for i in range(len(noisy))]
+                        truth = np.asarray(noisy.labels)  # a clip that took no noise (silent) is left out
                     else:
                         trains = [_perturb(st, kind, float(level), _seed(seed, kind, li, i)) for i, st in enumerate(clean)]
-                    acc = float(np.mean(_predict(run, trains, device) == labels)) if len(labels) else float("nan")
+                        truth = labels
+                    acc = float(np.mean(_predict(run, trains, device) == truth)) if len(truth) else float("nan")
                     points[name] = [acc, *_recon_snr(trains, clean_audio)]
                     if partial is not None:
                         write_json(points, partial)
@@ -171,7 +214,7 @@ def robustness(run_dir, data, config, partial=None, noise_dir=None, cache_dir=No
 
     result = {"run": str(run_dir), "model": run.model_name, "encoder": json.loads(run.encoder.to_json()),
               "dataset": config.dataset, "split": config.split, "n": len(clean), "config": dataclasses.asdict(config),
-              "units": {k: UNITS[k] for k in levels},
+              "units": {k: UNITS[k] for k in levels}, "skipped_files": skipped_files([audio], [clean_set]),
               "clean_accuracy": float(np.mean(_predict(run, clean, device) == labels)) if len(labels) else float("nan"),
               **dict(zip(("clean_recon_snr_db", "clean_envelope_snr_db"), _recon_snr(clean, clean_audio)))}
     for kind, kind_levels in config.levels:
@@ -185,12 +228,14 @@ def robustness(run_dir, data, config, partial=None, noise_dir=None, cache_dir=No
     return result
 
 
-def measure(run_dirs, data, config, out_dir, **kwargs):
+def measure(run_dirs, data, config, out_dir, force=False, **kwargs):
     """:func:`robustness` of every run, written as ``out_dir/robustness.json`` and ``robustness.png``.
 
     The first run is the subject: its result is the top level of the JSON. Any further runs (the
     ``--compare`` runs) are measured the same way, listed under ``"compare"`` and overlaid in the
-    figure. Finished points survive an interruption in ``out_dir/robustness.partial-<key>.json``.
+    figure. Finished points survive an interruption in ``out_dir/robustness.partial-<key>.json`` (a damaged
+    one is ignored with a warning and its points measured again). A folder that already holds a
+    ``robustness.json`` is not overwritten unless ``force``.
 
     Returns
     -------
@@ -199,7 +244,10 @@ def measure(run_dirs, data, config, out_dir, **kwargs):
     """
     for run_dir in run_dirs:
         Run.load(run_dir)  # fail before writing anything
+    check_split(config.dataset, config.split, "score")
     out_dir = Path(out_dir)
+    if not force and (out_dir / "robustness.json").exists():
+        raise OutputExists(out_dir, "finished results (robustness.json)")
     out_dir.mkdir(parents=True, exist_ok=True)
     partials, results = [], []
     for run_dir in run_dirs:
@@ -265,7 +313,8 @@ def plot_robustness(results, path):
         ax.set_title(kind)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="lower left")
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+    finally:
+        plt.close(fig)
