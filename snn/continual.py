@@ -417,14 +417,16 @@ def continual(dataset, data, out, *, tasks="pairs", methods=METHODS, split="offi
     """
     from tqdm import tqdm
 
-    from .kws import SAMPLE_RATES, _common_rate, audio_splits, collate_for, encoder_config, spike_sets
+    from spiketrum import make_config
+
+    from .kws import SAMPLE_RATES, _common_rate, audio_splits, collate_for, spike_sets
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     splits = audio_splits(dataset, data, split, seed=config.seed)
     task_list = parse_tasks(tasks, splits[0].classes)
     sr = SAMPLE_RATES.get(dataset) or _common_rate(splits[0])
-    enc = encoder_config(encoder, sr, rate)
+    enc = make_config(encoder, sr, rate=rate).for_training()
     base = spike_sets(splits, enc, Path(cache_dir) if cache_dir else out / "cache", dt, jobs, progress)
     sets = tuple([TaskSet(b, t, k, len(task_list)) for k, t in enumerate(task_list)] for b in base)
     settings = {"dataset": dataset, "split": split, "tasks": tasks, "task_list": [dataclasses.asdict(t) for t in task_list],

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spiketrum.encoder import config_from_json
+from spiketrum import config_from_json, make_config
 from spiketrum.perturb import DEFAULT_AUGMENT, Augment
 
 from .trainer import TrainConfig, Trainer, atomic_save, rank_and_world, rank_zero_first, seed_everything, write_json
@@ -25,21 +25,6 @@ from .trainer import TrainConfig, Trainer, atomic_save, rank_and_world, rank_zer
 MODEL_FORMAT = "spiketrum-model"
 MODEL_VERSION = 1
 SAMPLE_RATES = {"fsdd": 8000, "speech-commands": 16000}
-
-
-def encoder_config(method, sr, rate):
-    """The encoder a run uses: spiketrum or a baseline, at ``rate`` spikes/s.
-
-    Spiketrum spikes of both polarities share a channel (kernel x level): polarity is the atom's
-    phase, which time bins of milliseconds cannot use, and merging halves the input.
-    """
-    if method == "spiketrum":
-        from spiketrum import SpiketrumConfig
-
-        return SpiketrumConfig(sr=sr, rate=rate, polarity_channels=False)
-    from spiketrum.baselines import BaselineConfig
-
-    return BaselineConfig(method, sr, rate=rate)
 
 
 def _holdout(files, fraction, salt):
@@ -109,7 +94,7 @@ class AugmentedSpikes(torch.utils.data.Dataset):
         source = self.clean
         if self.noisy and rng.random() < 0.5:
             source = self.noisy[int(rng.integers(len(self.noisy))) if len(self.noisy) > 1 else 0]
-        return self.augment(source.spikes(i), rng).to_dense(self.dt, torch=True), self.labels[i]
+        return self.augment(source.spikes(i), rng).to_dense(1000 * self.dt, torch=True), self.labels[i]
 
 
 def build_model(name, n_in, n_classes, **kwargs):
@@ -175,7 +160,7 @@ class Run:
 def spike_sets(splits, encoder, cache_dir, dt, jobs=1, progress=True):
     from datasets import SpikeDataset
 
-    sets = [SpikeDataset(s, encoder, cache_dir, dt=dt, jobs=jobs) for s in splits]
+    sets = [SpikeDataset(s, encoder, cache_dir, dt_ms=1000 * dt, jobs=jobs) for s in splits]
     for s in sets:
         s.prepare(progress=progress)
     return sets
@@ -184,7 +169,7 @@ def spike_sets(splits, encoder, cache_dir, dt, jobs=1, progress=True):
 def collate_for(dt):
     from datasets import collate_spikes
 
-    return lambda batch: collate_spikes(batch, dt=dt)
+    return lambda batch: collate_spikes(batch, dt_ms=1000 * dt)
 
 
 def plot_confusion(confusion, classes, path, title):
@@ -243,7 +228,7 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
     out.mkdir(parents=True, exist_ok=True)
     splits = audio_splits(dataset, data, split, noise_dir, seed=config.seed)
     sr = SAMPLE_RATES.get(dataset) or _common_rate(splits[0])
-    enc = encoder_config(encoder, sr, rate)
+    enc = make_config(encoder, sr, rate=rate).for_training()  # the channel layout SNNs train on
     for o in options:  # before any encoding: a teacher on other input fails at once
         if hasattr(o, "check"):
             o.check(enc, dt, splits[0].classes)
@@ -256,7 +241,7 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
 
             noise = NoiseFolder(noise_dir, enc.sr, part="train")
             for copy in range(augment.copies):  # copy 0 keeps the seed of single-copy runs: their cache serves
-                noisy.append(SpikeDataset(splits[0], enc, cache_dir, dt=None, jobs=jobs, seed=config.seed + 7919 * copy,
+                noisy.append(SpikeDataset(splits[0], enc, cache_dir, dt_ms=None, jobs=jobs, seed=config.seed + 7919 * copy,
                                           noise=noise, snr_db=(augment.noise, augment.noise + 20.0)))
                 noisy[-1].prepare(progress=progress)
     if augment != Augment():
@@ -406,15 +391,13 @@ def evaluate(run_dir, dataset, data, split="test", noise_dir=None, cache_dir=Non
 @torch.no_grad()
 def predict(run_dir, files):
     """(file, keyword, confidence) for each audio file."""
-    from datasets import make_encode_fn
     from spiketrum.io import load_audio
 
     run = Run.load(run_dir)
-    encode = make_encode_fn(run.encoder)
     out = []
     for f in files:
         x, sr = load_audio(f, allow_silent=True)
-        dense = encode(x, sr).to_dense(run.dt, torch=True)
+        dense = run.encoder.encode(x, sr).to_dense(1000 * run.dt, torch=True)
         probs = torch.softmax(run.model(dense[:, None], torch.tensor([dense.shape[0]])), 1)[0]
         k = int(probs.argmax())
         out.append((str(f), run.classes[k], float(probs[k])))

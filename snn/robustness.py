@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spiketrum import SpiketrumConfig, config_from_json
+
 KINDS = ("deletion", "jitter", "insertion", "noise")
 UNITS = {"deletion": "probability of deleting each spike", "jitter": "sigma of Gaussian spike-time jitter, ms",
          "insertion": "spurious spikes per second per channel", "noise": "SNR of real background noise, dB"}
@@ -75,21 +77,19 @@ def _predict(run, trains, device, batch_size=64):
 
     preds = []
     for i in range(0, len(trains), batch_size):
-        x, lengths, _ = collate_spikes([(st, 0) for st in trains[i:i + batch_size]], dt=run.dt)
+        x, lengths, _ = collate_spikes([(st, 0) for st in trains[i:i + batch_size]], dt_ms=1000 * run.dt)
         preds.append(run.model(x.to(device), lengths.to(device)).argmax(1).cpu())
     return torch.cat(preds).numpy() if preds else np.zeros(0, np.int64)
 
 
 def _recon_snr(trains, clean_audio):
     """Means over clips of the SNR (dB) of each train's decoded audio against the clean audio, and of
-    its decoded envelope against the clean cochleagram (:func:`spiketrum.baselines.envelope_snr_db`)."""
-    from spiketrum.baselines import envelope_snr_db
-    from spiketrum.encoder import decode
-    from spiketrum.metrics import snr_db
+    its decoded envelope against the clean cochleagram (:func:`spiketrum.metrics.envelope_snr_db`)."""
+    from spiketrum.metrics import envelope_snr_db, snr_db
 
     if not clean_audio:
         return [float("nan")] * 2
-    return [float(np.mean([snr_db(x, decode(trains[i])) for i, x in clean_audio.items()])),
+    return [float(np.mean([snr_db(x, trains[i].config.decode(trains[i])) for i, x in clean_audio.items()])),
             float(np.mean([envelope_snr_db(trains[i], x) for i, x in clean_audio.items()]))]
 
 
@@ -145,7 +145,7 @@ def robustness(run_dir, data, config, partial=None, noise_dir=None, cache_dir=No
                                     "or leave out the noise levels")
         noise = NoiseFolder(noise_dir, run.encoder.sr, part="test")
 
-    clean_set = SpikeDataset(audio, run.encoder, cache_dir, dt=None, jobs=jobs)
+    clean_set = SpikeDataset(audio, run.encoder, cache_dir, dt_ms=None, jobs=jobs)
     clean_set.prepare(progress=progress)
     clean = [clean_set.spikes(i) for i in range(len(clean_set))]
     picks = np.unique(np.linspace(0, len(clean) - 1, min(config.recon_clips, len(clean))).round().astype(int)) if clean else []
@@ -160,7 +160,7 @@ def robustness(run_dir, data, config, partial=None, noise_dir=None, cache_dir=No
                 name = f"{kind}:{level!r}:{seed}"
                 if name not in points:
                     if kind == "noise":
-                        noisy = SpikeDataset(audio, run.encoder, cache_dir, dt=None, jobs=jobs, noise=noise,
+                        noisy = SpikeDataset(audio, run.encoder, cache_dir, dt_ms=None, jobs=jobs, noise=noise,
                                              snr_db=float(level), seed=_seed(seed, kind, li) % 2**32)
                         noisy.prepare(progress=False)
                         trains = [noisy.spikes(i) for i in range(len(noisy))]
@@ -229,9 +229,9 @@ def measure(run_dirs, data, config, out_dir, **kwargs):
 
 def run_label(result):
     """A legend label: run folder, encoder and rate."""
-    enc = result["encoder"]
-    rate = enc.get("rate")
-    return f"{Path(result['run']).name} ({enc.get('method', 'spiketrum')}{f', {rate:g}/s' if rate else ''})"
+    enc = config_from_json(json.dumps(result["encoder"]))
+    rate = getattr(enc, "rate", None)
+    return f"{Path(result['run']).name} ({enc.name}{f', {rate:g}/s' if rate else ''})"
 
 
 def plot_robustness(results, path):
@@ -251,7 +251,7 @@ def plot_robustness(results, path):
     rows = -(-len(kinds) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), layout="constrained", squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    waveform = all(r["encoder"].get("method", "spiketrum") == "spiketrum" for r in results)
+    waveform = all(isinstance(config_from_json(json.dumps(r["encoder"])), SpiketrumConfig) for r in results)
     snr_key, snr_label = ("recon_snr_db", "waveform") if waveform else ("envelope_snr_db", "envelope")
     for ax in axes.flat[len(kinds):]:
         ax.set_visible(False)

@@ -7,6 +7,7 @@ import sys
 
 from . import __version__
 from .perturb import DEFAULT_AUGMENT
+from .registry import ENCODERS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -94,8 +95,9 @@ def cmd_encode(args):
     from .io import InputError
 
     rate = args.rate if args.rate is not None or args.spikes or args.snr is not None else 1000.0
-    recipe = Recipe(method=args.method, rate=rate, n_spikes=args.spikes, snr_db=args.snr, frame_ms=args.frame_ms,
-                    kernels=args.kernels, levels=args.levels, fmin=args.fmin, fmax=args.fmax, mode=args.mode, sr=args.sr)
+    recipe = Recipe(args.method, dict(rate=rate, n_spikes=args.spikes, snr_db=args.snr, frame_ms=args.frame_ms,
+                                      kernels=args.kernels, levels=args.levels, fmin=args.fmin, fmax=args.fmax,
+                                      mode=args.mode), sr=args.sr)
     shard = args.shard
     pairs = collect(args.input, args.output)
     if not pairs:
@@ -132,13 +134,12 @@ def cmd_decode(args):
 
     import soundfile as sf
 
-    from .encoder import decode
     from .io import atomic_output, check_output_path
     from .spiketrain import SpikeTrain
 
     check_output_path(args.output)
     st = SpikeTrain.load(args.input)
-    y = decode(st, exact=args.exact)
+    y = st.config.decode(st, exact=args.exact)
     peak = float(max(abs(y).max(), 1e-12)) if y.size else 1.0
     wav = io.BytesIO()  # written by Python, not libsndfile: a full disk is an OSError naming the output
     sf.write(wav, (y / peak if peak > 1 else y).astype("float32"), st.sr, subtype="FLOAT", format="WAV")
@@ -432,13 +433,13 @@ def build_parser():
     e.add_argument("--rate", type=_positive_float, help="spikes per second (default 1000); per frame with --frame-ms")
     e.add_argument("--frame-ms", type=_positive_float, help="frame length for per-frame spike budgets of --rate (default rate 1000)")
     e.add_argument("--kernels", type=_positive_int, default=40, help="gammatone kernels (default 40)")
-    e.add_argument("--levels", type=_positive_int, default=3, help="intensity levels per kernel (default 3)")
+    e.add_argument("--levels", type=_positive_int, help="intensity levels per kernel (spiketrum; default 3)")
     e.add_argument("--fmin", type=_positive_float, default=50.0, help="lowest kernel centre frequency, Hz (default 50)")
     e.add_argument("--fmax", type=_positive_float, default=None, help="highest kernel centre frequency, Hz (default min(8000, 0.45 sr))")
     e.add_argument("--sr", type=_positive_int, default=None, help="resample to this rate first (default: keep the file's rate)")
-    e.add_argument("--mode", choices=["fast", "exact"], default="fast",
-                   help="fast (default; within 0.1 dB of exact on speech) or exact matching pursuit")
-    e.add_argument("--method", choices=["spiketrum", "delta", "lif", "bsa", "poisson"], default="spiketrum",
+    e.add_argument("--mode", choices=["fast", "exact"],
+                   help="spiketrum: fast (default; within 0.1 dB of exact on speech) or exact matching pursuit")
+    e.add_argument("--method", choices=list(ENCODERS), default="spiketrum",
                    help="encoder (default spiketrum); the baselines use --kernels cochlear channels")
     e.add_argument("--jobs", type=_positive_int, default=1, help="worker processes (default 1)")
     e.add_argument("--shard", type=_shard, metavar="K/N", help="encode only shard K of N (1 <= K <= N), e.g. one Slurm array task "
@@ -484,7 +485,7 @@ def build_parser():
     t.add_argument("--attention", choices=["cbam", "channel", "spatial", "temporal", "none"],
                    help="srnn-scbam: forget-gate attention (default cbam), one of its two gates, the temporal (TA) "
                         "comparator, or none")
-    t.add_argument("--encoder", choices=["spiketrum", "delta", "lif", "bsa", "poisson"], default="spiketrum")
+    t.add_argument("--encoder", choices=list(ENCODERS), default="spiketrum")
     t.add_argument("--rate", type=_positive_float, default=1000.0, help="spikes per second (default 1000)")
     t.add_argument("--dt-ms", type=_positive_float, default=10.0, help="time bin of the spike tensor in ms (default 10)")
     t.add_argument("--augment", metavar="SPEC",
@@ -558,7 +559,7 @@ def build_parser():
     cl.add_argument("--xdg-fraction", type=_fraction, default=0.8, help="xdg: hidden units gated off per task (default 0.8)")
     cl.add_argument("--hidden", type=_positive_int, default=128, help="hidden neurons (default 128)")
     cl.add_argument("--split", default="official")
-    cl.add_argument("--encoder", choices=["spiketrum", "delta", "lif", "bsa", "poisson"], default="spiketrum")
+    cl.add_argument("--encoder", choices=list(ENCODERS), default="spiketrum")
     cl.add_argument("--rate", type=_positive_float, default=1000.0)
     cl.add_argument("--dt-ms", type=_positive_float, default=10.0)
     cl.add_argument("--epochs", type=_positive_int, default=10, help="epochs per task (joint: over all tasks' data)")

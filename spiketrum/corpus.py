@@ -20,42 +20,32 @@ import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
-from .io import InputError
+from .io import AudioStream, InputError
+from .registry import make_config
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3", ".au")
 
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """How each file of a corpus is encoded; :meth:`config` gives the encoder config at a file's rate."""
+    """How each file of a corpus is encoded: an encoder name and its options (:func:`~spiketrum.make_config`).
+
+    ``sr`` resamples every file to that rate first; None keeps each file's rate. :meth:`config`
+    gives the encoder config at a file's rate.
+
+    Examples
+    --------
+    >>> Recipe("delta", {"rate": 500, "kernels": 16}).config(8000).n_channels
+    32
+    """
 
     method: str = "spiketrum"
-    rate: float | None = None
-    n_spikes: int | None = None
-    snr_db: float | None = None
-    frame_ms: float | None = None
-    kernels: int = 40
-    levels: int = 3
-    fmin: float = 50.0
-    fmax: float | None = None
-    mode: str = "fast"
-    sr: int | None = None  # resample every file to this rate first; None keeps each file's rate
+    options: dict = dataclasses.field(default_factory=dict)
+    sr: int | None = None
 
     def config(self, file_sr):
         """The encoder config for a file at ``file_sr`` Hz (``ValueError`` if the options do not fit it)."""
-        sr = self.sr or file_sr
-        if self.method == "spiketrum":
-            from .encoder import SpiketrumConfig
-
-            return SpiketrumConfig(sr=sr, rate=self.rate, n_spikes=self.n_spikes, snr_db=self.snr_db,
-                                   frame_ms=self.frame_ms, kernels=self.kernels, levels=self.levels, fmin=self.fmin,
-                                   fmax=self.fmax, mode=self.mode)
-        if self.snr_db is not None or self.frame_ms is not None:
-            raise ValueError(f"--method {self.method} takes --rate or --spikes only")
-        from .baselines import BaselineConfig
-
-        return BaselineConfig(self.method, sr, rate=self.rate, n_spikes=self.n_spikes, channels=self.kernels,
-                              fmin=self.fmin, fmax=self.fmax)
+        return make_config(self.method, self.sr or file_sr, **self.options)
 
 
 def collect(inputs, output):
@@ -163,9 +153,6 @@ def encode_one(src, dst, recipe, output=None, prior=None):
 
     Bad input never raises: the line's ``status`` is ``"failed"`` and ``error`` says why, in one line.
     """
-    from .encoder import encode_file, encode_with
-    from .io import AudioStream, load_audio
-
     entry = {"path": Path(src).as_posix(), "output": Path(output or dst).as_posix(), "status": "failed"}
     try:
         entry["hash"] = file_digest(src)
@@ -176,10 +163,7 @@ def encode_one(src, dst, recipe, output=None, prior=None):
         cfg = recipe.config(file_sr)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # silence is reported below, once
-            if recipe.method == "spiketrum" and cfg.sr == file_sr:
-                st = encode_file(src, cfg)  # streamed: memory does not grow with the audio
-            else:
-                st = encode_with(load_audio(src, sr=cfg.sr)[0], cfg)
+            st = cfg.encode_file(src)  # spiketrum streams files at its rate: memory does not grow with the audio
         Path(dst).parent.mkdir(parents=True, exist_ok=True)
         st.save(dst)
         entry.update(status="ok", config=config_digest(cfg), file_sr=file_sr, n_spikes=len(st),

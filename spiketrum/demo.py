@@ -11,7 +11,7 @@ from datasets.fsdd import fsdd_recordings
 
 from . import metrics
 from .cli import main as cli_main
-from .encoder import encode
+from .registry import encode
 from .io import load_audio
 
 

@@ -119,6 +119,26 @@ class AudioStream:
         self.close()
 
 
+def check_sample_rate(sr):
+    """``sr`` as an int: a positive integer, or a float equal to one (8000.0)."""
+    if isinstance(sr, bool) or not isinstance(sr, (int, float, np.integer, np.floating)) or not sr > 0:
+        raise ValueError(f"sample rate must be a positive integer in Hz, got {sr!r}")
+    return int(sr)
+
+
+def as_audio(x):
+    """``x`` as 1-D float64 samples, checked: real, non-empty, finite."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "iuf" or x.ndim != 1:
+        raise ValueError(f"x must be a 1-D real array of samples, got dtype {x.dtype} and shape {x.shape}")
+    if x.size == 0:
+        raise ValueError("x is empty")
+    x = x.astype(np.float64)
+    if not np.all(np.isfinite(x)):
+        raise ValueError("x contains NaN or inf samples")
+    return x
+
+
 def resample(x, sr_in, sr_out):
     """Polyphase resampling by the exact rational ratio ``sr_out / sr_in``."""
     from math import gcd

@@ -38,7 +38,7 @@ def test_no_deletion_is_the_clean_run_and_full_deletion_leaves_no_input(trained,
     run = kws.Run.load(trained)
     audio, _ = kws.split_audio(run, "folder", tiny_folder)
     spikes = kws.spike_sets([audio], run.encoder, trained.parent / "cache", run.dt, progress=False)[0]
-    x, lengths, y = collate_spikes([spikes[i] for i in range(len(spikes))], dt=run.dt)
+    x, lengths, y = collate_spikes([spikes[i] for i in range(len(spikes))], dt_ms=1000 * run.dt)
     with torch.no_grad():
         silent = run.model(torch.zeros_like(x), lengths).argmax(1)
     assert full["accuracy"] == float((silent == y).double().mean())
