@@ -145,6 +145,9 @@ class BaselineConfig(EncoderConfig):
             warnings.warn("silent input: encoded to zero spikes", stacklevel=3)
             return empty
         if target == 0:
+            if self.rate is not None:  # zero spikes asked explicitly (n_spikes=0) need no explanation
+                warnings.warn(f"no spikes: a rate of {self.rate:g} spikes/s over {n / self.sr:.3g} s rounds to 0 spikes",
+                              stacklevel=3)
             return empty
         scale, samples, channel, polarity = self._spikes(sig, target, guess)
         amplitude = np.where(polarity > 0, scale, -scale)

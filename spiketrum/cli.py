@@ -114,7 +114,7 @@ def cmd_encode(args):
         check_output_path(args.output)
         e = encode_one(*pairs[0], recipe)
         if e["status"] != "ok":
-            raise InputError(pairs[0][0], e["error"].removeprefix(f"{pairs[0][0]}: "))
+            raise ValueError(e["error"])  # one line that names the file at fault, input or output
         if "warning" in e:
             print(f"spiketrum encode: warning: {e['path']}: {e['warning']}", file=sys.stderr)
         print(f"wrote {args.output}")
@@ -134,17 +134,18 @@ def cmd_decode(args):
 
     import soundfile as sf
 
-    from .io import atomic_output, check_output_path
+    from .io import atomic_output, audio_format, check_output_path
     from .spiketrain import SpikeTrain
 
     check_output_path(args.output)
+    fmt, subtype = audio_format(args.output)
     st = SpikeTrain.load(args.input)
     y = st.config.decode(st, exact=args.exact)
     peak = float(max(abs(y).max(), 1e-12)) if y.size else 1.0
-    wav = io.BytesIO()  # written by Python, not libsndfile: a full disk is an OSError naming the output
-    sf.write(wav, (y / peak if peak > 1 else y).astype("float32"), st.sr, subtype="FLOAT", format="WAV")
+    audio = io.BytesIO()  # written by Python, not libsndfile: a full disk is an OSError naming the output
+    sf.write(audio, (y / peak if peak > 1 else y).astype("float32"), st.sr, subtype=subtype, format=fmt)
     with atomic_output(args.output) as tmp, open(tmp, "wb") as f:
-        f.write(wav.getbuffer())
+        f.write(audio.getbuffer())
     print(f"wrote {args.output}: {st.duration:.3f} s at {st.sr} Hz from {len(st)} spikes")
 
 
@@ -449,7 +450,8 @@ def build_parser():
 
     d = sub.add_parser("decode", help="reconstruct audio from a spike file")
     d.add_argument("input", help="spike file (.npz)")
-    d.add_argument("-o", "--output", required=True, help="wav file to write")
+    d.add_argument("-o", "--output", required=True, help="audio file to write, in the format its extension names "
+                   "(.wav as 32-bit float, .flac, .ogg, .mp3, ...)")
     d.add_argument("--exact", action="store_true", help="use exact amplitudes (code set), not level representatives")
     d.set_defaults(func=cmd_decode)
 

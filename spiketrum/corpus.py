@@ -20,7 +20,7 @@ import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
-from .io import AudioStream, InputError
+from .io import AudioStream, InputError, OutputError
 from .registry import make_config
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3", ".au")
@@ -51,7 +51,10 @@ class Recipe:
 def collect(inputs, output):
     """(source, destination) pairs: folders are walked recursively and mirrored under ``output``.
 
-    A single file with an ``output`` ending in ``.npz`` is written to exactly that path.
+    A single file with an ``output`` ending in ``.npz`` is written to exactly that path. Sources that
+    differ only in their audio extension (``a.wav`` and ``a.flac``) would share ``a.npz``: each of them
+    keeps its extension instead (``a.wav.npz``, ``a.flac.npz``), and a warning says so once. Every other
+    file keeps the plain name, so adding a file never renames the outputs of the others.
     """
     out = Path(output)
     single = len(inputs) == 1 and not Path(inputs[0]).is_dir() and out.suffix == ".npz"
@@ -66,6 +69,25 @@ def collect(inputs, output):
             pairs.append((inp, out / inp.with_suffix(".npz").name))
         else:
             raise InputError(inp, "no such file or folder")
+    return _distinct_outputs(pairs)
+
+
+def _distinct_outputs(pairs):
+    by_output = {}
+    for src, dst in pairs:
+        by_output.setdefault(dst, []).append(src)
+    clashing = sorted(src for sources in by_output.values() if len(sources) > 1 for src in sources)
+    if not clashing:
+        return pairs
+    pairs = [(src, dst.with_name(src.name + ".npz") if len(by_output[dst]) > 1 else dst) for src, dst in pairs]
+    seen = {}
+    for src, dst in pairs:
+        if dst in seen:  # the same file name from two inputs (x/a.wav, y/a.wav given as files)
+            raise InputError(src, f"would be written to {dst} as {seen[dst]} is: give the files separate output folders")
+        seen[dst] = src
+    warnings.warn(f"{len(clashing)} audio files differ from another only in their extension ({', '.join(map(str, clashing[:4]))}"
+                  f"{', ...' if len(clashing) > 4 else ''}): their spike files keep the audio extension (name.ext.npz)",
+                  stacklevel=3)
     return pairs
 
 
@@ -161,17 +183,26 @@ def encode_one(src, dst, recipe, output=None, prior=None):
         with AudioStream(src) as f:
             file_sr, frames = f.sr, f.frames
         cfg = recipe.config(file_sr)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # silence is reported below, once
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # the encoder's own words (silence, or why no spikes) are kept below
             st = cfg.encode_file(src)  # spiketrum streams files at its rate: memory does not grow with the audio
-        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError.from_os_error(Path(dst).parent, exc, "cannot create the output folder") from None
         st.save(dst)
         entry.update(status="ok", config=config_digest(cfg), file_sr=file_sr, n_spikes=len(st),
                      seconds=round(frames / file_sr, 6))
-        if len(st) == 0:
-            entry["warning"] = "silent audio, encoded to zero spikes"
+        said = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        if said:
+            entry["warning"] = said[0]
     except (ValueError, OSError) as exc:
-        message = str(exc) if isinstance(exc, InputError) else f"{src}: {exc}"
+        if isinstance(exc, (InputError, OutputError)):
+            message = str(exc)
+        elif isinstance(exc, OSError):
+            message = str(OutputError.from_os_error(exc.filename or dst, exc, "cannot write"))
+        else:
+            message = f"{src}: {exc}"
         entry["error"] = message.split("\n")[0]
     return entry
 
@@ -204,7 +235,12 @@ def encode_corpus(pairs, output, recipe, jobs=1, shard=None, progress=True, log=
     root = Path(output)
     if shard is not None:
         pairs = [(s, d) for s, d in pairs if in_shard(Path(d).relative_to(root), shard)]
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(root, "is a file, not an output folder") from None
+    except OSError as exc:
+        raise OutputError.from_os_error(root, exc, "cannot create the output folder") from None
     mine = manifest_path(root, shard)
     entries = read_manifest(mine)
     prior = {**read_manifest(root), **entries}  # this run's own manifest has the last word

@@ -14,7 +14,7 @@ from cochlea import erb_space, gammatone_kernels
 from . import _kernels
 from .io import AudioStream, InputError
 from .registry import EncoderConfig, register
-from .spiketrain import SpikeTrain
+from .spiketrain import MAX_LEVELS, SpikeTrain
 
 
 # The fast mode recomputes its correlation map from the residual once the map has drifted by this
@@ -22,6 +22,9 @@ from .spiketrain import SpikeTrain
 FAST_DRIFT_TOLERANCE = 0.2
 # ... over this many seconds either side of the atom where the drift showed.
 FAST_RESYNC_S = 0.5
+# Most spikes a chunk of n samples can hold: SPIKES_PER_SAMPLE * n + SPIKES_PER_CHUNK (a bound on the
+# pursuit's work; far beyond any useful rate, where atoms would only re-fit their own residue).
+SPIKES_PER_SAMPLE, SPIKES_PER_CHUNK = 50, 1000
 
 
 @register("spiketrum")
@@ -105,8 +108,8 @@ class SpiketrumConfig(EncoderConfig):
             bad(f"frame_ms must be > 0, got {self.frame_ms!r}")
         if not (isinstance(self.kernels, (int, np.integer)) and self.kernels >= 1):
             bad(f"kernels must be a positive integer, got {self.kernels!r}")
-        if not (isinstance(self.levels, (int, np.integer)) and self.levels >= 1):
-            bad(f"levels must be a positive integer, got {self.levels!r}")
+        if not (isinstance(self.levels, (int, np.integer)) and 1 <= self.levels <= MAX_LEVELS):
+            bad(f"levels must be an integer from 1 to {MAX_LEVELS}, got {self.levels!r}")
         fmax = self.resolved_fmax
         if not (0 < self.fmin < fmax < self.sr / 2):
             bad(f"need 0 < fmin < fmax < sr/2 = {self.sr / 2:g} Hz, got fmin={self.fmin:g}, fmax={fmax:g}")
@@ -264,6 +267,18 @@ def _chunks(cfg, n):
     return [(int(a), int(b), bud.copy(), frame) for a, b, bud in zip(edges[:-1], edges[1:], per_chunk)]
 
 
+def _warn_no_spikes(cfg, n, energy):
+    """Say why an encoding has no spikes: silence, or a stopping rule met before the first spike."""
+    if energy == 0.0:
+        warnings.warn("silent input: encoded to zero spikes", stacklevel=4)
+    elif cfg.snr_db is not None:
+        warnings.warn(f"no spikes: the audio already meets the residual SNR target snr_db={cfg.snr_db:g} dB "
+                      "(a target of 0 dB or less needs none)", stacklevel=4)
+    elif cfg.rate is not None:
+        warnings.warn(f"no spikes: a rate of {cfg.rate:g} spikes/s over {n / cfg.sr:.3g} s rounds to 0 spikes"
+                      + (f" in every {cfg.frame_ms:g} ms frame" if cfg.frame_ms is not None else ""), stacklevel=4)
+
+
 def quantize_levels(kernel, amplitude, n_kernels, levels, iterations=30):
     """Intensity-to-place: |amplitude| into ``levels`` levels per kernel, chosen for this train.
 
@@ -276,14 +291,14 @@ def quantize_levels(kernel, amplitude, n_kernels, levels, iterations=30):
     kernel = np.asarray(kernel, np.int64)
     book = np.zeros((n_kernels, levels))
     if a.size == 0:
-        return np.zeros(0, np.int8), book
+        return np.zeros(0, np.int16), book
     order = np.lexsort((a, kernel))
     starts = np.concatenate([[0], np.cumsum(np.bincount(kernel, minlength=n_kernels))])
     q = _kernels.lloyd_max(a[order], starts, levels, iterations)
     level = (a[:, None] > ((q[:, 1:] + q[:, :-1]) / 2)[kernel]).sum(1)
     used = np.bincount(kernel * levels + level, minlength=q.size).reshape(q.shape) > 0
     book[used] = q[used]
-    return level.astype(np.int8), book
+    return level.astype(np.int16), book
 
 
 def _pursue(read, n, cfg):
@@ -298,9 +313,16 @@ def _pursue(read, n, cfg):
     lmax = phi.shape[1]
     target = 10 ** (-cfg.snr_db / 10) if cfg.snr_db is not None else None
     resync = int(FAST_RESYNC_S * cfg.sr)
+    plan = _chunks(cfg, n)
+    if target is None:  # a count rule must not stop short of its count: refuse one the signal cannot hold
+        asked = sum(int(budgets.sum()) for _, _, budgets, _ in plan)
+        limit = sum(SPIKES_PER_SAMPLE * (b - a) + SPIKES_PER_CHUNK for a, b, _, _ in plan)
+        if any(budgets.sum() > SPIKES_PER_SAMPLE * (b - a) + SPIKES_PER_CHUNK for a, b, budgets, _ in plan):
+            raise ValueError(f"{asked} spikes asked of {n / cfg.sr:.3g} s of audio, more than it can hold (at most "
+                             f"{limit} here, {SPIKES_PER_SAMPLE} per sample); lower the rate or spike count")
     out, energy = [], 0.0
     spill = np.zeros(lmax - 1)  # what earlier chunks' atoms took from the samples after their chunk
-    for a, b, budgets, frame in _chunks(cfg, n):
+    for a, b, budgets, frame in plan:
         r = np.zeros(b - a + lmax - 1)
         seg = read(a, b + lmax - 1)
         r[: seg.size] = seg
@@ -308,7 +330,7 @@ def _pursue(read, n, cfg):
         energy += float(seg[: b - a] @ seg[: b - a])
         region = float(r @ r)
         min_energy = target * float(seg @ seg) if target is not None else -1.0
-        cap = int(min(budgets.sum(), 50 * (b - a) + 1000))
+        cap = int(min(budgets.sum(), SPIKES_PER_SAMPLE * (b - a) + SPIKES_PER_CHUNK))
         C = _correlation_map(r, phi, b - a, dtype)
         tol, last = FAST_DRIFT_TOLERANCE, -1
         while True:  # more than one pass only when the fast mode resyncs its correlation map
@@ -327,9 +349,9 @@ def _pursue(read, n, cfg):
         tail = seg[b - a :]
         spill = np.zeros(lmax - 1)
         spill[: tail.size] = tail - r[b - a : b - a + tail.size]
-    if energy == 0.0:
-        warnings.warn("silent input: encoded to zero spikes", stacklevel=3)
     k, tau, amp = (np.concatenate(z) for z in zip(*out))
+    if k.size == 0:
+        _warn_no_spikes(cfg, n, energy)
     res = energy - np.cumsum(amp * amp)  # unit-norm atoms: each spike removes exactly s^2
     level, book = quantize_levels(k, amp, cfg.kernels, cfg.levels)
     meta = {"signal_energy": float(energy), "residual_energy": float(res[-1]) if res.size else float(energy)}

@@ -15,6 +15,9 @@ FORMAT = "spiketrum-spikes"
 #: ``"encoder"`` (see :mod:`spiketrum.registry`).
 FORMAT_VERSION = 2
 _ARRAYS = ("samples", "kernel", "level", "polarity", "amplitude", "level_amplitudes")
+#: Most intensity levels a place can have: the level index is stored as int16 (int8, before format 2,
+#: wrapped negative above 127).
+MAX_LEVELS = 2**15 - 1
 #: More samples than any recording has (over four months at 96 kHz): a header claiming more is corrupt.
 MAX_N_SAMPLES = 2**40
 
@@ -27,7 +30,7 @@ class SpikeTrain:
     times : np.ndarray, float64, seconds (atom onsets), ascending
     samples : np.ndarray, int64, onset sample index
     channels : np.ndarray, int32, output channel (kernel x level x polarity by place)
-    kernel, level : np.ndarray, int16 / int8
+    kernel, level : np.ndarray, int16 (levels up to :data:`MAX_LEVELS`)
     polarity : np.ndarray, int8, 1 for positive amplitude, 0 for negative
     amplitude : np.ndarray, float64, exact matching-pursuit coefficient (the "code set")
     level_amplitudes : np.ndarray [kernels, levels], representative |amplitude| per place
@@ -38,7 +41,7 @@ class SpikeTrain:
         order = np.argsort(samples, kind="stable")
         self.samples = np.asarray(samples, np.int64)[order]
         self.kernel = np.asarray(kernel, np.int16)[order]
-        self.level = np.asarray(level, np.int8)[order]
+        self.level = np.asarray(level, np.int16)[order]
         self.polarity = np.asarray(polarity, np.int8)[order]
         self.amplitude = np.asarray(amplitude, np.float64)[order]
         self.level_amplitudes = np.asarray(level_amplitudes, np.float64)
