@@ -89,7 +89,7 @@ def test_the_command_writes_json_and_figure_and_compares_runs(trained, tiny_fold
     assert r.returncode == 0, r.stderr
     result = json.loads((out / "robustness.json").read_text())
     assert [row["level"] for row in result["deletion"]] == [0.0, 0.5] and "jitter" not in result
-    assert result["compare"][0]["encoder"]["method"] == "delta"
+    assert result["compare"][0]["encoder"]["encoder"] == "delta"
     assert (out / "robustness.png").stat().st_size > 10_000
     assert "delta" in r.stdout and "deletion" in r.stdout
 
