@@ -5,7 +5,8 @@ streaming a 10-minute and a 1-hour file.
 
 Throughput encodes all of FSDD and the Speech Commands sample with ``spiketrum encode`` into a fresh
 folder, once per job count. Peak memory is the resident-set high-water mark of a fresh process that
-streams a file (``encode_file``), against one that loads it whole first (``load_audio`` + ``encode_with``).
+streams a file (``SpiketrumConfig.encode_file``), against one that loads it whole first (``load_audio`` +
+``SpiketrumConfig.encode``).
 """
 import argparse
 import os
@@ -20,14 +21,14 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 PEAK = """
 import resource, sys, time
-from spiketrum import SpiketrumConfig, encode_with, load_audio
-from spiketrum.encoder import encode_file
+import soundfile
+from spiketrum import SpiketrumConfig, load_audio
 t = time.perf_counter()
+cfg = SpiketrumConfig(sr=soundfile.info(sys.argv[1]).samplerate, rate=float(sys.argv[2]))
 if sys.argv[3] == "stream":
-    st = encode_file(sys.argv[1], rate=float(sys.argv[2]))
+    st = cfg.encode_file(sys.argv[1])
 else:
-    x, sr = load_audio(sys.argv[1])
-    st = encode_with(x, SpiketrumConfig(sr=sr, rate=float(sys.argv[2])))
+    st = cfg.encode(*load_audio(sys.argv[1]))
 print(len(st), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, time.perf_counter() - t)
 """
 

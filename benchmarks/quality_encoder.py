@@ -14,7 +14,8 @@ import soundfile as sf
 
 from datasets.fsdd import data_root
 from spiketrum import decode, encode, metrics
-from spiketrum.baselines import METHODS, envelope_snr_db
+from spiketrum.baselines import METHODS
+from spiketrum.metrics import envelope_snr_db
 
 
 def corpora(n):

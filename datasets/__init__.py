@@ -6,7 +6,7 @@ Audio datasets (:class:`FSDD`, :class:`SpeechCommands`, :class:`AudioFolder`) gi
 from .base import AudioDataset, AudioFolder, NoiseFolder, check_split, data_root, hash_split, locate
 from .fsdd import FSDD, fsdd_recordings
 from .speech_commands import KEYWORDS, SILENCE, UNKNOWN, SpeechCommands, download_speech_commands
-from .spikes import SpikeDataset, collate_spikes, make_encode_fn
+from .spikes import SpikeDataset, collate_spikes
 
 __all__ = ["AudioDataset", "AudioFolder", "FSDD", "KEYWORDS", "NoiseFolder", "SILENCE", "SpeechCommands", "SpikeDataset",
-           "UNKNOWN", "check_split", "collate_spikes", "data_root", "hash_split", "locate", "download_speech_commands", "fsdd_recordings", "make_encode_fn"]
+           "UNKNOWN", "check_split", "collate_spikes", "data_root", "hash_split", "locate", "download_speech_commands", "fsdd_recordings"]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import multiprocessing
 import warnings
@@ -14,42 +13,24 @@ import torch
 import torch.utils.data
 
 from spiketrum.io import InputError, resample
-from spiketrum.spiketrain import SpikeTrain
+from spiketrum.spiketrain import FORMAT_VERSION, SpikeTrain
 
 
-def _encode(x, sr, config):
-    if sr != config.sr:
-        x = resample(x, sr, config.sr)
-    # Modules are looked up at call time, so baselines is imported only when a baseline is asked for.
-    if getattr(config, "method", "spiketrum") == "spiketrum":
-        from spiketrum import encoder
-
-        return encoder.encode_with(x, config)
-    from spiketrum import baselines
-
-    return baselines.encode_baseline_with(x, config)
-
-
-def make_encode_fn(config):
-    """The encoder an encoder config stands for, as ``encode_fn(x, sr) -> SpikeTrain``.
-
-    Audio at another rate than ``config.sr`` is resampled first. A config whose ``method`` is
-    ``"spiketrum"`` (:class:`~spiketrum.SpiketrumConfig`) encodes with :func:`spiketrum.encode_with`;
-    any other (:class:`spiketrum.baselines.BaselineConfig`) with
-    :func:`spiketrum.baselines.encode_baseline_with`. The function pickles, for worker processes.
-    """
-    return functools.partial(_encode, config=config)
+#: Part of every cache key: bump it when encodings change without their config JSON changing, so that
+#: stale entries are never reused. 2: configs name their encoder (spiketrum 0.2 spike files).
+CACHE_VERSION = 2
 
 
 class SpikeDataset(torch.utils.data.Dataset):
     """An audio dataset encoded to spikes; every encoding is computed once and cached on disk.
 
-    Item ``i`` is ``(spikes, label)``: spike counts per ``dt`` bin and channel (float32 tensor
-    ``[T, n_channels]``), or the :class:`~spiketrum.SpikeTrain` itself when ``dt`` is None.
+    Item ``i`` is ``(spikes, label)``: spike counts per ``dt_ms`` bin and channel (float32 tensor
+    ``[T, n_channels]``), or the :class:`~spiketrum.SpikeTrain` itself when ``dt_ms`` is None.
 
-    The entry of an item is ``cache_dir/<config digest>/<key>.npz``, the key a SHA-256 of the
-    config's JSON and the item's content: its file's bytes, or the encoder's input samples for items
-    cut from a file (silence) and noisy items. A changed config or file never reuses a stale entry;
+    The entry of an item is ``cache_dir/<config digest>/<key>.npz``, the key a SHA-256 of the cache
+    version (:data:`CACHE_VERSION` and the spike-file format), the config's JSON (which carries its own
+    version) and the item's content: its file's bytes, or the encoder's input samples for items
+    cut from a file (silence) and noisy items. A changed config, file or version never reuses a stale entry;
     moved or duplicated files share one. Entries are written to a temporary file and renamed into place
     (:meth:`SpikeTrain.save`), so parallel processes and crashes leave a whole entry or none; an entry
     that no longer loads (truncated, corrupt) is encoded again with a warning.
@@ -59,12 +40,12 @@ class SpikeDataset(torch.utils.data.Dataset):
     base : AudioDataset
         Source clips: anything with ``load(i) -> (x, sr)``, ``fingerprint(i) -> bytes``, ``classes``,
         ``files``, ``labels`` and a length.
-    encoder_config : SpiketrumConfig or BaselineConfig
-        Any config with ``sr``, ``method`` and ``to_json()``; the encoder is :func:`make_encode_fn`'s.
-        Audio is resampled to its ``sr``.
+    encoder_config : spiketrum.EncoderConfig
+        The encoder (:func:`spiketrum.make_config`); items are ``encoder_config.encode(x, sr)``, audio
+        resampled to its ``sr``.
     cache_dir : str or os.PathLike
-    dt : float or None
-        Time bin of the dense items in seconds; None gives SpikeTrains.
+    dt_ms : float or None
+        Time bin of the dense items in milliseconds (required: no default); None gives SpikeTrains.
     jobs : int
         Worker processes for :meth:`prepare` (spawned: safe beside torch and numba threads).
     noise : NoiseFolder, optional
@@ -75,7 +56,7 @@ class SpikeDataset(torch.utils.data.Dataset):
         Seeds the noise. Each item's mix comes from a generator seeded with ``seed`` and the item's
         content, so it is the same whatever the item's position or process.
     transform : callable, optional
-        Applied to every item's spikes (the SpikeTrain when ``dt`` is None, else the dense tensor).
+        Applied to every item's spikes (the SpikeTrain when ``dt_ms`` is None, else the dense tensor).
     in_memory : bool
         Keep every SpikeTrain in memory once fetched, so later epochs read neither the audio (for its
         cache key) nor the cache entry again.
@@ -84,18 +65,16 @@ class SpikeDataset(torch.utils.data.Dataset):
     ----------
     classes, files, labels
         Those of ``base``.
-    encode_fn : callable
-        ``encode_fn(x, sr) -> SpikeTrain``, from :func:`make_encode_fn`.
     cache_dir : pathlib.Path
         This config's folder of entries.
     skipped : list of (pathlib.Path, str)
         Items :meth:`prepare` left out because their audio could not be read or encoded, and why.
     """
 
-    def __init__(self, base, encoder_config, cache_dir, dt=1e-3, jobs=1, noise=None, snr_db=None, seed=0, transform=None,
+    def __init__(self, base, encoder_config, cache_dir, *, dt_ms, jobs=1, noise=None, snr_db=None, seed=0, transform=None,
                  in_memory=True):
-        if dt is not None and not dt > 0:
-            raise ValueError(f"dt must be > 0 seconds or None, got {dt!r}")
+        if dt_ms is not None and not dt_ms > 0:
+            raise ValueError(f"dt_ms must be > 0 milliseconds or None, got {dt_ms!r}")
         if not (isinstance(jobs, int) and jobs >= 1):
             raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
         if noise is not None and snr_db is None:
@@ -103,11 +82,11 @@ class SpikeDataset(torch.utils.data.Dataset):
         if noise is not None and noise.sr != encoder_config.sr:
             raise ValueError(f"noise is at {noise.sr} Hz, the encoder at {encoder_config.sr} Hz: load it with "
                              f"NoiseFolder(root, sr={encoder_config.sr})")
-        self.base, self.config, self.dt, self.jobs = base, encoder_config, dt, jobs
+        self.base, self.config, self.dt_ms, self.jobs = base, encoder_config, dt_ms, jobs
         self.noise, self.snr_db, self.seed, self.transform = noise, snr_db, seed, transform
         self.config_json = encoder_config.to_json()
-        self.encode_fn = make_encode_fn(encoder_config)
-        self.cache_dir = Path(cache_dir) / hashlib.sha256(self.config_json.encode()).hexdigest()[:16]
+        self._key = f"cache-v{CACHE_VERSION}-format-v{FORMAT_VERSION}|{self.config_json}".encode()
+        self.cache_dir = Path(cache_dir) / hashlib.sha256(self._key).hexdigest()[:16]
         self.classes, self.files, self.labels = base.classes, base.files, base.labels
         self._memory = {} if in_memory else None
         self.skipped = []
@@ -136,7 +115,7 @@ class SpikeDataset(torch.utils.data.Dataset):
         if self.noise is not None:
             x = self._input(i, content)
             content = hashlib.sha256(b"%d:" % self.config.sr + x.tobytes()).digest()
-        return self.cache_dir / f"{hashlib.sha256(self.config_json.encode() + b'|' + content).hexdigest()}.npz", x
+        return self.cache_dir / f"{hashlib.sha256(self._key + b'|' + content).hexdigest()}.npz", x
 
     def _fetch(self, i):
         """``(SpikeTrain, whether it was encoded now)`` for item ``i``."""
@@ -156,7 +135,7 @@ class SpikeDataset(torch.utils.data.Dataset):
                     return st, False
             except InputError as exc:
                 warnings.warn(f"re-encoding a damaged cache entry: {exc}", stacklevel=3)
-        st = self.encode_fn(self._input(i, None) if x is None else x, self.config.sr)
+        st = self.config.encode(self._input(i, None) if x is None else x, self.config.sr)
         path.parent.mkdir(parents=True, exist_ok=True)
         st.save(path)
         return st, True
@@ -167,11 +146,11 @@ class SpikeDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         st = self.spikes(i)
-        item = st if self.dt is None else st.to_dense(self.dt, torch=True)
+        item = st if self.dt_ms is None else st.to_dense(self.dt_ms, torch=True)
         return (self.transform(item) if self.transform is not None else item), self.labels[i]
 
     def __repr__(self):
-        return f"SpikeDataset({len(self)} clips, {self.config.method} at {self.config.sr} Hz, cache {self.cache_dir})"
+        return f"SpikeDataset({len(self)} clips, {self.config.name} at {self.config.sr} Hz, cache {self.cache_dir})"
 
     def prepare(self, progress=True):
         """Encode every item missing from the cache, in ``jobs`` processes, with a progress bar.
@@ -255,18 +234,19 @@ def _fetch_in_worker(i):
     return _fetch_or_fail(_WORKER, i)
 
 
-def collate_spikes(batch, dt=1e-3):
+def collate_spikes(batch, dt_ms=None):
     """Stack ``(spikes, label)`` items into one time-major batch, zero-padded to the longest.
 
-    Use as ``DataLoader(..., collate_fn=collate_spikes)`` (``functools.partial`` sets ``dt``).
+    Use as ``DataLoader(..., collate_fn=collate_spikes)``, or with ``functools.partial`` setting
+    ``dt_ms`` for SpikeTrain items.
 
     Parameters
     ----------
     batch : sequence of (SpikeTrain or array-like [T, C], int)
-        SpikeTrains are binned at ``dt``; dense items (as :class:`SpikeDataset` gives) are used as
+        SpikeTrains are binned at ``dt_ms``; dense items (as :class:`SpikeDataset` gives) are used as
         they are, already binned.
-    dt : float
-        Time bin in seconds for SpikeTrain items.
+    dt_ms : float, optional
+        Time bin in milliseconds; required when the batch holds SpikeTrains.
 
     Returns
     -------
@@ -277,7 +257,9 @@ def collate_spikes(batch, dt=1e-3):
     labels : torch.Tensor, int64, [B]
     """
     spikes, labels = zip(*batch)
-    dense = [s.to_dense(dt, torch=True) if isinstance(s, SpikeTrain) else torch.as_tensor(s, dtype=torch.float32) for s in spikes]
+    if dt_ms is None and any(isinstance(s, SpikeTrain) for s in spikes):
+        raise ValueError("collate_spikes needs dt_ms to bin SpikeTrain items")
+    dense = [s.to_dense(dt_ms, torch=True) if isinstance(s, SpikeTrain) else torch.as_tensor(s, dtype=torch.float32) for s in spikes]
     channels = {d.shape[1] for d in dense}
     if len(channels) > 1:
         raise ValueError(f"items have different channel counts {sorted(channels)}: encode them with one config")

@@ -20,48 +20,41 @@ import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
-from .io import InputError
+from .io import AudioStream, InputError, OutputError
+from .registry import make_config
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3", ".au")
 
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """How each file of a corpus is encoded; :meth:`config` gives the encoder config at a file's rate."""
+    """How each file of a corpus is encoded: an encoder name and its options (:func:`~spiketrum.make_config`).
+
+    ``sr`` resamples every file to that rate first; None keeps each file's rate. :meth:`config`
+    gives the encoder config at a file's rate.
+
+    Examples
+    --------
+    >>> Recipe("delta", {"rate": 500, "kernels": 16}).config(8000).n_channels
+    32
+    """
 
     method: str = "spiketrum"
-    rate: float | None = None
-    n_spikes: int | None = None
-    snr_db: float | None = None
-    frame_ms: float | None = None
-    kernels: int = 40
-    levels: int = 3
-    fmin: float = 50.0
-    fmax: float | None = None
-    mode: str = "fast"
-    sr: int | None = None  # resample every file to this rate first; None keeps each file's rate
+    options: dict = dataclasses.field(default_factory=dict)
+    sr: int | None = None
 
     def config(self, file_sr):
         """The encoder config for a file at ``file_sr`` Hz (``ValueError`` if the options do not fit it)."""
-        sr = self.sr or file_sr
-        if self.method == "spiketrum":
-            from .encoder import SpiketrumConfig
-
-            return SpiketrumConfig(sr=sr, rate=self.rate, n_spikes=self.n_spikes, snr_db=self.snr_db,
-                                   frame_ms=self.frame_ms, kernels=self.kernels, levels=self.levels, fmin=self.fmin,
-                                   fmax=self.fmax, mode=self.mode)
-        if self.snr_db is not None or self.frame_ms is not None:
-            raise ValueError(f"--method {self.method} takes --rate or --spikes only")
-        from .baselines import BaselineConfig
-
-        return BaselineConfig(self.method, sr, rate=self.rate, n_spikes=self.n_spikes, channels=self.kernels,
-                              fmin=self.fmin, fmax=self.fmax)
+        return make_config(self.method, self.sr or file_sr, **self.options)
 
 
 def collect(inputs, output):
     """(source, destination) pairs: folders are walked recursively and mirrored under ``output``.
 
-    A single file with an ``output`` ending in ``.npz`` is written to exactly that path.
+    A single file with an ``output`` ending in ``.npz`` is written to exactly that path. Sources that
+    differ only in their audio extension (``a.wav`` and ``a.flac``) would share ``a.npz``: each of them
+    keeps its extension instead (``a.wav.npz``, ``a.flac.npz``), and a warning says so once. Every other
+    file keeps the plain name, so adding a file never renames the outputs of the others.
     """
     out = Path(output)
     single = len(inputs) == 1 and not Path(inputs[0]).is_dir() and out.suffix == ".npz"
@@ -76,6 +69,25 @@ def collect(inputs, output):
             pairs.append((inp, out / inp.with_suffix(".npz").name))
         else:
             raise InputError(inp, "no such file or folder")
+    return _distinct_outputs(pairs)
+
+
+def _distinct_outputs(pairs):
+    by_output = {}
+    for src, dst in pairs:
+        by_output.setdefault(dst, []).append(src)
+    clashing = sorted(src for sources in by_output.values() if len(sources) > 1 for src in sources)
+    if not clashing:
+        return pairs
+    pairs = [(src, dst.with_name(src.name + ".npz") if len(by_output[dst]) > 1 else dst) for src, dst in pairs]
+    seen = {}
+    for src, dst in pairs:
+        if dst in seen:  # the same file name from two inputs (x/a.wav, y/a.wav given as files)
+            raise InputError(src, f"would be written to {dst} as {seen[dst]} is: give the files separate output folders")
+        seen[dst] = src
+    warnings.warn(f"{len(clashing)} audio files differ from another only in their extension ({', '.join(map(str, clashing[:4]))}"
+                  f"{', ...' if len(clashing) > 4 else ''}): their spike files keep the audio extension (name.ext.npz)",
+                  stacklevel=3)
     return pairs
 
 
@@ -163,9 +175,6 @@ def encode_one(src, dst, recipe, output=None, prior=None):
 
     Bad input never raises: the line's ``status`` is ``"failed"`` and ``error`` says why, in one line.
     """
-    from .encoder import encode_file, encode_with
-    from .io import AudioStream, load_audio
-
     entry = {"path": Path(src).as_posix(), "output": Path(output or dst).as_posix(), "status": "failed"}
     try:
         entry["hash"] = file_digest(src)
@@ -174,20 +183,26 @@ def encode_one(src, dst, recipe, output=None, prior=None):
         with AudioStream(src) as f:
             file_sr, frames = f.sr, f.frames
         cfg = recipe.config(file_sr)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # silence is reported below, once
-            if recipe.method == "spiketrum" and cfg.sr == file_sr:
-                st = encode_file(src, cfg)  # streamed: memory does not grow with the audio
-            else:
-                st = encode_with(load_audio(src, sr=cfg.sr)[0], cfg)
-        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # the encoder's own words (silence, or why no spikes) are kept below
+            st = cfg.encode_file(src)  # spiketrum streams files at its rate: memory does not grow with the audio
+        try:
+            Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError.from_os_error(Path(dst).parent, exc, "cannot create the output folder") from None
         st.save(dst)
         entry.update(status="ok", config=config_digest(cfg), file_sr=file_sr, n_spikes=len(st),
                      seconds=round(frames / file_sr, 6))
-        if len(st) == 0:
-            entry["warning"] = "silent audio, encoded to zero spikes"
+        said = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        if said:
+            entry["warning"] = said[0]
     except (ValueError, OSError) as exc:
-        message = str(exc) if isinstance(exc, InputError) else f"{src}: {exc}"
+        if isinstance(exc, (InputError, OutputError)):
+            message = str(exc)
+        elif isinstance(exc, OSError):
+            message = str(OutputError.from_os_error(exc.filename or dst, exc, "cannot write"))
+        else:
+            message = f"{src}: {exc}"
         entry["error"] = message.split("\n")[0]
     return entry
 
@@ -220,7 +235,12 @@ def encode_corpus(pairs, output, recipe, jobs=1, shard=None, progress=True, log=
     root = Path(output)
     if shard is not None:
         pairs = [(s, d) for s, d in pairs if in_shard(Path(d).relative_to(root), shard)]
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(root, "is a file, not an output folder") from None
+    except OSError as exc:
+        raise OutputError.from_os_error(root, exc, "cannot create the output folder") from None
     mine = manifest_path(root, shard)
     entries = read_manifest(mine)
     prior = {**read_manifest(root), **entries}  # this run's own manifest has the last word

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import warnings
 
 import numpy as np
@@ -13,7 +12,9 @@ import scipy.signal
 from cochlea import erb_space, gammatone_kernels
 
 from . import _kernels
-from .spiketrain import SpikeTrain
+from .io import AudioStream, InputError
+from .registry import EncoderConfig, register
+from .spiketrain import MAX_LEVELS, SpikeTrain
 
 
 # The fast mode recomputes its correlation map from the residual once the map has drifted by this
@@ -21,14 +22,53 @@ from .spiketrain import SpikeTrain
 FAST_DRIFT_TOLERANCE = 0.2
 # ... over this many seconds either side of the atom where the drift showed.
 FAST_RESYNC_S = 0.5
+# Most spikes a chunk of n samples can hold: SPIKES_PER_SAMPLE * n + SPIKES_PER_CHUNK (a bound on the
+# pursuit's work; far beyond any useful rate, where atoms would only re-fit their own residue).
+SPIKES_PER_SAMPLE, SPIKES_PER_CHUNK = 50, 1000
 
 
+@register("spiketrum")
 @dataclasses.dataclass(frozen=True)
-class SpiketrumConfig:
-    """Everything that determines an encoding; saved with every spike file.
+class SpiketrumConfig(EncoderConfig):
+    """The spiketrum encoder: matching pursuit over ERB-spaced gammatone kernels; saved with every spike file.
 
     Exactly one stopping rule is set: ``n_spikes``; ``rate`` (spikes/s, round(rate x duration)
     spikes in total, or per frame with ``frame_ms``); or ``snr_db`` (residual SNR target).
+
+    Parameters
+    ----------
+    sr : int
+        Sample rate in Hz the encoder runs at (:meth:`encode` resamples other audio to it).
+    rate, n_spikes, snr_db, frame_ms :
+        The stopping rule: ``n_spikes`` spikes; ``rate`` spikes/s, i.e. round(rate x duration)
+        spikes; ``frame_ms`` with ``rate``: every frame holds exactly its share (cumulatively rounded,
+        so the total is round(rate x duration) too); or ``snr_db``: stop at that residual SNR.
+    kernels : int
+        Number of ERB-spaced gammatone kernels M (40 in the published hardware).
+    levels : int
+        Intensity levels L per kernel (3 in the published hardware).
+    fmin, fmax : float
+        Centre frequencies of the lowest and highest kernel (fmax default: min(8 kHz, 0.45 sr)).
+    floor_db : float
+        Kernel truncation floor of the envelope.
+    polarity_channels : bool
+        ``True``: M x L x 2 channels (polarity by place); ``False``: M x L, polarity as an attribute.
+    gains : tuple of float, optional
+        Per-kernel feedback gains weighting the selection (default all 1).
+    mode : {"fast", "exact"}
+        ``"exact"`` is plain matching pursuit, spike for spike. ``"fast"`` keeps the correlation map in
+        float32 and skips kernel cross-correlation terms below ``xcorr_floor_db`` (relative to the
+        autocorrelation peak); amplitudes still come from the exact residual.
+    chunk_s : float
+        Onsets are pursued in chunks of this many seconds, which bounds memory on long files.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> cfg = SpiketrumConfig(sr=16000, rate=1000)
+    >>> st = cfg.encode(np.random.default_rng(0).standard_normal(8000), 16000)
+    >>> len(st), st.n_channels, cfg.for_training().n_channels
+    (500, 240, 120)
     """
 
     sr: int
@@ -46,13 +86,12 @@ class SpiketrumConfig:
     mode: str = "fast"
     xcorr_floor_db: float = -60.0
     chunk_s: float = 20.0
-    method: str = "spiketrum"
 
     def __post_init__(self):
         def bad(msg):
             raise ValueError(msg)
 
-        if not (isinstance(self.sr, (int, np.integer)) and self.sr > 0):
+        if isinstance(self.sr, bool) or not (isinstance(self.sr, (int, np.integer)) and self.sr > 0):
             bad(f"sr must be a positive integer, got {self.sr!r}")
         rules = [self.n_spikes is not None, self.rate is not None and self.frame_ms is None, self.snr_db is not None, self.frame_ms is not None]
         if sum(rules) != 1:
@@ -69,8 +108,8 @@ class SpiketrumConfig:
             bad(f"frame_ms must be > 0, got {self.frame_ms!r}")
         if not (isinstance(self.kernels, (int, np.integer)) and self.kernels >= 1):
             bad(f"kernels must be a positive integer, got {self.kernels!r}")
-        if not (isinstance(self.levels, (int, np.integer)) and self.levels >= 1):
-            bad(f"levels must be a positive integer, got {self.levels!r}")
+        if not (isinstance(self.levels, (int, np.integer)) and 1 <= self.levels <= MAX_LEVELS):
+            bad(f"levels must be an integer from 1 to {MAX_LEVELS}, got {self.levels!r}")
         fmax = self.resolved_fmax
         if not (0 < self.fmin < fmax < self.sr / 2):
             bad(f"need 0 < fmin < fmax < sr/2 = {self.sr / 2:g} Hz, got fmin={self.fmin:g}, fmax={fmax:g}")
@@ -84,32 +123,59 @@ class SpiketrumConfig:
             bad(f"xcorr_floor_db must be a negative level in dB, got {self.xcorr_floor_db!r}")
         if not (np.isfinite(self.chunk_s) and self.chunk_s > 0):
             bad(f"chunk_s must be > 0 seconds, got {self.chunk_s!r}")
-        if self.method != "spiketrum":
-            bad(f"unknown method {self.method!r}")
+        if self.gains is not None and not isinstance(self.gains, tuple):
+            object.__setattr__(self, "gains", tuple(float(g) for g in self.gains))  # hashable, and equal after JSON
 
-    @property
-    def resolved_fmax(self):
-        return float(self.fmax) if self.fmax is not None else min(8000.0, 0.45 * self.sr)
+    def for_training(self):
+        """Both polarities on one channel (kernel x level): polarity is the atom's phase, which time bins
+        of milliseconds cannot use, and merging halves the input."""
+        return dataclasses.replace(self, polarity_channels=False)
 
-    @property
-    def n_channels(self):
-        return self.kernels * self.levels * (2 if self.polarity_channels else 1)
+    def _encode(self, x):
+        return _pursue(lambda a, b: x[a:b], x.size, self)
 
-    def center_freqs(self):
-        return erb_space(self.fmin, self.resolved_fmax, self.kernels)
+    def encode_file(self, path):
+        """Encode an audio file; at the encoder's rate it is streamed, in bounded memory.
 
-    def to_json(self):
-        d = dataclasses.asdict(self)
-        d["gains"] = None if self.gains is None else list(self.gains)
-        return json.dumps(d, sort_keys=True)
+        The spikes equal those of ``self.encode(*load_audio(path))`` exactly: both pursue the same
+        ``chunk_s`` chunks with the residual carried across, but a file at ``sr`` is read one chunk
+        (plus one kernel length) at a time, so memory grows only with the spikes. A file at another
+        rate is loaded whole and resampled.
 
-    @classmethod
-    def from_json(cls, s):
-        d = json.loads(s)
-        if d.get("gains") is not None:
-            d["gains"] = tuple(d["gains"])
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        Raises
+        ------
+        InputError
+            A bad or truncated file.
+        """
+        with AudioStream(path) as f:
+            if f.sr != self.sr:
+                return super().encode_file(path)
+
+            def read(a, b):
+                seg = f.read(a, b)
+                if seg.size != min(b, f.frames) - a:
+                    raise InputError(f.path, "file is shorter than its header says (truncated?)")
+                return seg.astype(np.float64)
+
+            return _pursue(read, f.frames, self)
+
+    def decode(self, spike_train, exact=False):
+        """Sum the atoms back into audio of the encoded length.
+
+        ``exact=True`` uses each spike's exact amplitude (the "code set"); otherwise the per-(kernel,
+        level) representative amplitude that spikes alone carry.
+        """
+        st = spike_train
+        phi, lengths = dictionary(self.sr, self.kernels, self.fmin, self.resolved_fmax, self.floor_db)
+        sign = np.where(st.polarity > 0, 1.0, -1.0)
+        amp = st.amplitude if exact else sign * st.level_amplitudes[st.kernel, st.level]
+        y = np.zeros(st.n_samples + phi.shape[1])
+        for m in np.unique(st.kernel):
+            sel = st.kernel == m
+            impulses = np.zeros(st.n_samples)
+            np.add.at(impulses, st.samples[sel], amp[sel])
+            y[: st.n_samples + lengths[m] - 1] += scipy.signal.oaconvolve(impulses, phi[m, : lengths[m]])
+        return y[: st.n_samples]
 
 
 @functools.lru_cache(maxsize=8)
@@ -201,6 +267,18 @@ def _chunks(cfg, n):
     return [(int(a), int(b), bud.copy(), frame) for a, b, bud in zip(edges[:-1], edges[1:], per_chunk)]
 
 
+def _warn_no_spikes(cfg, n, energy):
+    """Say why an encoding has no spikes: silence, or a stopping rule met before the first spike."""
+    if energy == 0.0:
+        warnings.warn("silent input: encoded to zero spikes", stacklevel=4)
+    elif cfg.snr_db is not None:
+        warnings.warn(f"no spikes: the audio already meets the residual SNR target snr_db={cfg.snr_db:g} dB "
+                      "(a target of 0 dB or less needs none)", stacklevel=4)
+    elif cfg.rate is not None:
+        warnings.warn(f"no spikes: a rate of {cfg.rate:g} spikes/s over {n / cfg.sr:.3g} s rounds to 0 spikes"
+                      + (f" in every {cfg.frame_ms:g} ms frame" if cfg.frame_ms is not None else ""), stacklevel=4)
+
+
 def quantize_levels(kernel, amplitude, n_kernels, levels, iterations=30):
     """Intensity-to-place: |amplitude| into ``levels`` levels per kernel, chosen for this train.
 
@@ -213,157 +291,14 @@ def quantize_levels(kernel, amplitude, n_kernels, levels, iterations=30):
     kernel = np.asarray(kernel, np.int64)
     book = np.zeros((n_kernels, levels))
     if a.size == 0:
-        return np.zeros(0, np.int8), book
+        return np.zeros(0, np.int16), book
     order = np.lexsort((a, kernel))
     starts = np.concatenate([[0], np.cumsum(np.bincount(kernel, minlength=n_kernels))])
     q = _kernels.lloyd_max(a[order], starts, levels, iterations)
     level = (a[:, None] > ((q[:, 1:] + q[:, :-1]) / 2)[kernel]).sum(1)
     used = np.bincount(kernel * levels + level, minlength=q.size).reshape(q.shape) > 0
     book[used] = q[used]
-    return level.astype(np.int8), book
-
-
-def _as_audio(x):
-    x = np.asarray(x)
-    if x.dtype.kind not in "iuf" or x.ndim != 1:
-        raise ValueError(f"x must be a 1-D real array of samples, got dtype {x.dtype} and shape {x.shape}")
-    if x.size == 0:
-        raise ValueError("x is empty")
-    x = x.astype(np.float64)
-    if not np.all(np.isfinite(x)):
-        raise ValueError("x contains NaN or inf samples")
-    return x
-
-
-def encode(x, sr, *, rate=None, n_spikes=None, snr_db=None, frame_ms=None, kernels=40, levels=3, fmin=50.0, fmax=None,
-           gains=None, floor_db=-60.0, polarity_channels=True, mode="fast", xcorr_floor_db=-60.0, chunk_s=20.0,
-           method="spiketrum", **baseline_params):
-    """Encode audio into a spiketrum spike train by matching pursuit: one spike per iteration.
-
-    Each iteration picks the gammatone kernel and onset with the largest (gain-weighted)
-    correlation with the residual, emits one spike and subtracts the atom. The spike's place
-    (output channel) codes the kernel, the intensity level of its amplitude, and its polarity.
-
-    Parameters
-    ----------
-    x : np.ndarray, shape (n_samples,)
-        Mono audio.
-    sr : int
-        Sample rate in Hz.
-    rate, n_spikes, snr_db, frame_ms :
-        Exactly one stopping rule: ``n_spikes`` spikes; ``rate`` spikes/s, i.e. round(rate x duration)
-        spikes; ``frame_ms`` with ``rate``: every frame holds exactly its share (cumulatively rounded,
-        so the total is round(rate x duration) too); or ``snr_db``: stop at that residual SNR.
-    kernels : int
-        Number of ERB-spaced gammatone kernels M (40 in the published hardware).
-    levels : int
-        Intensity levels L per kernel (3 in the published hardware).
-    fmin, fmax : float
-        Centre frequencies of the lowest and highest kernel (fmax default: min(8 kHz, 0.45 sr)).
-    gains : sequence of float, optional
-        Per-kernel feedback gains weighting the selection (default all 1).
-    floor_db : float
-        Kernel truncation floor of the envelope.
-    polarity_channels : bool
-        ``True``: M x L x 2 channels (polarity by place); ``False``: M x L, polarity as an attribute.
-    mode : {"fast", "exact"}
-        ``"exact"`` is plain matching pursuit, spike for spike. ``"fast"`` keeps the correlation map in
-        float32 and skips kernel cross-correlation terms below ``xcorr_floor_db`` (relative to the
-        autocorrelation peak); amplitudes still come from the exact residual.
-    chunk_s : float
-        Onsets are pursued in chunks of this many seconds, which bounds memory on long files.
-    method : {"spiketrum", "delta", "lif", "bsa", "poisson"}
-        Another name selects a baseline encoder (:func:`spiketrum.baselines.encode_baseline`) on
-        ``kernels`` cochlear channels at the same exact spike count; ``baseline_params`` go to it.
-
-    Returns
-    -------
-    SpikeTrain
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> x = np.random.default_rng(0).standard_normal(8000)
-    >>> st = encode(x, 16000, rate=1000)
-    >>> len(st), st.n_channels
-    (500, 240)
-    """
-    if method != "spiketrum":
-        from .baselines import encode_baseline
-
-        return encode_baseline(x, sr, method, rate=rate, n_spikes=n_spikes, channels=kernels, fmin=fmin, fmax=fmax,
-                               **baseline_params)
-    if baseline_params:
-        raise TypeError(f"unexpected options for the spiketrum encoder: {', '.join(baseline_params)}")
-    cfg = SpiketrumConfig(sr=int(sr), rate=rate, n_spikes=n_spikes, snr_db=snr_db, frame_ms=frame_ms, kernels=kernels,
-                          levels=levels, fmin=fmin, fmax=fmax, floor_db=floor_db, polarity_channels=polarity_channels,
-                          mode=mode, xcorr_floor_db=xcorr_floor_db, chunk_s=chunk_s,
-                          gains=None if gains is None else tuple(float(g) for g in gains))
-    return encode_with(x, cfg)
-
-
-def config_from_json(text):
-    """The encoder config saved as ``text``: a :class:`SpiketrumConfig` or a baseline's ``BaselineConfig``."""
-    if json.loads(text).get("method", "spiketrum") == "spiketrum":
-        return SpiketrumConfig.from_json(text)
-    from .baselines import BaselineConfig
-
-    return BaselineConfig.from_json(text)
-
-
-def encode_with(x, cfg):
-    """Encode with a ready config: a :class:`SpiketrumConfig`, or a baseline's ``BaselineConfig``."""
-    if cfg.method != "spiketrum":
-        from .baselines import encode_baseline_with
-
-        return encode_baseline_with(x, cfg)
-    x = _as_audio(x)
-    return _pursue(lambda a, b: x[a:b], x.size, cfg)
-
-
-def encode_file(path, cfg=None, **options):
-    """Encode an audio file in bounded memory, streaming it chunk by chunk.
-
-    The spikes equal those of ``encode_with(load_audio(path)[0], cfg)`` exactly: both pursue the
-    same ``cfg.chunk_s`` chunks with the residual carried across, but here only one chunk of audio
-    (plus one kernel length) is in memory at a time. Memory then grows only with the spikes.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        Any file :func:`spiketrum.io.load_audio` reads, at the encoder's sample rate.
-    cfg : SpiketrumConfig, optional
-        Its ``sr`` must be the file's. Without it, a config is built from ``options`` (the keyword
-        arguments of :func:`encode`) at the file's rate.
-
-    Returns
-    -------
-    SpikeTrain
-
-    Raises
-    ------
-    InputError
-        A bad file, or a file whose rate is not ``cfg.sr`` (resample it first, or use :func:`encode`).
-    """
-    from .io import AudioStream, InputError
-
-    with AudioStream(path) as f:
-        if cfg is None:
-            cfg = SpiketrumConfig(sr=f.sr, **options)
-        elif options:
-            raise TypeError("give either cfg or encoder options, not both")
-        if cfg.method != "spiketrum":
-            raise ValueError("encode_file streams the spiketrum encoder only; baselines take whole arrays (encode_with)")
-        if cfg.sr != f.sr:
-            raise InputError(f.path, f"audio is at {f.sr} Hz, the encoder at {cfg.sr} Hz; resample it first")
-
-        def read(a, b):
-            seg = f.read(a, b)
-            if seg.size != min(b, f.frames) - a:
-                raise InputError(f.path, "file is shorter than its header says (truncated?)")
-            return seg.astype(np.float64)
-
-        return _pursue(read, f.frames, cfg)
+    return level.astype(np.int16), book
 
 
 def _pursue(read, n, cfg):
@@ -378,9 +313,16 @@ def _pursue(read, n, cfg):
     lmax = phi.shape[1]
     target = 10 ** (-cfg.snr_db / 10) if cfg.snr_db is not None else None
     resync = int(FAST_RESYNC_S * cfg.sr)
+    plan = _chunks(cfg, n)
+    if target is None:  # a count rule must not stop short of its count: refuse one the signal cannot hold
+        asked = sum(int(budgets.sum()) for _, _, budgets, _ in plan)
+        limit = sum(SPIKES_PER_SAMPLE * (b - a) + SPIKES_PER_CHUNK for a, b, _, _ in plan)
+        if any(budgets.sum() > SPIKES_PER_SAMPLE * (b - a) + SPIKES_PER_CHUNK for a, b, budgets, _ in plan):
+            raise ValueError(f"{asked} spikes asked of {n / cfg.sr:.3g} s of audio, more than it can hold (at most "
+                             f"{limit} here, {SPIKES_PER_SAMPLE} per sample); lower the rate or spike count")
     out, energy = [], 0.0
     spill = np.zeros(lmax - 1)  # what earlier chunks' atoms took from the samples after their chunk
-    for a, b, budgets, frame in _chunks(cfg, n):
+    for a, b, budgets, frame in plan:
         r = np.zeros(b - a + lmax - 1)
         seg = read(a, b + lmax - 1)
         r[: seg.size] = seg
@@ -388,7 +330,7 @@ def _pursue(read, n, cfg):
         energy += float(seg[: b - a] @ seg[: b - a])
         region = float(r @ r)
         min_energy = target * float(seg @ seg) if target is not None else -1.0
-        cap = int(min(budgets.sum(), 50 * (b - a) + 1000))
+        cap = int(min(budgets.sum(), SPIKES_PER_SAMPLE * (b - a) + SPIKES_PER_CHUNK))
         C = _correlation_map(r, phi, b - a, dtype)
         tol, last = FAST_DRIFT_TOLERANCE, -1
         while True:  # more than one pass only when the fast mode resyncs its correlation map
@@ -407,33 +349,14 @@ def _pursue(read, n, cfg):
         tail = seg[b - a :]
         spill = np.zeros(lmax - 1)
         spill[: tail.size] = tail - r[b - a : b - a + tail.size]
-    if energy == 0.0:
-        warnings.warn("silent input: encoded to zero spikes", stacklevel=3)
     k, tau, amp = (np.concatenate(z) for z in zip(*out))
+    if k.size == 0:
+        _warn_no_spikes(cfg, n, energy)
     res = energy - np.cumsum(amp * amp)  # unit-norm atoms: each spike removes exactly s^2
-    return SpikeTrain.from_atoms(k, tau, amp, cfg, n_samples=n, residual_energy=res, signal_energy=energy)
+    level, book = quantize_levels(k, amp, cfg.kernels, cfg.levels)
+    meta = {"signal_energy": float(energy), "residual_energy": float(res[-1]) if res.size else float(energy)}
+    st = SpikeTrain(tau, k, level, (amp > 0).astype(np.int8), amp, book, cfg, n, meta)
+    st.residual_energy = res
+    return st
 
 
-def decode(spike_train, exact=False):
-    """Sum the atoms back into audio of the encoded length.
-
-    ``exact=True`` uses each spike's exact amplitude (the "code set"); otherwise the per-(kernel,
-    level) representative amplitude that spikes alone carry. Baseline trains decode with
-    :func:`spiketrum.baselines.decode_baseline`.
-    """
-    st = spike_train
-    cfg = st.config
-    if cfg.method != "spiketrum":
-        from .baselines import decode_baseline
-
-        return decode_baseline(st)
-    phi, lengths = dictionary(cfg.sr, cfg.kernels, cfg.fmin, cfg.resolved_fmax, cfg.floor_db)
-    sign = np.where(st.polarity > 0, 1.0, -1.0)
-    amp = st.amplitude if exact else sign * st.level_amplitudes[st.kernel, st.level]
-    y = np.zeros(st.n_samples + phi.shape[1])
-    for m in np.unique(st.kernel):
-        sel = st.kernel == m
-        impulses = np.zeros(st.n_samples)
-        np.add.at(impulses, st.samples[sel], amp[sel])
-        y[: st.n_samples + lengths[m] - 1] += scipy.signal.oaconvolve(impulses, phi[m, : lengths[m]])
-    return y[: st.n_samples]

@@ -39,8 +39,8 @@ def delete(st, p, seed=0):
     Examples
     --------
     >>> import numpy as np
-    >>> from spiketrum.baselines import encode_baseline
-    >>> st = encode_baseline(np.random.default_rng(0).standard_normal(8000), 16000, "poisson", n_spikes=1000)
+    >>> from spiketrum import encode
+    >>> st = encode(np.random.default_rng(0).standard_normal(8000), 16000, n_spikes=1000, method="poisson")
     >>> len(delete(st, 0.0)), len(delete(st, 1.0)), len(delete(st, 0.5, seed=1)) < 1000
     (1000, 0, True)
     """
@@ -54,8 +54,8 @@ def jitter(st, sigma_ms, seed=0):
     Examples
     --------
     >>> import numpy as np
-    >>> from spiketrum.baselines import encode_baseline
-    >>> st = encode_baseline(np.random.default_rng(0).standard_normal(8000), 16000, "lif", n_spikes=500)
+    >>> from spiketrum import encode
+    >>> st = encode(np.random.default_rng(0).standard_normal(8000), 16000, n_spikes=500, method="lif")
     >>> jitter(st, 0.0) == st, len(jitter(st, 2.0)) == len(st)
     (True, True)
     """
@@ -77,8 +77,8 @@ def insert(st, rate, seed=0):
     Examples
     --------
     >>> import numpy as np
-    >>> from spiketrum.baselines import encode_baseline
-    >>> st = encode_baseline(np.random.default_rng(0).standard_normal(16000), 16000, "delta", n_spikes=100)
+    >>> from spiketrum import encode
+    >>> st = encode(np.random.default_rng(0).standard_normal(16000), 16000, n_spikes=100, method="delta")
     >>> noisy = insert(st, 10.0)
     >>> len(noisy) > len(st), bool(np.all(noisy.channels < st.n_channels))
     (True, True)
@@ -108,8 +108,8 @@ def drop_channels(st, p=None, seed=0, *, channels=None):
     Examples
     --------
     >>> import numpy as np
-    >>> from spiketrum.baselines import encode_baseline
-    >>> st = encode_baseline(np.random.default_rng(0).standard_normal(8000), 16000, "poisson", n_spikes=2000)
+    >>> from spiketrum import encode
+    >>> st = encode(np.random.default_rng(0).standard_normal(8000), 16000, n_spikes=2000, method="poisson")
     >>> out = drop_channels(st, channels=[0, 5])
     >>> bool(np.isin(out.channels, [0, 5]).any()), len(drop_channels(st, 1.0))
     (False, 0)
@@ -138,8 +138,8 @@ def stretch(st, factor):
     Examples
     --------
     >>> import numpy as np
-    >>> from spiketrum.baselines import encode_baseline
-    >>> st = encode_baseline(np.random.default_rng(0).standard_normal(8000), 16000, "lif", n_spikes=200)
+    >>> from spiketrum import encode
+    >>> st = encode(np.random.default_rng(0).standard_normal(8000), 16000, n_spikes=200, method="lif")
     >>> slow = stretch(st, 1.5)
     >>> slow.n_samples, len(slow) == len(st)
     (12000, True)
@@ -160,8 +160,8 @@ def shift_kernels(st, k):
     Examples
     --------
     >>> import numpy as np
-    >>> from spiketrum.baselines import encode_baseline
-    >>> st = encode_baseline(np.random.default_rng(0).standard_normal(8000), 16000, "poisson", n_spikes=500)
+    >>> from spiketrum import encode
+    >>> st = encode(np.random.default_rng(0).standard_normal(8000), 16000, n_spikes=500, method="poisson")
     >>> up = shift_kernels(st, 1)
     >>> bool(np.all(up.kernel >= 1)), len(up) == int(np.sum(st.kernel < st.config.kernels - 1))
     (True, True)
@@ -181,8 +181,8 @@ def mask_kernels(st, lo, hi):
     Examples
     --------
     >>> import numpy as np
-    >>> from spiketrum.baselines import encode_baseline
-    >>> st = encode_baseline(np.random.default_rng(0).standard_normal(8000), 16000, "poisson", n_spikes=500)
+    >>> from spiketrum import encode
+    >>> st = encode(np.random.default_rng(0).standard_normal(8000), 16000, n_spikes=500, method="poisson")
     >>> bool(np.any((mask_kernels(st, 3, 6).kernel >= 3) & (mask_kernels(st, 3, 6).kernel < 6)))
     False
     """
@@ -197,8 +197,8 @@ def delay(st, seconds):
     Examples
     --------
     >>> import numpy as np
-    >>> from spiketrum.baselines import encode_baseline
-    >>> st = encode_baseline(np.random.default_rng(0).standard_normal(8000), 16000, "lif", n_spikes=100)
+    >>> from spiketrum import encode
+    >>> st = encode(np.random.default_rng(0).standard_normal(8000), 16000, n_spikes=100, method="lif")
     >>> later = delay(st, 0.1)
     >>> later.n_samples - st.n_samples, int(later.samples[0] - st.samples[0])
     (1600, 1600)

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from cochlea import erb_space
-
 
 def plot_spikegram(st, x=None, *, reconstruction=False, fig=None, title=None):
     """Draw ``st`` as a raster (time across, kernel centre frequency up) below a waveform panel.
@@ -29,8 +27,6 @@ def plot_spikegram(st, x=None, *, reconstruction=False, fig=None, title=None):
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    from .encoder import decode
-
     cfg = st.config
     if x is not None and np.asarray(x).shape != (st.n_samples,):
         raise ValueError(f"source has shape {np.asarray(x).shape}, the spike train encodes {st.n_samples} samples")
@@ -41,7 +37,7 @@ def plot_spikegram(st, x=None, *, reconstruction=False, fig=None, title=None):
     if x is not None:
         top.plot(t, x, color="0.3", lw=0.6, label="source")
     if reconstruction or x is None:
-        top.plot(t, decode(st), color="tab:orange", lw=0.6, alpha=0.8, label="from spikes")
+        top.plot(t, cfg.decode(st), color="tab:orange", lw=0.6, alpha=0.8, label="from spikes")
     top.legend(loc="upper right", fontsize="small")
     top.set_ylabel("amplitude")
     row = st.kernel + (st.level + 0.5) / cfg.levels - 0.5
@@ -49,7 +45,7 @@ def plot_spikegram(st, x=None, *, reconstruction=False, fig=None, title=None):
     size = 2 + 6 * (st.level + 1) / cfg.levels
     bottom.scatter(st.times[pos], row[pos], s=size[pos], c="tab:red", marker="|", lw=0.8, label="positive")
     bottom.scatter(st.times[~pos], row[~pos], s=size[~pos], c="tab:blue", marker="|", lw=0.8, label="negative")
-    cf = erb_space(cfg.fmin, cfg.resolved_fmax, cfg.kernels)
+    cf = cfg.center_freqs()
     ticks = np.linspace(0, cfg.kernels - 1, min(cfg.kernels, 6)).round().astype(int)
     bottom.set_yticks(ticks, [f"{cf[i]:.0f}" for i in ticks])
     bottom.set_ylim(-0.6, cfg.kernels - 0.4)
@@ -62,5 +58,5 @@ def plot_spikegram(st, x=None, *, reconstruction=False, fig=None, title=None):
                    label=f"level {lv + 1} of {cfg.levels}") for lv in range(min(cfg.levels, 5))]
     bottom.legend(handles=key, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="x-small", frameon=False,
                   title="colour: polarity\nsize and row offset:\nlevel", title_fontsize="x-small", alignment="left")
-    top.set_title(title or f"{len(st)} spikes, {len(st) / st.duration:.0f} spikes/s, {st.n_channels} channels ({cfg.method})")
+    top.set_title(title or f"{len(st)} spikes, {len(st) / st.duration:.0f} spikes/s, {st.n_channels} channels ({cfg.name})")
     return fig

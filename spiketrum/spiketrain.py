@@ -8,10 +8,16 @@ import zipfile
 import numpy as np
 
 from .io import InputError, atomic_output
+from .registry import config_from_json
 
 FORMAT = "spiketrum-spikes"
-FORMAT_VERSION = 1
+#: 1: spiketrum 0.1 (config JSON with a "method" key; still read, converted). 2: configs name their
+#: ``"encoder"`` (see :mod:`spiketrum.registry`).
+FORMAT_VERSION = 2
 _ARRAYS = ("samples", "kernel", "level", "polarity", "amplitude", "level_amplitudes")
+#: Most intensity levels a place can have: the level index is stored as int16 (int8, before format 2,
+#: wrapped negative above 127).
+MAX_LEVELS = 2**15 - 1
 #: More samples than any recording has (over four months at 96 kHz): a header claiming more is corrupt.
 MAX_N_SAMPLES = 2**40
 
@@ -24,7 +30,7 @@ class SpikeTrain:
     times : np.ndarray, float64, seconds (atom onsets), ascending
     samples : np.ndarray, int64, onset sample index
     channels : np.ndarray, int32, output channel (kernel x level x polarity by place)
-    kernel, level : np.ndarray, int16 / int8
+    kernel, level : np.ndarray, int16 (levels up to :data:`MAX_LEVELS`)
     polarity : np.ndarray, int8, 1 for positive amplitude, 0 for negative
     amplitude : np.ndarray, float64, exact matching-pursuit coefficient (the "code set")
     level_amplitudes : np.ndarray [kernels, levels], representative |amplitude| per place
@@ -35,7 +41,7 @@ class SpikeTrain:
         order = np.argsort(samples, kind="stable")
         self.samples = np.asarray(samples, np.int64)[order]
         self.kernel = np.asarray(kernel, np.int16)[order]
-        self.level = np.asarray(level, np.int8)[order]
+        self.level = np.asarray(level, np.int16)[order]
         self.polarity = np.asarray(polarity, np.int8)[order]
         self.amplitude = np.asarray(amplitude, np.float64)[order]
         self.level_amplitudes = np.asarray(level_amplitudes, np.float64)
@@ -43,20 +49,6 @@ class SpikeTrain:
         self.n_samples = int(n_samples)
         self.meta = dict(meta or {})
         self.residual_energy = None  # per-spike, in emission order; only known right after encoding
-
-    @classmethod
-    def from_atoms(cls, kernel, tau, amplitude, config, n_samples, residual_energy=None, signal_energy=None):
-        from .encoder import quantize_levels
-
-        level, book = quantize_levels(kernel, amplitude, config.kernels, config.levels)
-        meta = {}
-        if signal_energy is not None:
-            meta["signal_energy"] = float(signal_energy)
-            meta["residual_energy"] = float(residual_energy[-1]) if len(residual_energy) else float(signal_energy)
-        st = cls(tau, kernel, level, (np.asarray(amplitude) > 0).astype(np.int8), amplitude, book, config, n_samples, meta)
-        if residual_energy is not None:
-            st.residual_energy = np.asarray(residual_energy)
-        return st
 
     # -- derived --------------------------------------------------------------------------------
     @property
@@ -88,10 +80,27 @@ class SpikeTrain:
                 f"{self.n_channels} channels, sr={self.sr})")
 
     # -- conversions ----------------------------------------------------------------------------
-    def to_dense(self, dt=1e-3, torch=False):
-        """Spike counts per time bin and channel, shape ``[ceil(duration / dt), n_channels]``."""
-        if not dt > 0:
-            raise ValueError(f"dt must be > 0, got {dt!r}")
+    def to_dense(self, dt_ms, torch=False):
+        """Spike counts per time bin and channel, shape ``[ceil(duration / dt), n_channels]``.
+
+        Parameters
+        ----------
+        dt_ms : float
+            Time bin in milliseconds (no default: every caller says which bin it trains on).
+        torch : bool
+            Return a ``torch.Tensor`` (imports torch) instead of a NumPy array.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from spiketrum import encode
+        >>> st = encode(np.random.default_rng(0).standard_normal(8000), 16000, rate=1000)
+        >>> st.to_dense(10.0).shape  # 0.5 s in 10 ms bins
+        (50, 240)
+        """
+        if isinstance(dt_ms, bool) or not (isinstance(dt_ms, (int, float, np.number)) and dt_ms > 0 and np.isfinite(dt_ms)):
+            raise ValueError(f"dt_ms must be a positive number of milliseconds, got {dt_ms!r}")
+        dt = dt_ms / 1000
         n_bins = max(1, int(np.ceil(self.duration / dt - 1e-9)))
         dense = np.zeros((n_bins, self.n_channels), np.float32)
         np.add.at(dense, (np.minimum((self.times / dt).astype(np.int64), n_bins - 1), self.channels), 1.0)
@@ -137,8 +146,6 @@ class SpikeTrain:
     @classmethod
     def load(cls, path):
         """Read a file written by :meth:`save`; every problem is an :class:`InputError` naming the file."""
-        from .encoder import config_from_json
-
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise InputError(path, "no such spike file")

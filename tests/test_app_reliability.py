@@ -13,9 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
-from snn.trainer import TrainConfig
 from spiketrum.app import kws
 from spiketrum.app.cli import main
 

@@ -228,16 +228,14 @@ def _five_minutes(d):
 
 # -- spike files -----------------------------------------------------------------------------------
 def _valid_spikes(d, name="valid", method="spiketrum"):
-    from spiketrum.baselines import BaselineConfig
-    from spiketrum.encoder import SpiketrumConfig, encode_with
+    from spiketrum import make_config
     from spiketrum.io import load_audio
 
     x, sr = load_audio(_data_root() / "fsdd" / "recordings" / "3_jackson_0.wav")
-    cfg = (SpiketrumConfig(sr=sr, rate=500, kernels=16) if method == "spiketrum"
-           else BaselineConfig(method, sr, rate=500, channels=16))
+    cfg = make_config(method, sr, rate=500, kernels=16)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        encode_with(x, cfg).save(d / f"{name}.npz")
+        cfg.encode(x, sr).save(d / f"{name}.npz")
     return d / f"{name}.npz"
 
 
@@ -410,16 +408,16 @@ def _edit_model(edit):
 
 
 def _other_architecture(state):
+    from spiketrum import config_from_json
     from spiketrum.app.kws import build_model
-    from spiketrum.encoder import config_from_json
 
     n_in = config_from_json(state["encoder"]).n_channels
     state["state_dict"] = build_model("srnn", n_in, len(state["classes"]), hidden=(32, 8)).state_dict()
 
 
 def _conv_weights(state):
+    from spiketrum import config_from_json
     from spiketrum.app.kws import build_model
-    from spiketrum.encoder import config_from_json
 
     enc = config_from_json(state["encoder"])
     state["state_dict"] = build_model("conv", enc.n_channels, len(state["classes"]), in_maps=enc.levels).state_dict()
@@ -548,7 +546,7 @@ class World:
     def matching_spikes(self, inp, audio):
         """A spike file encoded from ``audio`` itself (for --source), at the file's rate."""
         if inp.name not in self._matching:
-            from spiketrum.encoder import SpiketrumConfig, encode_with
+            from spiketrum import SpiketrumConfig
             from spiketrum.io import load_audio
 
             x, sr = load_audio(audio)
@@ -556,7 +554,7 @@ class World:
             d.mkdir(exist_ok=True)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                encode_with(x, SpiketrumConfig(sr=sr, rate=100, kernels=8)).save(d / f"{inp.name}.npz")
+                SpiketrumConfig(sr=sr, rate=100, kernels=8).encode(x, sr).save(d / f"{inp.name}.npz")
             self._matching[inp.name] = d / f"{inp.name}.npz"
         return self._matching[inp.name]
 

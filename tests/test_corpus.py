@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from spiketrum import SpikeTrain, encode_with, load_audio
+from spiketrum import SpikeTrain, SpiketrumConfig, load_audio
 from spiketrum.corpus import in_shard, parse_shard, read_manifest
-from spiketrum.encoder import SpiketrumConfig, encode_file
 
 
 def cli(*args, **kw):
@@ -141,16 +140,16 @@ def test_streamed_encoding_equals_whole_file_encoding(data_root, tmp_path):
     sf.write(path, x, 8000, subtype="FLOAT")
     for cfg in (SpiketrumConfig(sr=8000, rate=800, chunk_s=0.7), SpiketrumConfig(sr=8000, rate=500, frame_ms=10, chunk_s=1.0),
                 SpiketrumConfig(sr=8000, snr_db=12, chunk_s=0.9, mode="exact")):
-        streamed, whole = encode_file(path, cfg), encode_with(x, cfg)
+        streamed, whole = cfg.encode_file(path), cfg.encode(x, 8000)
         assert len(streamed) > 0 and streamed == whole
-    with pytest.raises(ValueError, match="16000 Hz"):
-        encode_file(path, SpiketrumConfig(sr=16000, rate=100))
+    cfg = SpiketrumConfig(sr=16000, rate=100)  # a file at another rate is loaded whole and resampled
+    assert cfg.encode_file(path) == cfg.encode(x, 8000)
 
 
 _PEAK = """
 import resource, sys
-from spiketrum.encoder import encode_file
-st = encode_file(sys.argv[1], rate=float(sys.argv[2]))
+from spiketrum import SpiketrumConfig
+st = SpiketrumConfig(sr=8000, rate=float(sys.argv[2])).encode_file(sys.argv[1])
 print(len(st), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 

@@ -17,7 +17,7 @@ from datasets import (FSDD, KEYWORDS, SILENCE, UNKNOWN, AudioFolder, NoiseFolder
                       download_speech_commands)
 from datasets import fsdd as fsdd_module
 from spiketrum import SpiketrumConfig, load_audio
-from spiketrum.baselines import BaselineConfig
+from spiketrum import PoissonConfig
 
 ENTRY = re.compile(r"[0-9a-f]{64}\.npz")
 
@@ -46,8 +46,8 @@ def few(data_root):
 @pytest.fixture
 def encoder_calls(monkeypatch):
     """Lengths of the signals given to spiketrum's encoder during the test."""
-    calls, real = [], spiketrum.encoder.encode_with
-    monkeypatch.setattr(spiketrum.encoder, "encode_with", lambda x, c: calls.append(len(x)) or real(x, c))
+    calls, real = [], SpiketrumConfig._encode
+    monkeypatch.setattr(SpiketrumConfig, "_encode", lambda self, x: calls.append(len(x)) or real(self, x))
     return calls
 
 
@@ -263,20 +263,20 @@ def test_noise_mix_exact_snr_and_reproducible(fsdd_wav, noise_root, tmp_path):
 
 # -- SpikeDataset ---------------------------------------------------------------------------------
 def test_cache_second_pass_encodes_nothing(few, cfg, tmp_path, encoder_calls):
-    first = SpikeDataset(few, cfg, tmp_path)
+    first = SpikeDataset(few, cfg, tmp_path, dt_ms=1.0)
     assert first.prepare(progress=False) == 3 and len(encoder_calls) == 3
-    second = SpikeDataset(few, cfg, tmp_path)
+    second = SpikeDataset(few, cfg, tmp_path, dt_ms=1.0)
     assert second.prepare(progress=False) == 0
     trains = [second.spikes(i) for i in range(3)]
     assert len(encoder_calls) == 3
     for i, st in enumerate(trains):
         assert st == first.spikes(i) and len(st) == round(200 * st.duration)
-    assert SpikeDataset(few, replace(cfg, rate=300), tmp_path).prepare(progress=False) == 3  # new config, new entries
+    assert SpikeDataset(few, replace(cfg, rate=300), tmp_path, dt_ms=1.0).prepare(progress=False) == 3  # new config, new entries
     assert len(encoder_calls) == 6
 
 
 def test_cache_writes_are_atomic(few, cfg, tmp_path, encoder_calls, monkeypatch):
-    ds = SpikeDataset(few, cfg, tmp_path)
+    ds = SpikeDataset(few, cfg, tmp_path, dt_ms=1.0)
 
     def crash(f, array, **kw):
         f.write(b"\x93NUMPY half an array")
@@ -293,21 +293,21 @@ def test_cache_writes_are_atomic(few, cfg, tmp_path, encoder_calls, monkeypatch)
 
 
 def test_truncated_entry_is_reencoded(few, cfg, tmp_path, encoder_calls):
-    ds = SpikeDataset(few, cfg, tmp_path)
+    ds = SpikeDataset(few, cfg, tmp_path, dt_ms=1.0)
     ds.prepare(progress=False)
     good = ds.spikes(1)
     path = ds.entry(1)[0]
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.warns(UserWarning, match="damaged cache entry"):
-        assert SpikeDataset(few, cfg, tmp_path).prepare(progress=False) == 1
+        assert SpikeDataset(few, cfg, tmp_path, dt_ms=1.0).prepare(progress=False) == 1
     assert len(encoder_calls) == 4 and spiketrum.SpikeTrain.load(path) == good
 
 
 def test_parallel_prepare_matches_serial(data_root, cfg, tmp_path):
     base = FSDD(data_root, "val").subset(range(0, 300, 75))
-    serial = SpikeDataset(base, cfg, tmp_path / "serial")
+    serial = SpikeDataset(base, cfg, tmp_path / "serial", dt_ms=1.0)
     base.transform = lambda x: x  # transforms need not pickle
-    parallel = SpikeDataset(base, cfg, tmp_path / "parallel", jobs=2, transform=lambda x: x)
+    parallel = SpikeDataset(base, cfg, tmp_path / "parallel", dt_ms=1.0, jobs=2, transform=lambda x: x)
     assert parallel.prepare(progress=False) == 4
     assert serial.prepare(progress=False) == 4
     assert all(parallel.spikes(i) == serial.spikes(i) for i in range(4))
@@ -317,12 +317,12 @@ def test_parallel_prepare_matches_serial(data_root, cfg, tmp_path):
 
 def test_resampling_and_baseline_configs(few, cfg, tmp_path, encoder_calls):
     x = few.load(0)[0]
-    st = SpikeDataset(few, replace(cfg, sr=16000), tmp_path).spikes(0)
+    st = SpikeDataset(few, replace(cfg, sr=16000), tmp_path, dt_ms=1.0).spikes(0)
     assert st.sr == 16000 and st.n_samples == 2 * x.size and encoder_calls == [2 * x.size]
-    poisson = BaselineConfig("poisson", 8000, rate=200, channels=16)
-    ds = SpikeDataset(few, poisson, tmp_path)
+    poisson = PoissonConfig(8000, rate=200, kernels=16)
+    ds = SpikeDataset(few, poisson, tmp_path, dt_ms=1.0)
     assert ds.prepare(progress=False) == 3 and len(encoder_calls) == 1  # spiketrum's encoder not used
-    assert ds.spikes(0).config == poisson and SpikeDataset(few, poisson, tmp_path).prepare(progress=False) == 0
+    assert ds.spikes(0).config == poisson and SpikeDataset(few, poisson, tmp_path, dt_ms=1.0).prepare(progress=False) == 0
 
 
 def test_noise_and_silence_items_are_cached_by_content(sc_root, noise_root, tmp_path, encoder_calls):
@@ -330,28 +330,28 @@ def test_noise_and_silence_items_are_cached_by_content(sc_root, noise_root, tmp_
     sc = SpeechCommands(sc_root, "val", noise_root=noise_root)
     base = sc.subset([0, len(sc) - 1])  # a word and a silence slice
     assert sc.words[-1] == SILENCE
-    assert SpikeDataset(base, cfg16, tmp_path).prepare(progress=False) == 2
-    assert SpikeDataset(base, cfg16, tmp_path).prepare(progress=False) == 0
+    assert SpikeDataset(base, cfg16, tmp_path, dt_ms=1.0).prepare(progress=False) == 2
+    assert SpikeDataset(base, cfg16, tmp_path, dt_ms=1.0).prepare(progress=False) == 0
     noise = NoiseFolder(noise_root, 16000)
-    noisy = SpikeDataset(base, cfg16, tmp_path, noise=noise, snr_db=(0.0, 20.0))
-    assert {noisy.entry(i)[0] for i in range(2)}.isdisjoint(SpikeDataset(base, cfg16, tmp_path).entry(i)[0] for i in range(2))
+    noisy = SpikeDataset(base, cfg16, tmp_path, dt_ms=1.0, noise=noise, snr_db=(0.0, 20.0))
+    assert {noisy.entry(i)[0] for i in range(2)}.isdisjoint(SpikeDataset(base, cfg16, tmp_path, dt_ms=1.0).entry(i)[0] for i in range(2))
     assert noisy.prepare(progress=False) == 2 and noisy.prepare(progress=False) == 0
-    again = SpikeDataset(base, cfg16, tmp_path, noise=noise, snr_db=(0.0, 20.0))
+    again = SpikeDataset(base, cfg16, tmp_path, dt_ms=1.0, noise=noise, snr_db=(0.0, 20.0))
     assert [again.entry(i)[0] for i in range(2)] == [noisy.entry(i)[0] for i in range(2)]
-    other = SpikeDataset(base, cfg16, tmp_path, noise=noise, snr_db=(0.0, 20.0), seed=1)
+    other = SpikeDataset(base, cfg16, tmp_path, dt_ms=1.0, noise=noise, snr_db=(0.0, 20.0), seed=1)
     assert other.entry(0)[0] != noisy.entry(0)[0]
     assert len(encoder_calls) == 4
     with pytest.raises(ValueError, match="sr=8000"):
-        SpikeDataset(base, replace(cfg16, sr=8000), tmp_path, noise=noise, snr_db=10.0)
+        SpikeDataset(base, replace(cfg16, sr=8000), tmp_path, dt_ms=1.0, noise=noise, snr_db=10.0)
 
 
 # -- collate --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("dt", [1e-3, 4e-3])
-def test_collate_pads_and_keeps_every_spike(few, cfg, tmp_path, dt):
-    trains = SpikeDataset(few, cfg, tmp_path, dt=None)
+@pytest.mark.parametrize("dt_ms", [1, 4.0])
+def test_collate_pads_and_keeps_every_spike(few, cfg, tmp_path, dt_ms):
+    trains = SpikeDataset(few, cfg, tmp_path, dt_ms=None)
     batch = [trains[i] for i in range(3)]
-    x, lengths, labels = collate_spikes(batch, dt=dt)
-    expected = [math.ceil(st.n_samples / st.sr / dt - 1e-9) for st, _ in batch]
+    x, lengths, labels = collate_spikes(batch, dt_ms=dt_ms)
+    expected = [math.ceil(st.n_samples / st.sr / (dt_ms / 1000) - 1e-9) for st, _ in batch]
     assert x.dtype == torch.float32 and lengths.dtype == torch.int64 and labels.dtype == torch.int64
     assert x.shape == (max(expected), 3, cfg.n_channels) and lengths.tolist() == expected
     assert labels.tolist() == [few.labels[i] for i in range(3)]
@@ -360,6 +360,6 @@ def test_collate_pads_and_keeps_every_spike(few, cfg, tmp_path, dt):
         assert x[:, b].sum().item() == len(st) > 0
         per_channel = np.bincount(st.channels, minlength=cfg.n_channels)
         assert np.array_equal(x[:, b].sum(0).numpy(), per_channel)
-    if dt == 1e-3:  # dense items from the dataset collate to the same batch
-        dense = SpikeDataset(few, cfg, tmp_path, dt=dt)
+    if dt_ms == 1:  # dense items from the dataset collate to the same batch
+        dense = SpikeDataset(few, cfg, tmp_path, dt_ms=dt_ms)
         assert all(torch.equal(a, b) for a, b in zip(collate_spikes([dense[i] for i in range(3)]), (x, lengths, labels)))

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mp_oracle import slow_mp
 
-from spiketrum import InputError, SpikeTrain, SpiketrumConfig, decode, encode, metrics
+from spiketrum import ENCODERS, InputError, SpikeTrain, SpiketrumConfig, config_from_json, decode, encode, metrics
 from spiketrum.encoder import cross_correlations, dictionary
 
 
@@ -149,11 +149,14 @@ def test_channels_place_code(rng):
 
 def test_dense_and_events(rng):
     st = encode(rng.standard_normal(8000), 16000, rate=2000)
-    dense = st.to_dense(1e-3)
+    dense = st.to_dense(1.0)
     assert dense.shape == (500, st.n_channels) and dense.sum() == len(st)
     ev = st.to_events()
     assert ev.dtype.names == ("t", "x", "p") and np.all(np.diff(ev["t"]) >= 0)
-    assert st.to_dense(1e-3, torch=True).sum().item() == len(st)
+    assert st.to_dense(1.0, torch=True).sum().item() == len(st)
+    assert np.array_equal(st.to_dense(4), st.to_dense(4.0)) and st.to_dense(4).shape == (125, st.n_channels)
+    with pytest.raises(ValueError, match="dt_ms"):
+        st.to_dense(0)
 
 
 def test_save_load_roundtrip_is_bit_exact(rng, tmp_path):
@@ -189,9 +192,31 @@ def test_load_rejects_future_tampered_and_foreign_files(rng, tmp_path):
 
 def test_config_json_roundtrip():
     cfg = SpiketrumConfig(sr=16000, rate=500.0, frame_ms=10.0, gains=tuple([1.0] * 40))
-    assert SpiketrumConfig.from_json(cfg.to_json()) == cfg
+    assert SpiketrumConfig.from_json(cfg.to_json()) == cfg == config_from_json(cfg.to_json())
+    assert json.loads(cfg.to_json())["encoder"] == "spiketrum"
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.rate = 3
+
+
+def test_training_layout_merges_polarity(rng):
+    cfg = SpiketrumConfig(sr=8000, n_spikes=100, kernels=8, levels=2)
+    merged = cfg.for_training()
+    assert merged.n_channels == cfg.n_channels // 2 == 16 and not merged.polarity_channels
+    st = merged.encode(rng.standard_normal(2000), 8000)
+    np.testing.assert_array_equal(st.channels, st.kernel * 2 + st.level)
+
+
+def test_version_1_spike_file_loads_converted(rng, tmp_path):
+    """A spike file written by spiketrum 0.1 (format 1, a "method" key in its config) still loads."""
+    st = encode(rng.standard_normal(2000), 8000, n_spikes=40, kernels=8)
+    st.save(tmp_path / "new.npz")
+    with np.load(tmp_path / "new.npz") as z:
+        arrays = dict(z)
+    header = json.loads(bytes(arrays["header"]).decode())
+    config = {k: v for k, v in header["config"].items() if k not in ("encoder", "config_version")}
+    header.update(version=1, config={**config, "method": "spiketrum"})
+    np.savez(tmp_path / "old.npz", **{**arrays, "header": np.frombuffer(json.dumps(header).encode(), np.uint8)})
+    assert SpikeTrain.load(tmp_path / "old.npz") == st
 
 
 def _residual_energy(x, st_):
@@ -286,10 +311,12 @@ def test_encode_dispatches_to_baselines_at_the_same_count(rng):
     x = _speechlike(rng, 4000, 8000)
     for method in ("delta", "lif", "bsa", "poisson"):
         st_ = encode(x, 8000, rate=600, method=method, kernels=16)
-        assert len(st_) == 300 and st_.config.method == method and st_.config.kernels == 16
-        assert decode(st_).shape == x.shape
-    with pytest.raises(TypeError, match="tau_ms"):
+        assert len(st_) == 300 and st_.config.name == method and st_.config.kernels == 16
+        assert type(st_.config) is ENCODERS[method] and decode(st_).shape == x.shape
+    with pytest.raises(ValueError, match="spiketrum encoder has no option tau_ms"):
         encode(x, 8000, rate=600, tau_ms=5.0)
+    with pytest.raises(ValueError, match="unknown encoder 'spikes'"):
+        encode(x, 8000, rate=600, method="spikes")
 
 
 def test_shd_export_holds_every_spike(rng, tmp_path):

@@ -3,8 +3,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from spiketrum import SpikeTrain, encode, load_audio
-from spiketrum.baselines import BaselineConfig, decode_envelope, encode_baseline
+from spiketrum import PoissonConfig, SpikeTrain, encode, load_audio
+from spiketrum.metrics import decode_envelope
 from spiketrum.perturb import delete, drop_channels, insert, jitter
 
 ARRAYS = ("samples", "kernel", "level", "polarity", "amplitude", "level_amplitudes")
@@ -22,7 +22,7 @@ def train(request, speech):
     x, sr = speech
     if request.param == "spiketrum":
         return encode(x, sr, rate=6000)
-    return encode_baseline(x, sr, request.param, rate=20000)
+    return encode(x, sr, rate=20000, method=request.param)
 
 
 def _rows(st):
@@ -57,7 +57,7 @@ def test_same_seed_same_result_different_seed_different(train):
 
 def test_jitter_zero_is_identity_and_shifts_have_the_requested_spread():
     sr, n, k = 8000, 400_000, 20_000
-    cfg = BaselineConfig("poisson", sr, n_spikes=k)
+    cfg = PoissonConfig(sr, n_spikes=k)
     rng = np.random.default_rng(0)
     samples = np.sort(rng.integers(100_000, 300_000, k))  # far from the ends: no clipping
     st = SpikeTrain(samples, rng.integers(0, 40, k), np.zeros(k), np.ones(k), np.arange(k) + 1.0, np.ones((40, 1)), cfg, n)
@@ -140,7 +140,7 @@ def test_bad_arguments_raise(train, call, match):
 
 def test_perturbed_trains_save_load_and_decode(speech, tmp_path):
     x, sr = speech
-    st = encode_baseline(x, sr, "bsa", rate=3000)
+    st = encode(x, sr, rate=3000, method="bsa")
     out = insert(jitter(delete(st, 0.1, seed=1), 0.5, seed=2), 20.0, seed=3)
     assert [op["op"] for op in out.meta["perturb"]] == ["delete", "jitter", "insert"]
     assert "perturb" not in st.meta

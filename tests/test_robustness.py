@@ -38,7 +38,7 @@ def test_no_deletion_is_the_clean_run_and_full_deletion_leaves_no_input(trained,
     run = kws.Run.load(trained)
     audio, _ = kws.split_audio(run, "folder", tiny_folder)
     spikes = kws.spike_sets([audio], run.encoder, trained.parent / "cache", run.dt, progress=False)[0]
-    x, lengths, y = collate_spikes([spikes[i] for i in range(len(spikes))], dt=run.dt)
+    x, lengths, y = collate_spikes([spikes[i] for i in range(len(spikes))], dt_ms=1000 * run.dt)
     with torch.no_grad():
         silent = run.model(torch.zeros_like(x), lengths).argmax(1)
     assert full["accuracy"] == float((silent == y).double().mean())
@@ -89,7 +89,7 @@ def test_the_command_writes_json_and_figure_and_compares_runs(trained, tiny_fold
     assert r.returncode == 0, r.stderr
     result = json.loads((out / "robustness.json").read_text())
     assert [row["level"] for row in result["deletion"]] == [0.0, 0.5] and "jitter" not in result
-    assert result["compare"][0]["encoder"]["method"] == "delta"
+    assert result["compare"][0]["encoder"]["encoder"] == "delta"
     assert (out / "robustness.png").stat().st_size > 10_000
     assert "delta" in r.stdout and "deletion" in r.stdout
 

@@ -16,10 +16,10 @@ from tqdm import tqdm
 from cochlea import cochleagram, erb_space, plot_cochleagram
 from spiketrum import __version__, metrics
 from spiketrum.corpus import Recipe, collect, encode_corpus, encode_one, parse_shard
-from spiketrum.encoder import decode
-from spiketrum.io import InputError, atomic_output, check_output_path, load_audio
+from spiketrum.io import InputError, atomic_output, audio_format, check_output_path, load_audio
 from spiketrum.perturb import DEFAULT_AUGMENT
 from spiketrum.plot import plot_spikegram
+from spiketrum.registry import ENCODERS
 from spiketrum.spiketrain import SpikeTrain
 
 from .errors import OutputExists
@@ -102,8 +102,9 @@ def cmd_cochleagram(args):
 
 def cmd_encode(args):
     rate = args.rate if args.rate is not None or args.spikes or args.snr is not None else 1000.0
-    recipe = Recipe(method=args.method, rate=rate, n_spikes=args.spikes, snr_db=args.snr, frame_ms=args.frame_ms,
-                    kernels=args.kernels, levels=args.levels, fmin=args.fmin, fmax=args.fmax, mode=args.mode, sr=args.sr)
+    recipe = Recipe(args.method, dict(rate=rate, n_spikes=args.spikes, snr_db=args.snr, frame_ms=args.frame_ms,
+                                      kernels=args.kernels, levels=args.levels, fmin=args.fmin, fmax=args.fmax,
+                                      mode=args.mode), sr=args.sr)
     shard = args.shard
     pairs = collect(args.input, args.output)
     if not pairs:
@@ -116,7 +117,7 @@ def cmd_encode(args):
         check_output_path(args.output)
         e = encode_one(*pairs[0], recipe)
         if e["status"] != "ok":
-            raise InputError(pairs[0][0], e["error"].removeprefix(f"{pairs[0][0]}: "))
+            raise ValueError(e["error"])  # one line that names the file at fault, input or output
         if "warning" in e:
             print(f"spiketrum encode: warning: {e['path']}: {e['warning']}", file=sys.stderr)
         print(f"wrote {args.output}")
@@ -133,13 +134,14 @@ def cmd_encode(args):
 
 def cmd_decode(args):
     check_output_path(args.output)
+    fmt, subtype = audio_format(args.output)
     st = SpikeTrain.load(args.input)
-    y = decode(st, exact=args.exact)
+    y = st.config.decode(st, exact=args.exact)
     peak = float(max(abs(y).max(), 1e-12)) if y.size else 1.0
-    wav = io.BytesIO()  # written by Python, not libsndfile: a full disk is an OSError naming the output
-    sf.write(wav, (y / peak if peak > 1 else y).astype("float32"), st.sr, subtype="FLOAT", format="WAV")
+    audio = io.BytesIO()  # written by Python, not libsndfile: a full disk is an OSError naming the output
+    sf.write(audio, (y / peak if peak > 1 else y).astype("float32"), st.sr, subtype=subtype, format=fmt)
     with atomic_output(args.output) as tmp, open(tmp, "wb") as f:
-        f.write(wav.getbuffer())
+        f.write(audio.getbuffer())
     print(f"wrote {args.output}: {st.duration:.3f} s at {st.sr} Hz from {len(st)} spikes")
 
 
@@ -396,13 +398,13 @@ def build_parser():
     e.add_argument("--rate", type=_positive_float, help="spikes per second (default 1000); per frame with --frame-ms")
     e.add_argument("--frame-ms", type=_positive_float, help="frame length for per-frame spike budgets of --rate (default rate 1000)")
     e.add_argument("--kernels", type=_positive_int, default=40, help="gammatone kernels (default 40)")
-    e.add_argument("--levels", type=_positive_int, default=3, help="intensity levels per kernel (default 3)")
+    e.add_argument("--levels", type=_positive_int, help="intensity levels per kernel (spiketrum; default 3)")
     e.add_argument("--fmin", type=_positive_float, default=50.0, help="lowest kernel centre frequency, Hz (default 50)")
     e.add_argument("--fmax", type=_positive_float, default=None, help="highest kernel centre frequency, Hz (default min(8000, 0.45 sr))")
     e.add_argument("--sr", type=_positive_int, default=None, help="resample to this rate first (default: keep the file's rate)")
-    e.add_argument("--mode", choices=["fast", "exact"], default="fast",
-                   help="fast (default; within 0.1 dB of exact on speech) or exact matching pursuit")
-    e.add_argument("--method", choices=["spiketrum", "delta", "lif", "bsa", "poisson"], default="spiketrum",
+    e.add_argument("--mode", choices=["fast", "exact"],
+                   help="spiketrum: fast (default; within 0.1 dB of exact on speech) or exact matching pursuit")
+    e.add_argument("--method", choices=list(ENCODERS), default="spiketrum",
                    help="encoder (default spiketrum); the baselines use --kernels cochlear channels")
     e.add_argument("--jobs", type=_positive_int, default=1, help="worker processes (default 1)")
     e.add_argument("--shard", type=_shard, metavar="K/N", help="encode only shard K of N (1 <= K <= N), e.g. one Slurm array task "
@@ -412,7 +414,8 @@ def build_parser():
 
     d = sub.add_parser("decode", help="reconstruct audio from a spike file")
     d.add_argument("input", help="spike file (.npz)")
-    d.add_argument("-o", "--output", required=True, help="wav file to write")
+    d.add_argument("-o", "--output", required=True, help="audio file to write, in the format its extension names "
+                   "(.wav as 32-bit float, .flac, .ogg, .mp3, ...)")
     d.add_argument("--exact", action="store_true", help="use exact amplitudes (code set), not level representatives")
     d.set_defaults(func=cmd_decode)
 
@@ -449,7 +452,7 @@ def build_parser():
     t.add_argument("--attention", choices=["cbam", "channel", "spatial", "temporal", "none"],
                    help="srnn-scbam: forget-gate attention (default cbam), one of its two gates, the temporal (TA) "
                         "comparator, or none")
-    t.add_argument("--encoder", choices=["spiketrum", "delta", "lif", "bsa", "poisson"], default="spiketrum")
+    t.add_argument("--encoder", choices=list(ENCODERS), default="spiketrum")
     t.add_argument("--rate", type=_positive_float, default=1000.0, help="spikes per second (default 1000)")
     t.add_argument("--dt-ms", type=_positive_float, default=10.0, help="time bin of the spike tensor in ms (default 10)")
     t.add_argument("--augment", metavar="SPEC",
@@ -526,7 +529,7 @@ def build_parser():
     cl.add_argument("--hidden", type=_positive_int, default=128, help="hidden neurons (default 128)")
     cl.add_argument("--split", default="official", help="as for train (default official)")
     cl.add_argument("--force", action="store_true", help="replace finished results made with other settings")
-    cl.add_argument("--encoder", choices=["spiketrum", "delta", "lif", "bsa", "poisson"], default="spiketrum")
+    cl.add_argument("--encoder", choices=list(ENCODERS), default="spiketrum")
     cl.add_argument("--rate", type=_positive_float, default=1000.0)
     cl.add_argument("--dt-ms", type=_positive_float, default=10.0)
     cl.add_argument("--epochs", type=_positive_int, default=10, help="epochs per task (joint: over all tasks' data)")

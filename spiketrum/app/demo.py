@@ -11,7 +11,7 @@ from datasets.fsdd import fsdd_recordings
 
 from spiketrum import metrics
 from .cli import main as cli_main
-from spiketrum.encoder import encode
+from spiketrum import encode
 from spiketrum.io import load_audio
 
 

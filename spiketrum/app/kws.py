@@ -18,14 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datasets import FSDD, AudioFolder, NoiseFolder, SpeechCommands, SpikeDataset, collate_spikes, make_encode_fn
+from datasets import FSDD, AudioFolder, NoiseFolder, SpeechCommands, SpikeDataset, collate_spikes
 from datasets.base import check_split, hash_split, locate
 from snn.models import ANN, SCBAMSNN, SRNN, ConvSNN, record_activity
 from snn.trainer import (TrainConfig, Trainer, atomic_save, rank_and_world, rank_zero_first, read_checkpoint,
                          seed_everything, write_json)
-from spiketrum import SpiketrumConfig
-from spiketrum.baselines import BaselineConfig
-from spiketrum.encoder import config_from_json
+from spiketrum import ENCODERS, config_from_json, make_config
 from spiketrum.io import atomic_output, load_audio
 from spiketrum.perturb import DEFAULT_AUGMENT, Augment
 
@@ -34,17 +32,6 @@ from .errors import OutputExists
 MODEL_FORMAT = "spiketrum-model"
 MODEL_VERSION = 1
 SAMPLE_RATES = {"fsdd": 8000, "speech-commands": 16000}
-
-
-def encoder_config(method, sr, rate):
-    """The encoder a run uses: spiketrum or a baseline, at ``rate`` spikes/s.
-
-    Spiketrum spikes of both polarities share a channel (kernel x level): polarity is the atom's
-    phase, which time bins of milliseconds cannot use, and merging halves the input.
-    """
-    if method == "spiketrum":
-        return SpiketrumConfig(sr=sr, rate=rate, polarity_channels=False)
-    return BaselineConfig(method, sr, rate=rate)
 
 
 def default_noise_dir(data):
@@ -131,7 +118,7 @@ class AugmentedSpikes(torch.utils.data.Dataset):
         source = self.clean
         if self.noisy and rng.random() < 0.5:
             source = self.noisy[int(rng.integers(len(self.noisy))) if len(self.noisy) > 1 else 0]
-        return self.augment(source.spikes(i), rng).to_dense(self.dt, torch=True), self.labels[i]
+        return self.augment(source.spikes(i), rng).to_dense(1000 * self.dt, torch=True), self.labels[i]
 
 
 MODELS = {"srnn": SRNN, "conv": ConvSNN, "srnn-scbam": SCBAMSNN, "ann": ANN}
@@ -222,14 +209,14 @@ def distiller(kind, run_dir, device="cpu", **kwargs):
 
 
 def spike_sets(splits, encoder, cache_dir, dt, jobs=1, progress=True):
-    sets = [SpikeDataset(s, encoder, cache_dir, dt=dt, jobs=jobs) for s in splits]
+    sets = [SpikeDataset(s, encoder, cache_dir, dt_ms=1000 * dt, jobs=jobs) for s in splits]
     for s in sets:
         s.prepare(progress=progress)
     return sets
 
 
 def collate_for(dt):
-    return lambda batch: collate_spikes(batch, dt=dt)
+    return lambda batch: collate_spikes(batch, dt_ms=1000 * dt)
 
 
 def plot_confusion(confusion, classes, path, title):
@@ -319,8 +306,8 @@ def plan_training(dataset, data, out, *, split="official", model="srnn", encoder
     out = Path(out)
     _check_output(out, resume, force)
     check_model_kwargs(model, model_kwargs)
-    if isinstance(encoder, str) and encoder not in ("spiketrum", "delta", "lif", "bsa", "poisson"):
-        raise ValueError(f"unknown encoder {encoder!r}: use spiketrum, delta, lif, bsa or poisson")
+    if encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder {encoder!r}: use {', '.join(ENCODERS)}")
     augment, noise_dir, no_noise = _noise_policy(augment, data, noise_dir)
     checkpoint = out / "checkpoint.pt"
     resume_state = None
@@ -330,7 +317,7 @@ def plan_training(dataset, data, out, *, split="official", model="srnn", encoder
         resume_state = read_checkpoint(checkpoint)
     splits = audio_splits(dataset, data, split, noise_dir, seed=config.seed)
     sr = SAMPLE_RATES.get(dataset) or corpus_rate(splits)
-    enc = encoder_config(encoder, sr, rate)
+    enc = make_config(encoder, sr, rate=rate).for_training()  # the channel layout SNNs train on
     classes = list(splits[0].classes)
     model_kwargs = dict(model_kwargs or {})
     if model in ("conv", "srnn-scbam"):
@@ -368,7 +355,7 @@ def prepare_data(plan, jobs=1, progress=True):
         if plan.augment.noise is not None:
             noise = NoiseFolder(plan.noise_dir, plan.encoder.sr, part="train")
             for k in range(plan.augment.copies):  # copy 0 keeps the seed of single-copy runs: their cache serves
-                noisy.append(SpikeDataset(train_set.base, plan.encoder, plan.cache_dir, dt=None, jobs=jobs,
+                noisy.append(SpikeDataset(train_set.base, plan.encoder, plan.cache_dir, dt_ms=None, jobs=jobs,
                                           seed=plan.config.seed + 7919 * k, noise=noise,
                                           snr_db=(plan.augment.noise, plan.augment.noise + 20.0)))
                 noisy[-1].prepare(progress=progress)
@@ -605,11 +592,10 @@ def iter_predict(run_dir, files):
     """A :class:`Prediction` per audio file, as each is done; a file that cannot be read or encoded gives
     one with ``error`` set, and the others go on. Audio at another rate is resampled to the model's."""
     run = Run.load(run_dir)
-    encode = make_encode_fn(run.encoder)
     for f in files:
         try:
             x, sr = load_audio(f, allow_silent=True)
-            dense = encode(x, sr).to_dense(run.dt, torch=True)
+            dense = run.encoder.encode(x, sr).to_dense(1000 * run.dt, torch=True)
         except (ValueError, OSError) as exc:  # InputError names the file
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             yield Prediction(str(f), error=message if message.startswith(str(f)) else f"{f}: {message}")

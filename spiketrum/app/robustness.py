@@ -24,13 +24,11 @@ from tqdm.auto import tqdm
 from datasets import NoiseFolder, SpikeDataset, collate_spikes
 from snn.trainer import default_device, write_json
 from spiketrum import perturb
-from spiketrum.baselines import envelope_snr_db
-from spiketrum.corpus import file_digest
-from spiketrum.encoder import decode
-from spiketrum.io import atomic_output
-from spiketrum.metrics import snr_db
-
 from datasets.base import check_split
+from spiketrum import SpiketrumConfig, config_from_json
+from spiketrum.corpus import file_digest
+from spiketrum.io import atomic_output
+from spiketrum.metrics import envelope_snr_db, snr_db
 
 from .errors import OutputExists
 from .kws import Run, default_noise_dir, skipped_files, split_audio, training_seed
@@ -122,17 +120,17 @@ def _perturb(st, kind, level, seed):
 def _predict(run, trains, device, batch_size=64):
     preds = []
     for i in range(0, len(trains), batch_size):
-        x, lengths, _ = collate_spikes([(st, 0) for st in trains[i:i + batch_size]], dt=run.dt)
+        x, lengths, _ = collate_spikes([(st, 0) for st in trains[i:i + batch_size]], dt_ms=1000 * run.dt)
         preds.append(run.model(x.to(device), lengths.to(device)).argmax(1).cpu())
     return torch.cat(preds).numpy() if preds else np.zeros(0, np.int64)
 
 
 def _recon_snr(trains, clean_audio):
     """Means over clips of the SNR (dB) of each train's decoded audio against the clean audio, and of
-    its decoded envelope against the clean cochleagram (:func:`spiketrum.baselines.envelope_snr_db`)."""
+    its decoded envelope against the clean cochleagram (:func:`spiketrum.metrics.envelope_snr_db`)."""
     if not clean_audio:
         return [float("nan")] * 2
-    return [float(np.mean([snr_db(x, decode(trains[i])) for i, x in clean_audio.items()])),
+    return [float(np.mean([snr_db(x, trains[i].config.decode(trains[i])) for i, x in clean_audio.items()])),
             float(np.mean([envelope_snr_db(trains[i], x) for i, x in clean_audio.items()]))]
 
 
@@ -181,7 +179,7 @@ def robustness(run_dir, data, config, partial=None, noise_dir=None, cache_dir=No
                                     "(noise_dir) or leave out the noise levels")
         noise = NoiseFolder(noise_dir, run.encoder.sr, part="test")
 
-    clean_set = SpikeDataset(audio, run.encoder, cache_dir, dt=None, jobs=jobs)
+    clean_set = SpikeDataset(audio, run.encoder, cache_dir, dt_ms=None, jobs=jobs)
     clean_set.prepare(progress=progress)  # drops (and lists) clips that cannot be read or encoded
     audio, labels = clean_set.base, np.asarray(clean_set.labels)
     clean = [clean_set.spikes(i) for i in range(len(clean_set))]
@@ -197,7 +195,7 @@ def robustness(run_dir, data, config, partial=None, noise_dir=None, cache_dir=No
                 name = f"{kind}:{level!r}:{seed}"
                 if name not in points:
                     if kind == "noise":
-                        noisy = SpikeDataset(audio, run.encoder, cache_dir, dt=None, jobs=jobs, noise=noise,
+                        noisy = SpikeDataset(audio, run.encoder, cache_dir, dt_ms=None, jobs=jobs, noise=noise,
                                              snr_db=float(level), seed=_seed(seed, kind, li) % 2**32)
                         noisy.prepare(progress=False)
                         trains = [noisy.spikes(i) for i in range(len(noisy))]
@@ -268,9 +266,9 @@ def measure(run_dirs, data, config, out_dir, force=False, **kwargs):
 
 def run_label(result):
     """A legend label: run folder, encoder and rate."""
-    enc = result["encoder"]
-    rate = enc.get("rate")
-    return f"{Path(result['run']).name} ({enc.get('method', 'spiketrum')}{f', {rate:g}/s' if rate else ''})"
+    enc = config_from_json(json.dumps(result["encoder"]))
+    rate = getattr(enc, "rate", None)
+    return f"{Path(result['run']).name} ({enc.name}{f', {rate:g}/s' if rate else ''})"
 
 
 def plot_robustness(results, path):
@@ -290,7 +288,7 @@ def plot_robustness(results, path):
     rows = -(-len(kinds) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), layout="constrained", squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    waveform = all(r["encoder"].get("method", "spiketrum") == "spiketrum" for r in results)
+    waveform = all(isinstance(config_from_json(json.dumps(r["encoder"])), SpiketrumConfig) for r in results)
     snr_key, snr_label = ("recon_snr_db", "waveform") if waveform else ("envelope_snr_db", "envelope")
     for ax in axes.flat[len(kinds):]:
         ax.set_visible(False)
