@@ -271,13 +271,14 @@ def test_unreadable_files_are_skipped_and_listed_in_training_and_evaluate(data_r
 
 def test_spike_dataset_prepare_drops_failing_items(tiny_folder, tmp_path):
     from datasets import AudioFolder, SpikeDataset
+    from spiketrum import make_config
 
     data = _link_folder(tmp_path / "data", tiny_folder, per_class=2)
     x = np.ones(800, np.float32)
     x[3] = np.inf
     sf.write(data / "7" / "inf.wav", x, 8000, subtype="FLOAT")
     audio = AudioFolder(data)
-    ds = SpikeDataset(audio, kws.encoder_config("delta", 8000, 300), tmp_path / "cache", dt=0.01)
+    ds = SpikeDataset(audio, make_config("delta", 8000, rate=300), tmp_path / "cache", dt_ms=10)
     with pytest.warns(UserWarning, match="inf.wav"):
         ds.prepare(progress=False)
     assert len(ds) == 6 and [Path(f).name for f, _ in ds.skipped] == ["inf.wav"]

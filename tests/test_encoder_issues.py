@@ -14,7 +14,7 @@ from spiketrum.io import atomic_output
 
 
 def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "spiketrum.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "spiketrum.app", *map(str, args)], capture_output=True, text=True, cwd=cwd)
 
 
 def one_line_error(r):
