@@ -38,9 +38,11 @@ class _RefSpike(torch.autograd.Function):
         return g * _sg(u, *ctx.args), None, None
 
 
-def reference(x, weight, beta, threshold, rho, alpha, adaptive, reset, surrogate, k):
-    v = torch.zeros_like(x[0])
-    a, s = torch.zeros_like(v), torch.zeros_like(v)
+def reference(x, weight, beta, threshold, rho, alpha, adaptive, reset, surrogate, k, state=None,
+              return_state=False):
+    """Spikes and membrane [T, B, N] from ``state`` (v, a, s; zeros when None), and with
+    ``return_state`` the final (v, a, s)."""
+    v, a, s = (torch.zeros_like(x[0]),) * 3 if state is None else state
     spikes, membrane = [], []
     for t in range(x.shape[0]):
         theta = threshold + alpha * a if adaptive else threshold
@@ -53,7 +55,8 @@ def reference(x, weight, beta, threshold, rho, alpha, adaptive, reset, surrogate
             a = rho * a + (1 - rho) * s
         spikes.append(s)
         membrane.append(h)
-    return torch.stack(spikes), torch.stack(membrane)
+    out = torch.stack(spikes), torch.stack(membrane)
+    return (*out, (v, a, s)) if return_state else out
 
 
 SLOPES = {"fast_sigmoid": 25.0, "atan": 2.0, "triangle": 1.0}
@@ -65,7 +68,7 @@ def fused(kind, x, weight, beta, threshold, rho, alpha, reset, surrogate, k):
     return {"lif": lambda: F.lif_sequence(x, beta, **common),
             "alif": lambda: F.alif_sequence(x, beta, **adapt, **common),
             "rlif": lambda: F.rlif_sequence(x, weight, beta, **common),
-            "ralif": lambda: F.ralif_sequence(x, weight, beta, **adapt, **common)}[kind]()
+            "ralif": lambda: F.ralif_sequence(x, weight, beta, **adapt, **common)}[kind]()[:2]
 
 
 def make_inputs(kind, T, B, N, seed, dtype=torch.float64, scale=0.8):
@@ -145,9 +148,9 @@ def test_inference_path_equals_autograd_path(kind, numba_path, monkeypatch):
     with torch.no_grad():
         s0, h0 = fused(kind, *inputs, "zero", "atan", 2.0)
     assert s0.grad_fn is None and torch.equal(s0, s) and torch.equal(h0, h)
-    u = F.li_sequence(inputs[0], inputs[2])
+    u, _ = F.li_sequence(inputs[0], inputs[2])
     with torch.no_grad():
-        u0 = F.li_sequence(inputs[0], inputs[2])
+        u0, _ = F.li_sequence(inputs[0], inputs[2])
     assert u.grad_fn is not None and u0.grad_fn is None and torch.equal(u0, u)
 
 
@@ -228,18 +231,18 @@ def test_gradcheck_leaky_integrator():
 
 def test_leaky_integrator_values():
     x = torch.tensor([1.0, 0.0, 2.0]).reshape(3, 1, 1)
-    assert F.li_sequence(x, 0.5).flatten().tolist() == [1.0, 0.5, 2.25]
+    assert F.li_sequence(x, 0.5)[0].flatten().tolist() == [1.0, 0.5, 2.25]
 
 
 def test_leaky_integrator_torch_path(monkeypatch):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(9, 2, 4, dtype=torch.float64, generator=g).requires_grad_()
     beta = torch.rand(4, dtype=torch.float64, generator=g).requires_grad_()
-    u = F.li_sequence(x, beta)
+    u, _ = F.li_sequence(x, beta)
     gu = torch.randn_like(u)
     grads = torch.autograd.grad((u * gu).sum(), (x, beta))
     monkeypatch.setattr(F, "_use_numba", lambda t: False)
-    u2 = F.li_sequence(x, beta)
+    u2, _ = F.li_sequence(x, beta)
     grads2 = torch.autograd.grad((u2 * gu).sum(), (x, beta))
     assert torch.allclose(u, u2)
     assert all(torch.allclose(a, b) for a, b in zip(grads, grads2))
@@ -330,7 +333,7 @@ def test_input_validation():
 
 def test_empty_sequence():
     for seq in (F.lif_sequence, F.li_sequence):
-        assert seq(torch.zeros(0, 2, 3)).shape == (0, 2, 3)
+        assert seq(torch.zeros(0, 2, 3))[0].shape == (0, 2, 3)
 
 
 # -- layers and models ---------------------------------------------------------------------------
