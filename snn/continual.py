@@ -162,12 +162,12 @@ class ContextSNN(_SpikingModel):
         if x.shape[-1] != self.n_in + self.n_tasks:
             raise ValueError(f"x has {x.shape[-1]} channels; this model takes {self.n_in} + {self.n_tasks} task channels")
         g, c = self.gate(self.task_of(x))
-        s = self.neurons(g[None] * self.input(x[..., :self.n_in]))
+        s, _ = self.neurons(g[None] * self.input(x[..., :self.n_in]))
         if self.spikes == "single":  # pass on only each neuron's first spike
             s = s * (torch.cumsum(s.detach(), 0) - s.detach() == 0).to(s.dtype)
         self.last = (s.detach(), c.detach(), mask)
         self._log("hidden0", s, mask, self.readout.linear.out_features)
-        return self.readout(s, mask)
+        return self.readout.reduce(self.readout.steps(s, None)[0], mask)
 
 
 def oja(w, pre, post, lr):

@@ -39,11 +39,13 @@ class _Neurons(nn.Module):
     def extra_repr(self):
         return f"{self.n}, reset={self.reset!r}, surrogate={self.surrogate!r}, slope={self.slope}"
 
-    def forward(self, x, repeat=1, return_membrane=False):
-        """Spikes [T, B, N] for input current x [T, B, N] (and the membrane before reset, if asked).
+    def forward(self, x, state=None, repeat=1, return_membrane=False):
+        """Spikes [T, B, N] for input current x [T, B, N] (and the membrane before reset, if asked),
+        and the state after the last step (:class:`snn.functional.NeuronState`).
 
-        ``repeat`` > 1 shares each neuron's parameters among ``repeat`` consecutive inputs
-        (N = n * repeat), as for the positions of a convolution map.
+        ``state`` is the state before the first step (zeros when None), e.g. the one the previous
+        call returned. ``repeat`` > 1 shares each neuron's parameters among ``repeat`` consecutive
+        inputs (N = n * repeat), as for the positions of a convolution map.
         """
         def p(t, decay=False):
             t = t.clamp(0.0, 1.0) if decay and t.requires_grad else t  # learnt decays stay in [0, 1]
@@ -53,7 +55,7 @@ class _Neurons(nn.Module):
         return F._sequence(x, self.weight if self.recurrent else None, p(self.beta, True),
                            p(self.threshold), p(self.rho, True) if adaptive else None,
                            p(self.alpha) if adaptive else None, adaptive, self.reset,
-                           self.surrogate, self.slope, return_membrane)
+                           self.surrogate, self.slope, return_membrane, state)
 
 
 class LIF(_Neurons):
@@ -80,8 +82,11 @@ class LIF(_Neurons):
 
     Examples
     --------
-    >>> LIF(3)(torch.ones(5, 2, 3)).shape
-    torch.Size([5, 2, 3])
+    >>> lif = LIF(3)
+    >>> spikes, state = lif(torch.ones(5, 2, 3))
+    >>> more, state = lif(torch.ones(4, 2, 3), state)  # continues where the first call stopped
+    >>> spikes.shape, state.v.shape
+    (torch.Size([5, 2, 3]), torch.Size([2, 3]))
     """
 
     def __init__(self, n, beta=0.9, learn_beta=False, threshold=1.0, learn_threshold=False,
@@ -158,7 +163,8 @@ class LI(nn.Module):
 
     Notes
     -----
-    Input: current [T, B, n]; output: membrane [T, B, n].
+    ``forward(x, state=None)``: current x [T, B, n] and the membrane before the first step [B, n]
+    (zeros when None) -> membrane [T, B, n] and its last step [B, n] (the next call's state).
     """
 
     def __init__(self, n, beta=0.9, learn_beta=False):
@@ -170,9 +176,9 @@ class LI(nn.Module):
         else:
             self.register_buffer("beta", value)
 
-    def forward(self, x):
+    def forward(self, x, state=None):
         beta = self.beta.clamp(0.0, 1.0) if self.beta.requires_grad else self.beta
-        return F.li_sequence(x, beta)
+        return F.li_sequence(x, beta, state)
 
 
 def conv_fan_out(conv, length):
@@ -212,8 +218,9 @@ class SpikingConv1d(nn.Module):
 
     Notes
     -----
-    Input: [T, B, in_maps, L]; output: spikes [T, B, out_maps, L_out] with
-    ``L_out = (L + 2 padding - kernel_size) // stride + 1``.
+    ``forward(x, state=None)``: input [T, B, in_maps, L] -> spikes [T, B, out_maps, L_out] with
+    ``L_out = (L + 2 padding - kernel_size) // stride + 1``, and the neurons' state (see
+    :class:`LIF`).
     """
 
     def __init__(self, in_maps, out_maps, kernel_size, stride=1, padding=None, adaptive=False,
@@ -232,12 +239,12 @@ class SpikingConv1d(nn.Module):
         """Synapses driven by one input spike of each map at each position: see :func:`conv_fan_out`."""
         return conv_fan_out(self.conv, length)
 
-    def forward(self, x):
+    def forward(self, x, state=None):
         T, B, C, L = x.shape
         y = self.conv(x.reshape(T * B, C, L))
         out_len = y.shape[-1]
-        s = self.neurons(y.reshape(T, B, -1), repeat=out_len)
-        return s.reshape(T, B, -1, out_len)
+        s, state = self.neurons(y.reshape(T, B, -1), state, repeat=out_len)
+        return s.reshape(T, B, -1, out_len), state
 
 
 class CBAM1d(nn.Module):
@@ -315,6 +322,8 @@ class SpikingConvLSTM1d(nn.Module):
     Notes
     -----
     Input spikes [T, B, in_maps, L]; output spikes [T, B, maps, L_out] with L_out as a strided ``nn.Conv1d``.
+    The state between calls is ``(h, c)``, each [B, maps, L_out], and with temporal attention also the
+    input statistics (mean, max) of the last ``temporal_window - 1`` steps [B, 2, window - 1].
     """
 
     ATTENTION = ("none", "channel", "spatial", "cbam", "temporal")
@@ -338,18 +347,26 @@ class SpikingConvLSTM1d(nn.Module):
         (k,), (s,), (p,) = self.conv_x.kernel_size, self.conv_x.stride, self.conv_x.padding
         return (length + 2 * p - k) // s + 1
 
-    def forward(self, x, return_attention=False):
-        """Spikes [T, B, maps, L_out] for input [T, B, in_maps, L]; with ``return_attention`` also the forget-gate
-        attention maps, per channel [T, B, maps, 1] and per bin [T, B, 1, L_out] (None without CBAM)."""
+    def forward(self, x, state=None, return_attention=False):
+        """Spikes [T, B, maps, L_out] for input [T, B, in_maps, L] and the state after the last step, starting
+        from ``state`` (zeros when None); with ``return_attention``, ``(spikes, maps, state)`` where ``maps`` are
+        the forget-gate attention maps, per channel [T, B, maps, 1] and per bin [T, B, 1, L_out] (None without
+        CBAM)."""
         T, B, C, L = x.shape
         drive = self.conv_x(x.reshape(T * B, C, L))
         drive = drive.reshape(T, B, *drive.shape[1:])
+        if state is None:
+            h = drive.new_zeros(B, self.maps, drive.shape[-1])
+            state = (h, torch.zeros_like(h))
+        h, c = state[:2]
         if self.temporal is not None:  # causal: step t sees steps t - window + 1 .. t
             stats = torch.stack([x.mean((2, 3)), x.amax((2, 3))], -1).permute(1, 2, 0)  # [B, 2, T]
-            stats = nn.functional.pad(stats, (self.temporal.kernel_size[0] - 1, 0))
+            back = self.temporal.kernel_size[0] - 1
+            stats = torch.cat([state[2] if len(state) > 2 else stats.new_zeros(B, 2, back), stats], 2)
             drive = drive * torch.sigmoid(self.temporal(stats)).permute(2, 0, 1)[:, :, :, None]
-        h = drive.new_zeros(B, self.maps, drive.shape[-1])
-        c = torch.zeros_like(h)
+            history = (stats[:, :, stats.shape[2] - back:],)
+        else:
+            history = ()
         out, maps_c, maps_s = [], [], []
         for t in range(T):
             i, f, o, g = (drive[t] + self.conv_h(h)).chunk(4, 1)
@@ -363,7 +380,7 @@ class SpikingConvLSTM1d(nn.Module):
             c = f * c + torch.sigmoid(i) * torch.tanh(g)
             h = F.spike(torch.sigmoid(o) * torch.tanh(c) - self.threshold, self.surrogate, self.slope)
             out.append(h)
-        s = torch.stack(out)
+        s, state = torch.stack(out), (h, c, *history)
         if not return_attention:
-            return s
-        return s, (torch.stack(maps_c), torch.stack(maps_s)) if maps_c else (None, None)
+            return s, state
+        return s, ((torch.stack(maps_c), torch.stack(maps_s)) if maps_c else (None, None)), state

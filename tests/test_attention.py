@@ -40,7 +40,7 @@ def test_convlstm_matches_the_step_by_step_reference(attention):
     cell = SpikingConvLSTM1d(3, 8, attention=attention, reduction=2).double()
     cell.conv_x.weight.data *= 4  # a lively cell: many outputs near the threshold
     x = (torch.rand(12, 4, 3, 11, dtype=torch.float64) < 0.3).double()
-    got = cell(x)
+    got, _ = cell(x)
     assert got.shape == (12, 4, 8, 6)
     assert 0 < got.mean() < 1  # the comparison is not between two silent outputs
     assert torch.equal(got, reference_cell(cell, x))
@@ -74,14 +74,14 @@ def test_the_forget_gate_attention_is_what_the_cell_uses():
     torch.manual_seed(3)
     cell = SpikingConvLSTM1d(2, 4, attention="cbam").double()
     x = (torch.rand(10, 3, 2, 8, dtype=torch.float64) < 0.4).double()
-    s, (mc, ms) = cell(x, return_attention=True)
+    s, (mc, ms), _ = cell(x, return_attention=True)
     assert mc.shape == (10, 3, 4, 1) and ms.shape == (10, 3, 1, 4)
     cell.cbam.gates = lambda f: (torch.zeros_like(f[:, :, :1]), torch.zeros_like(f[:, :1]))
-    closed = cell(x)
+    closed, _ = cell(x)
     x2 = x.clone()
     x2[:5] = 0  # with no memory, changing the past can only act through h_{t-1} (the one-step recurrence)
     cell.conv_h.weight.data.zero_()
-    assert torch.equal(cell(x)[5:], cell(x2)[5:])
+    assert torch.equal(cell(x)[0][5:], cell(x2)[0][5:])
     assert not torch.equal(closed, s)
 
 
@@ -155,7 +155,7 @@ def test_synops_count_the_input_recurrent_and_readout_synapses():
     fan_in = conv_fan_out(cell.conv_x, 4).reshape(6, 4)
     counts = x.reshape(15, 2, 4, 6).sum((0, 1)).T
     assert layers["input"]["synops_per_sample"] == pytest.approx(float((counts * fan_in).sum()) / 2)
-    s = cell(x.reshape(15, 2, 4, 6).transpose(2, 3))
+    s, _ = cell(x.reshape(15, 2, 4, 6).transpose(2, 3))
     fan = conv_fan_out(cell.conv_h, 2) + 3  # recurrent taps + the 3 readout neurons
     assert layers["cell0"]["spikes_per_sample"] > 0
     assert layers["cell0"]["synops_per_sample"] == pytest.approx(float((s.sum((0, 1)).reshape(-1) * fan).sum()) / 2)

@@ -175,7 +175,7 @@ def test_sca_follows_its_schedule_and_pruned_channels_are_silent(importance):
     layer = model.convs[0]
     z = layer.conv(x.reshape(20, 2, 12))
     assert bool((z[:, ~sca.masks["convs.0"]] == 0).all())
-    spikes = layer(x.reshape(10, 2, 12, 2).transpose(2, 3))
+    spikes, _ = layer(x.reshape(10, 2, 12, 2).transpose(2, 3))
     assert bool((spikes[:, :, ~sca.masks["convs.0"]] == 0).all())
 
 

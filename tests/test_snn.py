@@ -290,7 +290,7 @@ def test_learnable_beta_gradient_and_clamp():
     layer = snn.ALIF(6, beta=0.8, learn_beta=True, learn_threshold=True).double()
     assert {n for n, _ in layer.named_parameters()} == {"beta", "threshold", "rho", "alpha"}
     g = torch.randn(40, 3, 6, dtype=torch.float64)
-    (layer(x) * g).sum().backward()
+    (layer(x)[0] * g).sum().backward()
     beta = layer.beta.detach().requires_grad_()
     s_ref, _ = reference(x, None, beta, layer.threshold, layer.rho, layer.alpha, True, "subtract", "atan", 2.0)
     (grad_ref,) = torch.autograd.grad((s_ref * g).sum(), beta)
@@ -298,7 +298,7 @@ def test_learnable_beta_gradient_and_clamp():
     assert torch.allclose(layer.beta.grad, grad_ref, atol=1e-10)
     with torch.no_grad():
         layer.beta.fill_(1.5)
-    assert torch.equal(layer(x), snn.ALIF(6, beta=1.0, learn_threshold=True).double()(x))
+    assert torch.equal(layer(x)[0], snn.ALIF(6, beta=1.0, learn_threshold=True).double()(x)[0])
     fixed = snn.LIF(6)
     assert not list(fixed.parameters()) and fixed.beta.shape == (6,)
 
@@ -307,12 +307,12 @@ def test_recurrent_weight_is_used():
     torch.manual_seed(1)
     layer = snn.RLIF(8)
     x = torch.randn(30, 2, 8) + 0.5
-    s = layer(x)
+    s, _ = layer(x)
     s.sum().backward()
     assert layer.weight.grad.abs().sum() > 0
     with torch.no_grad():
         layer.weight.zero_()
-    assert torch.equal(layer(x), snn.LIF(8)(x))
+    assert torch.equal(layer(x)[0], snn.LIF(8)(x)[0])
 
 
 def test_input_validation():
@@ -340,7 +340,7 @@ def test_empty_sequence():
 def test_conv_layer_shapes_and_fan_out():
     layer = snn.SpikingConv1d(6, 8, kernel_size=5, stride=2)
     x = (torch.rand(10, 3, 6, 40) < 0.3).float()
-    s = layer(x)
+    s, _ = layer(x)
     assert s.shape == (10, 3, 8, layer.output_length(40)) == (10, 3, 8, 20)
     assert set(s.unique().tolist()) <= {0.0, 1.0}
     # fan-out: for each input map and position, the (output map, window) pairs with a nonzero tap on it
@@ -352,7 +352,7 @@ def test_conv_layer_shapes_and_fan_out():
         brute[:, max(lo, 0):lo + 5] += 8
     assert torch.equal(fan, brute.reshape(-1))
     odd = snn.SpikingConv1d(2, 3, kernel_size=4, stride=3, padding=0)
-    assert odd(torch.zeros(2, 1, 2, 11)).shape == (2, 1, 3, odd.output_length(11)) == (2, 1, 3, 3)
+    assert odd(torch.zeros(2, 1, 2, 11))[0].shape == (2, 1, 3, odd.output_length(11)) == (2, 1, 3, 3)
     assert odd.fan_out(11)[:11].tolist() == [3.0, 3, 3, 6, 3, 3, 6, 3, 3, 3, 0]  # windows [0,4) [3,7) [6,10)
     with torch.no_grad():  # prune output map 0 and one tap of input map 1 in map 2: only present synapses count
         odd.conv.weight[0] = 0
@@ -372,10 +372,10 @@ def test_conv_layer_shares_parameters_per_map():
         layer.conv.weight.uniform_(0.0, 1.0)
     x = 2 * torch.rand(20, 2, 1, 7)
     y = layer.conv(x.reshape(40, 1, 7)).reshape(20, 2, 14)
-    expected = F.lif_sequence(y, torch.tensor([0.2] * 7 + [0.95] * 7))
-    s = layer(x).reshape(20, 2, 14)
+    expected, _ = F.lif_sequence(y, torch.tensor([0.2] * 7 + [0.95] * 7))
+    s = layer(x)[0].reshape(20, 2, 14)
     assert torch.equal(s, expected)
-    assert not torch.equal(s, F.lif_sequence(y, torch.tensor([0.2, 0.95] * 7)))
+    assert not torch.equal(s, F.lif_sequence(y, torch.tensor([0.2, 0.95] * 7))[0])
 
 
 MODELS = [lambda **kw: snn.SRNN(48, 5, hidden=(32, 24), **kw),
@@ -420,7 +420,7 @@ def test_activity_counts():
     assert inp["spikes_per_sample"] == pytest.approx((x * valid[..., None]).sum().item() / 2)
     assert inp["synops_per_sample"] == pytest.approx(inp["spikes_per_sample"] * 32)
     hid = summary["layers"]["hidden0"]
-    spikes = model.neurons[0](model.linears[0](x)) * valid[..., None]
+    spikes = model.neurons[0](model.linears[0](x))[0] * valid[..., None]
     assert hid["spikes_per_sample"] == pytest.approx(spikes.sum().item() / 2)
     assert hid["synops_per_sample"] == pytest.approx(hid["spikes_per_sample"] * (5 + 32))
     assert hid["rate"] == pytest.approx(spikes.sum().item() / (32 * 80))
