@@ -99,7 +99,7 @@ class KD(Callback):
         if self.teacher is None and self.online:
             from .models import ANN
 
-            self._set_teacher(ANN(encoder.n_channels, len(classes), hidden=(256,)))
+            self._set_teacher(ANN(encoder.n_channels, len(classes), hidden=(256,), dt=1000 * dt))
 
     def _capture(self, key, index):
         def hook(module, inputs, output):

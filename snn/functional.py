@@ -54,7 +54,8 @@ class NeuronState(NamedTuple):
     a : torch.Tensor
         Adaptation (stays at its initial value for non-adaptive neurons).
     s : torch.Tensor
-        Spikes of the last step (the recurrent input ``s @ W.T`` of the next step).
+        Spikes (0/1) of the last step: the recurrent input ``s @ W.T`` of the next step, which the
+        CPU kernels compute as the sum of the weights of the neurons with ``s != 0``.
 
     Examples
     --------

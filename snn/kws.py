@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import pickle
 import time
@@ -23,7 +24,7 @@ from spiketrum.perturb import DEFAULT_AUGMENT, Augment
 from .trainer import TrainConfig, Trainer, atomic_save, rank_and_world, rank_zero_first, seed_everything, write_json
 
 MODEL_FORMAT = "spiketrum-model"
-MODEL_VERSION = 1
+MODEL_VERSION = 2  # 2: model_kwargs hold dt and time constants in ms (1: time constants in bins, no dt)
 SAMPLE_RATES = {"fsdd": 8000, "speech-commands": 16000}
 
 
@@ -156,7 +157,13 @@ class Run:
             if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
                 raise ValueError("classes are not a list of names")
             encoder = config_from_json(state["encoder"])
-            model = build_model(state["model_name"], encoder.n_channels, len(classes), **state["model_kwargs"])
+            kwargs = state["model_kwargs"]
+            if state["version"] < 2:  # time constants in bins of the run's dt: to ms
+                kwargs = {k: v * 1000 * dt if k.startswith("tau_") else v for k, v in kwargs.items()}
+                kwargs["dt"] = 1000 * dt
+            if not math.isclose(kwargs["dt"], 1000 * dt):
+                raise ValueError(f"the model's time bin dt={kwargs['dt']!r} ms is not the run's {1000 * dt!r} ms")
+            model = build_model(state["model_name"], encoder.n_channels, len(classes), **kwargs)
             try:
                 model.load_state_dict(state["state_dict"])
             except RuntimeError as exc:  # "Error(s) in loading state_dict for SRNN:", then what does not fit
@@ -169,7 +176,7 @@ class Run:
                              "pickled code is never run)") from None
         except (OSError, RuntimeError, TypeError, AttributeError, ValueError, EOFError) as exc:
             raise ValueError(f"{path}: cannot load model ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-        return cls(model.to(device).eval(), state["model_name"], state["model_kwargs"], encoder, dt, classes)
+        return cls(model.to(device).eval(), state["model_name"], kwargs, encoder, dt, classes)
 
 
 def spike_sets(splits, encoder, cache_dir, dt, jobs=1, progress=True):
@@ -263,6 +270,8 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
         train_set = AugmentedSpikes(train_set, augment, dt, noisy)
     classes = list(splits[0].classes)
     model_kwargs = dict(model_kwargs or {})
+    if not math.isclose(model_kwargs.setdefault("dt", 1000 * dt), 1000 * dt):  # the model's bin in ms is the data's
+        raise ValueError(f"model_kwargs dt={model_kwargs['dt']!r} ms disagrees with dt={dt!r} s of the spike tensor")
     if model in ("conv", "srnn-scbam"):
         model_kwargs.setdefault("in_maps", enc.n_channels // enc.kernels)
     seed_everything(config.seed)  # the same seed gives the same initial weights

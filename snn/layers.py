@@ -1,10 +1,46 @@
-"""Spiking layers: thin modules over snn.functional, taking and returning time-major [T, B, N]."""
+"""Spiking layers: thin modules over snn.functional, taking and returning time-major [T, B, N].
+
+Time is in milliseconds: a layer is built with the bin width ``dt`` of its input and time constants
+``tau``, and decays by ``exp(-dt / tau)`` per bin (snn.functional's per-step ``beta``, ``rho``).
+"""
 import math
 
 import torch
 from torch import nn
 
 from . import functional as F
+
+#: Default time constants in ms: membrane, adaptation and readout integrator (20, 200 and 20 bins of 10 ms).
+TAU_MEM, TAU_ADAPT, TAU_OUT = 200.0, 2000.0, 200.0
+
+
+def decay(dt, tau):
+    """Decay per time bin, ``exp(-dt / tau)``, of a time constant ``tau`` at bins of ``dt`` (same unit, ms).
+
+    Parameters
+    ----------
+    dt : float
+        Bin width, > 0.
+    tau : float or torch.Tensor
+        Time constant(s), > 0 (``inf``: no decay).
+
+    Returns
+    -------
+    float or torch.Tensor
+        A float for a scalar ``tau``, else a float64 tensor of its shape.
+
+    Examples
+    --------
+    >>> decay(10.0, 200.0) == math.exp(-1 / 20)
+    True
+    """
+    if not dt > 0:
+        raise ValueError(f"dt must be > 0 (ms), got {dt!r}")
+    t = torch.as_tensor(tau, dtype=torch.float64)
+    if not bool((t > 0).all()):
+        raise ValueError(f"time constants must be > 0 (ms), got {tau!r}")
+    # a scalar through math.exp: the same rounding as the per-bin decays models were trained with
+    return math.exp(-dt / float(t)) if t.dim() == 0 else torch.exp(-dt / t)
 
 
 class _Neurons(nn.Module):
@@ -13,17 +49,17 @@ class _Neurons(nn.Module):
     adaptive = False
     recurrent = False
 
-    def __init__(self, n, beta=0.9, rho=0.995, alpha=1.8, threshold=1.0, learn_beta=False,
-                 learn_threshold=False, reset="subtract", surrogate="atan", slope=None):
+    def __init__(self, n, *, dt, tau_mem=TAU_MEM, tau_adapt=TAU_ADAPT, alpha=1.8, threshold=1.0,
+                 learn_beta=False, learn_threshold=False, reset="subtract", surrogate="atan", slope=None):
         super().__init__()
         if reset not in F.RESETS:
             raise ValueError(f"reset must be one of {F.RESETS}, got {reset!r}")
         F._surrogate(surrogate, slope)
-        self.n, self.reset, self.surrogate, self.slope = n, reset, surrogate, slope
-        self._add("beta", beta, learn_beta)
+        self.n, self.dt, self.reset, self.surrogate, self.slope = n, dt, reset, surrogate, slope
+        self._add("beta", decay(dt, tau_mem), learn_beta)
         self._add("threshold", threshold, learn_threshold)
         if self.adaptive:
-            self._add("rho", rho, learn_beta)
+            self._add("rho", decay(dt, tau_adapt), learn_beta)
             self._add("alpha", alpha, learn_threshold)
         if self.recurrent:
             bound = 1.0 / math.sqrt(n)  # nn.Linear's default scale for a fan-in of n
@@ -37,7 +73,7 @@ class _Neurons(nn.Module):
             self.register_buffer(name, value)
 
     def extra_repr(self):
-        return f"{self.n}, reset={self.reset!r}, surrogate={self.surrogate!r}, slope={self.slope}"
+        return f"{self.n}, dt={self.dt}, reset={self.reset!r}, surrogate={self.surrogate!r}, slope={self.slope}"
 
     def forward(self, x, state=None, repeat=1, return_membrane=False):
         """Spikes [T, B, N] for input current x [T, B, N] (and the membrane before reset, if asked),
@@ -47,8 +83,8 @@ class _Neurons(nn.Module):
         call returned. ``repeat`` > 1 shares each neuron's parameters among ``repeat`` consecutive
         inputs (N = n * repeat), as for the positions of a convolution map.
         """
-        def p(t, decay=False):
-            t = t.clamp(0.0, 1.0) if decay and t.requires_grad else t  # learnt decays stay in [0, 1]
+        def p(t, is_decay=False):
+            t = t.clamp(0.0, 1.0) if is_decay and t.requires_grad else t  # learnt decays stay in [0, 1]
             return t.repeat_interleave(repeat) if repeat > 1 else t
 
         adaptive = self.adaptive
@@ -65,10 +101,13 @@ class LIF(_Neurons):
     ----------
     n : int
         Number of neurons.
-    beta : float or torch.Tensor
-        Membrane decay per step (``exp(-dt / tau_mem)``), scalar or [n].
+    dt : float
+        Time bin of the input in ms.
+    tau_mem : float or torch.Tensor
+        Membrane time constant in ms, scalar or [n]: the membrane decays by ``beta = exp(-dt / tau_mem)``
+        per bin.
     learn_beta : bool
-        Learn the decay per neuron (kept in [0, 1]).
+        Learn the decay per bin ``beta`` per neuron (kept in [0, 1]).
     threshold : float or torch.Tensor
         Firing threshold, scalar or [n].
     learn_threshold : bool
@@ -82,16 +121,16 @@ class LIF(_Neurons):
 
     Examples
     --------
-    >>> lif = LIF(3)
+    >>> lif = LIF(3, dt=1.0, tau_mem=10.0)
     >>> spikes, state = lif(torch.ones(5, 2, 3))
     >>> more, state = lif(torch.ones(4, 2, 3), state)  # continues where the first call stopped
     >>> spikes.shape, state.v.shape
     (torch.Size([5, 2, 3]), torch.Size([2, 3]))
     """
 
-    def __init__(self, n, beta=0.9, learn_beta=False, threshold=1.0, learn_threshold=False,
+    def __init__(self, n, *, dt, tau_mem=TAU_MEM, learn_beta=False, threshold=1.0, learn_threshold=False,
                  reset="subtract", surrogate="atan", slope=None):
-        super().__init__(n, beta=beta, threshold=threshold, learn_beta=learn_beta,
+        super().__init__(n, dt=dt, tau_mem=tau_mem, threshold=threshold, learn_beta=learn_beta,
                          learn_threshold=learn_threshold, reset=reset, surrogate=surrogate,
                          slope=slope)
 
@@ -104,14 +143,14 @@ class ALIF(_Neurons):
     ----------
     n : int
         Number of neurons.
-    beta : float or torch.Tensor
-        Membrane decay per step (``exp(-dt / tau_mem)``), scalar or [n].
-    rho : float or torch.Tensor
-        Adaptation decay per step (``exp(-dt / tau_adapt)``), scalar or [n].
+    dt, tau_mem
+        As in :class:`LIF`.
+    tau_adapt : float or torch.Tensor
+        Adaptation time constant in ms, scalar or [n] (decay per bin ``rho = exp(-dt / tau_adapt)``).
     alpha : float or torch.Tensor
         Threshold increase per unit of adaptation, scalar or [n].
     learn_beta : bool
-        Learn both decays (beta and rho) per neuron (kept in [0, 1]).
+        Learn both decays per bin (beta and rho) per neuron (kept in [0, 1]).
     threshold : float or torch.Tensor
         Baseline threshold, scalar or [n].
     learn_threshold : bool
@@ -122,9 +161,9 @@ class ALIF(_Neurons):
 
     adaptive = True
 
-    def __init__(self, n, beta=0.9, rho=0.995, alpha=1.8, learn_beta=False, threshold=1.0,
-                 learn_threshold=False, reset="subtract", surrogate="atan", slope=None):
-        super().__init__(n, beta=beta, rho=rho, alpha=alpha, threshold=threshold,
+    def __init__(self, n, *, dt, tau_mem=TAU_MEM, tau_adapt=TAU_ADAPT, alpha=1.8, learn_beta=False,
+                 threshold=1.0, learn_threshold=False, reset="subtract", surrogate="atan", slope=None):
+        super().__init__(n, dt=dt, tau_mem=tau_mem, tau_adapt=tau_adapt, alpha=alpha, threshold=threshold,
                          learn_beta=learn_beta, learn_threshold=learn_threshold, reset=reset,
                          surrogate=surrogate, slope=slope)
 
@@ -156,10 +195,12 @@ class LI(nn.Module):
     ----------
     n : int
         Number of units.
-    beta : float or torch.Tensor
-        Decay per step, scalar or [n].
+    dt : float
+        Time bin of the input in ms.
+    tau_mem : float or torch.Tensor
+        Time constant in ms, scalar or [n]: ``beta = exp(-dt / tau_mem)``.
     learn_beta : bool
-        Learn the decay per unit (kept in [0, 1]).
+        Learn the decay per bin per unit (kept in [0, 1]).
 
     Notes
     -----
@@ -167,10 +208,10 @@ class LI(nn.Module):
     (zeros when None) -> membrane [T, B, n] and its last step [B, n] (the next call's state).
     """
 
-    def __init__(self, n, beta=0.9, learn_beta=False):
+    def __init__(self, n, *, dt, tau_mem=TAU_OUT, learn_beta=False):
         super().__init__()
-        self.n = n
-        value = torch.as_tensor(beta, dtype=torch.get_default_dtype()).expand(n).clone()
+        self.n, self.dt = n, dt
+        value = torch.as_tensor(decay(dt, tau_mem), dtype=torch.get_default_dtype()).expand(n).clone()
         if learn_beta:
             self.beta = nn.Parameter(value)
         else:
@@ -213,8 +254,8 @@ class SpikingConv1d(nn.Module):
     adaptive : bool
         ALIF instead of LIF neurons.
     **neuron
-        beta, threshold, reset, surrogate, slope, learn_beta, learn_threshold (and rho, alpha when
-        adaptive): parameters are shared by the positions of a map (one value per out map).
+        dt (required), tau_mem, threshold, reset, surrogate, slope, learn_beta, learn_threshold (and
+        tau_adapt, alpha when adaptive): parameters are shared by the positions of a map (one value per out map).
 
     Notes
     -----

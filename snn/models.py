@@ -15,7 +15,8 @@ import math
 import torch
 from torch import nn
 
-from .layers import ALIF, LI, LIF, RALIF, RLIF, SpikingConv1d, SpikingConvLSTM1d, conv_fan_out
+from .layers import (ALIF, LI, LIF, RALIF, RLIF, TAU_ADAPT, TAU_MEM, TAU_OUT, SpikingConv1d, SpikingConvLSTM1d,
+                     conv_fan_out)
 
 
 def step_mask(steps, lengths, device=None):
@@ -29,11 +30,6 @@ def valid_mean(x, mask):
         return x.mean(0)
     m = mask.reshape(*mask.shape, *(1,) * (x.dim() - 2)).to(x.dtype)
     return (x * m).sum(0) / m.sum(0).clamp(min=1)
-
-
-def _decay(tau):
-    """Per-step decay of a time constant ``tau`` in time bins."""
-    return math.exp(-1.0 / tau)
 
 
 class Activity:
@@ -94,7 +90,7 @@ def record_activity(model):
 
     Examples
     --------
-    >>> model = SRNN(8, 3, hidden=(16,))
+    >>> model = SRNN(8, 3, hidden=(16,), dt=10.0)
     >>> with record_activity(model) as act:
     ...     _ = model(torch.zeros(20, 2, 8))
     >>> act.summary()["samples"]
@@ -146,14 +142,14 @@ def _fan_out(weight):
 class _Readout(nn.Module):
     """Linear -> leaky integrator reduced over valid steps (mean or max), or -> LIF spike count."""
 
-    def __init__(self, n_in, n_classes, readout, beta, neuron):
+    def __init__(self, n_in, n_classes, readout, dt, tau, neuron):
         super().__init__()
         if readout not in ("mean", "max", "count"):
             raise ValueError(f"readout must be 'mean', 'max' or 'count', got {readout!r}")
         self.readout = readout
         self.linear = nn.Linear(n_in, n_classes)
-        self.integrator = (LIF(n_classes, beta=beta, learn_beta=True, **neuron) if readout == "count"
-                           else LI(n_classes, beta=beta, learn_beta=True))
+        self.integrator = (LIF(n_classes, dt=dt, tau_mem=tau, learn_beta=True, **neuron) if readout == "count"
+                           else LI(n_classes, dt=dt, tau_mem=tau, learn_beta=True))
 
     def steps(self, s, state):
         """Per step [T, B, n_classes]: the integrator's membrane (the output spikes for "count"), and its
@@ -226,8 +222,8 @@ class SRNN(_StepModel):
     adaptive : bool
         RALIF (adaptive threshold) instead of RLIF neurons.
     tau_mem, tau_adapt, tau_out : float
-        Time constants in time bins of the membrane, the adaptation and the readout integrator
-        (initial values when learnt).
+        Time constants in ms of the membrane, the adaptation and the readout integrator (initial
+        values when learnt).
     alpha : float
         Threshold increase per unit of adaptation (adaptive only).
     threshold : float
@@ -241,10 +237,12 @@ class SRNN(_StepModel):
     readout : {"mean", "max", "count"}
         Logits from the readout integrator's membrane (mean or max over valid steps), or the
         spike count of LIF output neurons.
+    dt : float
+        Time bin of the input in ms (required); recorded as ``model.dt``.
 
     Examples
     --------
-    >>> model = SRNN(240, 10)
+    >>> model = SRNN(240, 10, dt=10.0)
     >>> x = torch.zeros(100, 4, 240)
     >>> model(x, lengths=torch.tensor([100, 80, 60, 40])).shape
     torch.Size([4, 10])
@@ -254,20 +252,20 @@ class SRNN(_StepModel):
     True
     """
 
-    def __init__(self, n_in, n_classes, hidden=(256,), adaptive=True, tau_mem=20.0, tau_adapt=200.0,
-                 tau_out=20.0, alpha=1.8, threshold=1.0, learn_beta=True, reset="subtract",
-                 surrogate="atan", slope=None, dropout=0.0, readout="mean"):
+    def __init__(self, n_in, n_classes, hidden=(256,), adaptive=True, tau_mem=TAU_MEM, tau_adapt=TAU_ADAPT,
+                 tau_out=TAU_OUT, alpha=1.8, threshold=1.0, learn_beta=True, reset="subtract",
+                 surrogate="atan", slope=None, dropout=0.0, readout="mean", *, dt):
         super().__init__()
+        self.dt = dt
         neuron = dict(threshold=threshold, reset=reset, surrogate=surrogate, slope=slope)
         sizes = (n_in, *hidden)
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
         self.neurons = nn.ModuleList(
-            RALIF(n, beta=_decay(tau_mem), rho=_decay(tau_adapt), alpha=alpha, learn_beta=learn_beta,
-                  **neuron) if adaptive else
-            RLIF(n, beta=_decay(tau_mem), learn_beta=learn_beta, **neuron)
+            RALIF(n, dt=dt, tau_mem=tau_mem, tau_adapt=tau_adapt, alpha=alpha, learn_beta=learn_beta, **neuron)
+            if adaptive else RLIF(n, dt=dt, tau_mem=tau_mem, learn_beta=learn_beta, **neuron)
             for n in hidden)
         self.dropout = nn.Dropout(dropout)
-        self.readout = _Readout(sizes[-1], n_classes, readout, _decay(tau_out), neuron)
+        self.readout = _Readout(sizes[-1], n_classes, readout, dt, tau_out, neuron)
         self._layers = len(hidden) + 1
 
     def _run(self, x, state, mask):
@@ -304,27 +302,28 @@ class ConvSNN(_StepModel):
         Neurons of the fully connected LIF layer after the convolutions (None: none).
     adaptive : bool
         ALIF instead of LIF neurons in the convolutions and the hidden layer.
-    tau_mem, tau_adapt, tau_out, alpha, threshold, learn_beta, reset, surrogate, slope, dropout, readout
+    tau_mem, tau_adapt, tau_out, alpha, threshold, learn_beta, reset, surrogate, slope, dropout, readout, dt
         As in :class:`SRNN`.
 
     Examples
     --------
-    >>> model = ConvSNN(240, 10)
+    >>> model = ConvSNN(240, 10, dt=10.0)
     >>> model(torch.zeros(50, 2, 240)).shape
     torch.Size([2, 10])
     """
 
     def __init__(self, n_in, n_classes, in_maps=6, channels=(32, 64), kernel_size=5, stride=2,
-                 hidden=256, adaptive=False, tau_mem=20.0, tau_adapt=200.0, tau_out=20.0, alpha=1.8,
+                 hidden=256, adaptive=False, tau_mem=TAU_MEM, tau_adapt=TAU_ADAPT, tau_out=TAU_OUT, alpha=1.8,
                  threshold=1.0, learn_beta=True, reset="subtract", surrogate="atan", slope=None,
-                 dropout=0.0, readout="mean"):
+                 dropout=0.0, readout="mean", *, dt):
         super().__init__()
         if n_in % in_maps:
             raise ValueError(f"n_in={n_in} is not a multiple of in_maps={in_maps}")
+        self.dt = dt
         neuron = dict(threshold=threshold, reset=reset, surrogate=surrogate, slope=slope)
-        cell = dict(beta=_decay(tau_mem), learn_beta=learn_beta, **neuron)
+        cell = dict(dt=dt, tau_mem=tau_mem, learn_beta=learn_beta, **neuron)
         if adaptive:
-            cell.update(rho=_decay(tau_adapt), alpha=alpha)
+            cell.update(tau_adapt=tau_adapt, alpha=alpha)
         self.in_maps = in_maps
         self.convs = nn.ModuleList()
         maps, self._lengths = in_maps, [n_in // in_maps]
@@ -339,7 +338,7 @@ class ConvSNN(_StepModel):
             self.hidden = _Dense(nn.Linear(flat, hidden), (ALIF if adaptive else LIF)(hidden, **cell))
             flat = hidden
         self.dropout = nn.Dropout(dropout)
-        self.readout = _Readout(flat, n_classes, readout, _decay(tau_out), neuron)
+        self.readout = _Readout(flat, n_classes, readout, dt, tau_out, neuron)
         self._layers = len(self.convs) + (self.hidden is not None) + 1
 
     def _run(self, x, state, mask):
@@ -380,22 +379,23 @@ class SCBAMSNN(_StepModel):
         See :class:`snn.layers.SpikingConvLSTM1d`; ``none`` is the same model without attention.
     reduction, attention_kernel : int
         Channel-MLP ratio and frequency-conv kernel of the attention.
-    threshold, surrogate, slope, tau_out, dropout, readout
-        Output-spike threshold of the cells; the rest as in :class:`SRNN`.
+    threshold, surrogate, slope, tau_out, dropout, readout, dt
+        Output-spike threshold of the cells; the rest as in :class:`SRNN` (the cells have no time constant).
 
     Examples
     --------
-    >>> model = SCBAMSNN(120, 10)
+    >>> model = SCBAMSNN(120, 10, dt=10.0)
     >>> model(torch.zeros(30, 2, 120), lengths=torch.tensor([30, 20])).shape
     torch.Size([2, 10])
     """
 
     def __init__(self, n_in, n_classes, in_maps=6, maps=(32,), kernel_size=5, stride=2, attention="cbam",
-                 reduction=4, attention_kernel=7, threshold=0.1, surrogate="atan", slope=None, tau_out=20.0,
-                 dropout=0.0, readout="mean"):
+                 reduction=4, attention_kernel=7, threshold=0.1, surrogate="atan", slope=None, tau_out=TAU_OUT,
+                 dropout=0.0, readout="mean", *, dt):
         super().__init__()
         if n_in % in_maps:
             raise ValueError(f"n_in={n_in} is not a multiple of in_maps={in_maps}")
+        self.dt = dt
         self.in_maps = in_maps
         self.cells = nn.ModuleList()
         channels, self._lengths = in_maps, [n_in // in_maps]
@@ -407,7 +407,7 @@ class SCBAMSNN(_StepModel):
         length = self._lengths[-1]
         self.dropout = nn.Dropout(dropout)
         neuron = dict(threshold=1.0, reset="subtract", surrogate=surrogate, slope=slope)
-        self.readout = _Readout(channels * length, n_classes, readout, _decay(tau_out), neuron)
+        self.readout = _Readout(channels * length, n_classes, readout, dt, tau_out, neuron)
         self._layers = len(self.cells) + 1
 
     def forward(self, x, lengths=None, return_attention=False):
@@ -453,15 +453,18 @@ class ANN(nn.Module):
     n_in, n_classes : int
     hidden : int or tuple of int
         GRU units per layer; each layer's output sequence is a stage a distillation can match.
+    dt : float
+        Time bin of the input in ms (required, as for the SNNs; the GRUs have no time constant); ``model.dt``.
 
     Examples
     --------
-    >>> ANN(120, 10)(torch.zeros(30, 2, 120), torch.tensor([30, 12])).shape
+    >>> ANN(120, 10, dt=10.0)(torch.zeros(30, 2, 120), torch.tensor([30, 12])).shape
     torch.Size([2, 10])
     """
 
-    def __init__(self, n_in, n_classes, hidden=(256,)):
+    def __init__(self, n_in, n_classes, hidden=(256,), *, dt):
         super().__init__()
+        self.dt = dt
         sizes = (n_in, *((hidden,) if isinstance(hidden, int) else hidden))
         self.grus = nn.ModuleList(nn.GRU(a, b) for a, b in zip(sizes, sizes[1:]))
         self.readout = nn.Linear(sizes[-1], n_classes)

@@ -88,7 +88,7 @@ def test_the_forget_gate_attention_is_what_the_cell_uses():
 @pytest.mark.parametrize("attention", ["cbam", "temporal", "none"])
 def test_padding_never_changes_the_logits(attention):
     torch.manual_seed(4)
-    model = SCBAMSNN(24, 3, in_maps=6, maps=(8,), attention=attention).eval()
+    model = SCBAMSNN(24, 3, in_maps=6, maps=(8,), attention=attention, dt=10.0).eval()
     x = (torch.rand(15, 2, 24) < 0.3).float()
     lengths = torch.tensor([15, 9])
     padded = torch.cat([x, torch.ones(5, 2, 24)])  # junk after the end must not matter
@@ -100,13 +100,13 @@ def test_padding_never_changes_the_logits(attention):
 
 
 def test_attention_costs_at_most_five_percent_more_parameters():
-    n = {a: sum(p.numel() for p in SCBAMSNN(120, 10, attention=a).parameters()) for a in SpikingConvLSTM1d.ATTENTION}
+    n = {a: sum(p.numel() for p in SCBAMSNN(120, 10, attention=a, dt=10.0).parameters()) for a in SpikingConvLSTM1d.ATTENTION}
     assert all(n["none"] < n[a] <= 1.05 * n["none"] for a in SpikingConvLSTM1d.ATTENTION if a != "none")
 
 
 def test_surrogate_gradient_reaches_every_parameter():
     torch.manual_seed(5)
-    model = SCBAMSNN(24, 3, in_maps=6, maps=(8,), attention="cbam")
+    model = SCBAMSNN(24, 3, in_maps=6, maps=(8,), attention="cbam", dt=10.0)
     x = (torch.rand(20, 4, 24) < 0.3).float()
     torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2, 0])).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
@@ -145,7 +145,7 @@ def test_synops_count_the_input_recurrent_and_readout_synapses():
     from snn.layers import conv_fan_out
 
     torch.manual_seed(6)
-    model = SCBAMSNN(24, 3, in_maps=6, maps=(8,), attention="cbam").eval()
+    model = SCBAMSNN(24, 3, in_maps=6, maps=(8,), attention="cbam", dt=10.0).eval()
     model.cells[0].conv_x.weight.data *= 4
     x = (torch.rand(15, 2, 24) < 0.3).float()
     with record_activity(model) as act:
