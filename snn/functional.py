@@ -213,13 +213,18 @@ def _torch_backward(h, gs, gho, w, beta, theta, alpha, rho, omr, adaptive, zero_
 def _sequence_forward(x, weight, beta, theta, alpha, rho, omr, adaptive, zero_reset, membrane, v0, a0, s0):
     """``(s, h, v, a, replay)``: spikes, the membrane (a [1, B, N] scratch when neither asked for nor
     needed by backward), the final membrane and adaptation [B, N] and whether backward replays the
-    forward from ``x``. The initial state v0, a0, s0 is [B, N] (s0 is read by recurrent neurons only)."""
+    forward from ``x``. The initial state v0, a0, s0 is [B, N] or None (zeros); s0 is read by
+    recurrent neurons only, and for non-adaptive ones ``a`` stays as it was."""
+    # fresh buffers: the kernels overwrite them with the final state (one allocation each, as
+    # streaming one step per call makes this cost count)
+    v, a = (x.new_zeros(x.shape[1:]) if t is None else t.clone() for t in (v0, a0))
+    if weight is not None and s0 is None:
+        s0 = x.new_zeros(x.shape[1:])
     if not _use_numba(x):
-        return (*_torch_forward(x, weight, beta, theta, alpha, rho, omr, adaptive, zero_reset, v0, a0, s0), False)
+        return (*_torch_forward(x, weight, beta, theta, alpha, rho, omr, adaptive, zero_reset, v, a, s0), False)
     replay = weight is None
     s = torch.empty_like(x)
     h = torch.empty_like(x) if membrane or not replay else x.new_empty(1, *x.shape[1:])
-    v, a = v0.clone(), a0.clone()  # the kernels overwrite them with the final state
     b = _np(beta)  # non-adaptive inference passes beta for alpha, rho and 1 - rho: convert it once
     args = (b, _np(theta), *(b if p is beta else _np(p) for p in (alpha, rho, omr)), adaptive, zero_reset,
             s.numpy(), h.numpy(), v.numpy(), a.numpy())
@@ -245,11 +250,13 @@ class _NeuronSequence(torch.autograd.Function):
                 membrane):
         omr = 1 - rho
         s, h, v, a, replay = _sequence_forward(x, weight, beta, theta, alpha, rho, omr, adaptive, zero_reset,
-                                               membrane, *_zeros_if_none((v0, a0, s0), x))
+                                               membrane, v0, a0, s0)
         ctx.save_for_backward(x if replay else h, weight, beta, theta, alpha, rho, omr, v0, a0, s0)
         ctx.cfg = replay, adaptive, zero_reset, surrogate, k
         ctx.set_materialize_grads(False)
-        return s, (h if membrane else None), v, (a if adaptive else None)
+        if not adaptive:
+            ctx.mark_non_differentiable(a)  # zeros, never updated
+        return s, (h if membrane else None), v, a
 
     @staticmethod
     def backward(ctx, gs, gho, gv, ga):
@@ -342,9 +349,9 @@ def _sequence(x, weight, beta, threshold, rho, alpha, adaptive, reset, surrogate
         # (without adaptation the kernels never read alpha, rho and 1 - rho: beta stands in for them)
         alpha, rho, omr = (alpha, rho, 1 - rho) if adaptive else (beta, beta, beta)
         s, h, v, a, _ = _sequence_forward(x, weight, beta, threshold, alpha, rho, omr, adaptive, zero_reset,
-                                          return_membrane, *_zeros_if_none(init, x))
-    if not adaptive:
-        a = x.new_zeros(x.shape[1:]) if a0 is None else a0
+                                          return_membrane, *init)
+    if not adaptive and a0 is not None:
+        a = a0  # unchanged: the identity, also for autograd
     last = s[-1] if len(x) else (x.new_zeros(x.shape[1:]) if s0 is None else s0)
     state = NeuronState(v, a, last)
     return (s, h, state) if return_membrane else (s, state)
