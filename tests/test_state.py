@@ -273,3 +273,18 @@ def test_dt_is_required_and_checked():
         snn.LIF(3, dt=0.0)
     with pytest.raises(ValueError, match="time constants"):
         snn.LIF(3, dt=1.0, tau_mem=-5.0)
+
+
+def test_version_1_model_files_load_with_time_constants_in_ms(tmp_path):
+    """Files saved before time was in ms hold time constants in bins and no dt: loading converts them."""
+    from snn import kws
+
+    enc = kws.encoder_config("spiketrum", 8000, 500)
+    model = kws.build_model("srnn", enc.n_channels, 2, hidden=(8,), tau_mem=10.0, dt=20.0)
+    torch.save({"format": kws.MODEL_FORMAT, "version": 1, "model_name": "srnn",
+                "model_kwargs": {"hidden": (8,), "tau_mem": 0.5}, "state_dict": model.state_dict(),
+                "encoder": enc.to_json(), "dt": 0.02, "classes": ["a", "b"]}, tmp_path / "model.pt")
+    run = kws.Run.load(tmp_path)
+    assert run.model_kwargs == {"hidden": (8,), "tau_mem": 10.0, "dt": 20.0} and run.model.dt == 20.0
+    run.save(tmp_path / "again.pt")
+    assert kws.Run.load(tmp_path / "again.pt").model_kwargs == run.model_kwargs
