@@ -17,7 +17,7 @@ import torch
 from snn.models import SCBAMSNN
 attention, steps, batch, bins = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 torch.manual_seed(0)
-model = SCBAMSNN(120, 10, attention=attention)
+model = SCBAMSNN(120, 10, attention=attention, dt=10.0)
 opt = torch.optim.AdamW(model.parameters(), 2e-3)
 x = (torch.rand(bins, batch, 120) < 0.08).float()
 y = torch.randint(0, 10, (batch,))

@@ -18,6 +18,7 @@ Each variant runs in its own process, ``--repeats`` times interleaved with the o
 """
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from torch import nn
 
 T, B, N_IN, N = 100, 32, 128, 256
 BETA, TAU = 0.9, 10.0  # SpikingJelly's decay is 1 - 1/tau
+TAU_MS = -1.0 / math.log(BETA)  # ours, at bins of 1 ms: a decay of exp(-1 / TAU_MS) = BETA per step
 
 
 def data():
@@ -49,15 +51,15 @@ def linear(scale=1.0):
 def ours():
     import snn
 
-    lin, lif = linear(), snn.LIF(N, beta=BETA)
-    return lambda x: lif(lin(x))
+    lin, lif = linear(), snn.LIF(N, dt=1.0, tau_mem=TAU_MS)
+    return lambda x: lif(lin(x))[0]
 
 
 def ours_rec():
     import snn
 
-    lin, rlif = linear(), snn.RLIF(N, beta=BETA)
-    return lambda x: rlif(lin(x))
+    lin, rlif = linear(), snn.RLIF(N, dt=1.0, tau_mem=TAU_MS)
+    return lambda x: rlif(lin(x))[0]
 
 
 def spikingjelly():

@@ -8,6 +8,11 @@ One step of a (recurrent, adaptive) LIF neuron, state (v, a) after step t-1, spi
     v_t     = h_t - theta_t s_t  (subtract)  or  h_t (1 - s_t)  (zero)
     a_t     = rho * a_{t-1} + (1 - rho) s_t
 
+The state (v, a, s) before step 0 is an input and the state after the last step an output, so that a
+sequence can run in chunks: kernels take [B, N] buffers holding the initial v, a (forward) or the
+incoming gradients of the final v, a (backward) and overwrite them with the final state (forward) or
+the gradients of the initial state (backward).
+
 Forward kernels write s and h. Backward recomputes s, v, theta and a bit-exactly, from the saved h
 (recurrent) or by replaying the forward from the input x (feed-forward), because the kernels repeat
 the forward's float operations in the same order (numba does not contract a * b + c into an FMA
@@ -70,9 +75,10 @@ def _forward_row(xr, rr, recurrent, hr, sr, v, a, be, te, al, rh, om, adaptive, 
 
 
 @nb.njit(cache=True, parallel=True, error_model="numpy")
-def ff_forward(x, beta, theta, alpha, rho, omr, adaptive, zero_reset, s, h, block):
+def ff_forward(x, beta, theta, alpha, rho, omr, adaptive, zero_reset, s, h, vs, avs, block):
     """LIF/ALIF over x[T, B, N]; writes spikes s [T, B, N] and the pre-reset membrane h, either
-    [T, B, N] or, when not wanted, a [1, B, N] scratch overwritten at every step.
+    [T, B, N] or, when not wanted, a [1, B, N] scratch overwritten at every step. ``vs``, ``avs``
+    [B, N]: the initial membrane and adaptation, overwritten with the final ones.
 
     Parallel jobs are blocks of ``block`` neurons of one batch row (see :func:`block_size`).
     """
@@ -83,21 +89,24 @@ def ff_forward(x, beta, theta, alpha, rho, omr, adaptive, zero_reset, s, h, bloc
         b = job // nblk
         n0 = (job % nblk) * block
         n1 = min(n0 + block, N)
-        v = np.zeros(n1 - n0, x.dtype)
-        a = np.zeros(n1 - n0, x.dtype)
+        # local copies: fresh arrays LLVM knows alias nothing else, as before the state was an input
+        v = vs[b, n0:n1].copy()
+        a = avs[b, n0:n1].copy()
         be, te, al, rh, om = beta[n0:n1], theta[n0:n1], alpha[n0:n1], rho[n0:n1], omr[n0:n1]
         for t in range(T):
             xr = x[t, b, n0:n1]
             _forward_row(xr, xr, False, h[t if keep_h else 0, b, n0:n1], s[t, b, n0:n1], v, a, be,
                          te, al, rh, om, adaptive, zero_reset)
+        vs[b, n0:n1] = v
+        avs[b, n0:n1] = a
 
 
 @nb.njit(cache=True, error_model="numpy")
-def _adaptation_history(h, b, theta, alpha, rho, omr):
-    """a_{t-1} for every step t of row b, replayed from the saved membrane h (a_{-1} = 0)."""
+def _adaptation_history(h, b, a0, theta, alpha, rho, omr):
+    """a_{t-1} for every step t of row b, replayed from the saved membrane h and a_{-1} = a0[b]."""
     T, _, N = h.shape
     hist = np.empty((T, N), h.dtype)
-    a = np.zeros(N, h.dtype)
+    a = a0[b].copy()
     for t in range(T):
         hr, hi = h[t, b], hist[t]
         for i in range(N):
@@ -108,18 +117,19 @@ def _adaptation_history(h, b, theta, alpha, rho, omr):
 
 
 @nb.njit(cache=True, inline="always", error_model="numpy")
-def _backward_row(first, hr, hp, gsr, ghor, has_gho, apr, app, be, te, al, rh, om, adaptive,
+def _backward_row(first, hr, hp, v0r, gsr, ghor, has_gho, apr, app, be, te, al, rh, om, adaptive,
                   zero_reset, kind, k, gv, ga, gxr, acc):
-    """Backward of one step for one row: h row hr (hp: previous step, unused when ``first``), spike
-    gradient gsr, membrane-output gradient ghor, a_{t-1} row apr (app: a_{t-2}). Writes gxr,
-    updates the carries gv, ga and the parameter sums acc[4, w].
+    """Backward of one step for one row: h row hr (hp: previous step, unused when ``first``; then
+    v_{t-1} is the initial membrane row v0r), spike gradient gsr, membrane-output gradient ghor,
+    a_{t-1} row apr (app: a_{t-2}). Writes gxr, updates the carries gv, ga and the parameter sums
+    acc[4, w].
 
     Every load and store is unconditional (callers pass stand-in rows, non-adaptive neurons have
     alpha = rho = 0 so that a, ga and their sums stay 0): a memory access behind a runtime flag
     keeps LLVM from vectorising the loop (measured 3.5x slower).
     """
     for i in range(hr.shape[0]):
-        ap, app_i, hpi, ght = apr[i], app[i], hp[i], ghor[i]
+        ap, app_i, hpi, ght, v0i = apr[i], app[i], hp[i], ghor[i], v0r[i]
         te_i, al_i, rh_i, om_i, ga_i, g_v, ht = te[i], al[i], rh[i], om[i], ga[i], gv[i], hr[i]
         if not adaptive:
             ap = 0.0
@@ -128,7 +138,7 @@ def _backward_row(first, hr, hp, gsr, ghor, has_gho, apr, app, be, te, al, rh, o
         thp = te_i + al_i * app_i if adaptive else te_i
         vp = (0.0 if zero_reset else hpi - thp) if hpi > thp else hpi
         if first:
-            vp = 0.0
+            vp = v0i
         G = gsr[i] - (ht if zero_reset else th) * g_v
         if adaptive:
             G += om_i * ga_i
@@ -147,9 +157,11 @@ def _backward_row(first, hr, hp, gsr, ghor, has_gho, apr, app, be, te, al, rh, o
 
 
 @nb.njit(cache=True, parallel=True, error_model="numpy")
-def ff_backward(x, gs, gho, has_gho, beta, theta, alpha, rho, omr, adaptive, zero_reset, kind, k,
-                gx, gpar, block):
-    """BPTT of ff_forward from its input x: writes gx[T, B, N] and gpar[B, 4, N].
+def ff_backward(x, v0, a0, gs, gho, has_gho, beta, theta, alpha, rho, omr, adaptive, zero_reset,
+                kind, k, gx, gpar, gvs, gas, block):
+    """BPTT of ff_forward from its input x and initial state v0, a0 [B, N]: writes gx[T, B, N] and
+    gpar[B, 4, N]; ``gvs``, ``gas`` [B, N] hold dL/dv, dL/da of the final state and are overwritten
+    with those of the initial state.
 
     Each job first replays its block's forward into a [T, block] scratch (h, and a for adaptive
     neurons): cheap, and it spares the forward a [T, B, N] membrane that backward would re-read.
@@ -165,8 +177,9 @@ def ff_backward(x, gs, gho, has_gho, beta, theta, alpha, rho, omr, adaptive, zer
         be, te, al, rh, om = beta[n0:n1], theta[n0:n1], alpha[n0:n1], rho[n0:n1], omr[n0:n1]
         hs = np.empty((T, w), x.dtype)
         ah = np.zeros((T if adaptive else 1, w), x.dtype)  # a_{t-1} per step; zeros: stand-in
-        v = np.zeros(w, x.dtype)
-        a = np.zeros(w, x.dtype)
+        v0r = v0[b, n0:n1]
+        v = v0r.copy()
+        a = a0[b, n0:n1].copy()
         spikes = np.empty(w, x.dtype)
         for t in range(T):
             if adaptive:
@@ -174,17 +187,19 @@ def ff_backward(x, gs, gho, has_gho, beta, theta, alpha, rho, omr, adaptive, zer
             xr = x[t, b, n0:n1]
             _forward_row(xr, xr, False, hs[t], spikes, v, a, be, te, al, rh, om, adaptive,
                          zero_reset)
-        gv = np.zeros(w, x.dtype)
-        ga = np.zeros(w, x.dtype)
+        gv = gvs[b, n0:n1].copy()
+        ga = gas[b, n0:n1].copy()
         g_s = np.empty(w, x.dtype)
         acc = np.zeros((4, w))
         for t in range(T - 1, -1, -1):
             g_s[:] = gs[t, b, n0:n1]  # gs may be strided (a broadcast loss gradient): copy the row
             tp = max(t - 1, 0)
-            _backward_row(t == 0, hs[t], hs[tp], g_s, gho[t, b, n0:n1] if has_gho else g_s, has_gho,
-                          ah[t] if adaptive else ah[0], ah[tp] if adaptive else ah[0], be, te, al, rh,
-                          om, adaptive, zero_reset, kind, k, gv, ga, gx[t, b, n0:n1], acc)
+            _backward_row(t == 0, hs[t], hs[tp], v0r, g_s, gho[t, b, n0:n1] if has_gho else g_s,
+                          has_gho, ah[t] if adaptive else ah[0], ah[tp] if adaptive else ah[0], be, te,
+                          al, rh, om, adaptive, zero_reset, kind, k, gv, ga, gx[t, b, n0:n1], acc)
         gpar[b, :, n0:n1] = acc
+        gvs[b, n0:n1] = gv
+        gas[b, n0:n1] = ga
 
 
 @nb.njit(cache=True, error_model="numpy")
@@ -207,22 +222,24 @@ def _sum_rows(wt, spikes, idx, out):
 
 
 @nb.njit(cache=True, parallel=True, error_model="numpy")
-def rec_forward(x, wt, beta, theta, alpha, rho, omr, adaptive, zero_reset, s, h):
-    """Recurrent LIF/ALIF: like ff_forward plus W s_{t-1}, with ``wt = W.T`` contiguous.
+def rec_forward(x, wt, beta, theta, alpha, rho, omr, adaptive, zero_reset, s, h, vs, avs, s0):
+    """Recurrent LIF/ALIF: like ff_forward plus W s_{t-1}, with ``wt = W.T`` contiguous and the
+    spikes before step 0 in s0 [B, N].
 
     Rows of the batch are independent, so the parallel loop runs over them.
     """
     T, B, N = x.shape
     for b in nb.prange(B):
-        v = np.zeros(N, x.dtype)
-        a = np.zeros(N, x.dtype)
+        v = vs[b].copy()
+        a = avs[b].copy()
         rec = np.zeros(N, x.dtype)
         idx = np.empty(N, np.int64)
         for t in range(T):
-            if t > 0:
-                _sum_rows(wt, s[t - 1, b], idx, rec)
+            _sum_rows(wt, s[t - 1, b] if t > 0 else s0[b], idx, rec)
             _forward_row(x[t, b], rec, True, h[t, b], s[t, b], v, a, beta, theta, alpha, rho, omr,
                          adaptive, zero_reset)
+        vs[b] = v
+        avs[b] = a
 
 
 @nb.njit(cache=True, fastmath={"contract"}, error_model="numpy")
@@ -256,10 +273,11 @@ def _vecmat(g, w, out):
 
 
 @nb.njit(cache=True, parallel=True, error_model="numpy")
-def rec_backward(h, gs, gho, has_gho, w, beta, theta, alpha, rho, omr, adaptive, zero_reset, kind,
-                 k, gx, gpar, gwt):
-    """BPTT of rec_forward: writes gx, gpar and ``gwt[c]``, the part of dL/dW.T from row chunk c.
-    The spike gradient gs may have any strides.
+def rec_backward(h, v0, a0, s0, gs, gho, has_gho, w, beta, theta, alpha, rho, omr, adaptive,
+                 zero_reset, kind, k, gx, gpar, gwt, gvs, gas, gs0, want_gs0):
+    """BPTT of rec_forward from the saved h and the initial state v0, a0, s0 [B, N]: writes gx, gpar
+    and ``gwt[c]``, the part of dL/dW.T from row chunk c. The spike gradient gs may have any strides.
+    ``gvs``, ``gas`` [B, N]: as in ff_backward; with ``want_gs0``, gs0 [B, N] gets dL/ds0.
 
     The spike gradient from step t+1 is dL/dh_{t+1} @ W, dense; the rows of a chunk step back in
     time together so that this is a matrix product. dL/dW.T gets the row dL/dh_{t+1} once per spike
@@ -274,9 +292,9 @@ def rec_backward(h, gs, gho, has_gho, w, beta, theta, alpha, rho, omr, adaptive,
         ah = np.zeros((R, T if adaptive else 1, N), h.dtype)
         if adaptive:
             for r in range(R):
-                ah[r] = _adaptation_history(h, b0 + r, theta, alpha, rho, omr)
-        gv = np.zeros((R, N), h.dtype)
-        ga = np.zeros((R, N), h.dtype)
+                ah[r] = _adaptation_history(h, b0 + r, a0, theta, alpha, rho, omr)
+        gv = gvs[b0:b1].copy()
+        ga = gas[b0:b1].copy()
         gsum = np.zeros((R, N), h.dtype)  # dL/ds_t: from outside plus through W at step t+1
         acc = np.zeros((R, 4, N))
         for t in range(T - 1, -1, -1):
@@ -284,52 +302,56 @@ def rec_backward(h, gs, gho, has_gho, w, beta, theta, alpha, rho, omr, adaptive,
                 gsum[r] += gs[t, b0 + r]
                 b, tp = b0 + r, max(t - 1, 0)
                 # rows as slices [t, b, 0:N]: h[t, b] makes this loop 1.4x slower (measured)
-                _backward_row(t == 0, h[t, b, 0:N], h[tp, b, 0:N], gsum[r],
+                _backward_row(t == 0, h[t, b, 0:N], h[tp, b, 0:N], v0[b, 0:N], gsum[r],
                               gho[t, b, 0:N] if has_gho else gsum[r], has_gho,
                               ah[r, t] if adaptive else ah[r, 0], ah[r, tp] if adaptive else ah[r, 0],
                               beta, theta, alpha, rho, omr, adaptive, zero_reset, kind, k, gv[r],
                               ga[r], gx[t, b, 0:N], acc[r])
-            if t > 0:
-                gh = gx[t, b0:b1]
+            gh = gx[t, b0:b1]
+            if t > 0 or want_gs0:
                 _vecmat(gh, w, gsum)
-                for r in range(R):
-                    hp, ap = h[t - 1, b0 + r], ah[r, t - 1 if adaptive else 0]
-                    for m in range(N):
-                        thp = theta[m] + alpha[m] * ap[m] if adaptive else theta[m]
-                        if hp[m] > thp:  # neuron m spiked at step t-1
-                            row = g_wt[m]
-                            for n in range(N):
-                                row[n] += gh[r, n]
+            tp = max(t - 1, 0)
+            for r in range(R):
+                hp, ap, sp0 = h[tp, b0 + r], ah[r, tp if adaptive else 0], s0[b0 + r]
+                for m in range(N):
+                    thp = theta[m] + alpha[m] * ap[m] if adaptive else theta[m]
+                    # neuron m spiked at step t-1 (before step 0: in the initial state)
+                    if (hp[m] > thp) if t > 0 else (sp0[m] != 0.0):
+                        row = g_wt[m]
+                        for n in range(N):
+                            row[n] += gh[r, n]
         gpar[b0:b1] = acc
+        gvs[b0:b1] = gv
+        gas[b0:b1] = ga
+        if want_gs0:
+            gs0[b0:b1] = gsum
 
 
 @nb.njit(cache=True, parallel=True, error_model="numpy")
-def li_forward(x, beta, u):
-    """Leaky integrator u_t = beta u_{t-1} + x_t over x[T, B, N]."""
+def li_forward(x, beta, u0, u):
+    """Leaky integrator u_t = beta u_{t-1} + x_t over x[T, B, N], from u_{-1} = u0 [B, N]."""
     T, B, N = x.shape
-    if T == 0:
-        return
     for b in nb.prange(B):
-        ur = u[0, b]
-        ur[:] = x[0, b]
-        for t in range(1, T):
+        ur = u0[b]
+        for t in range(T):
             up, ur, xr = ur, u[t, b], x[t, b]
             for n in range(N):
                 ur[n] = beta[n] * up[n] + xr[n]
 
 
 @nb.njit(cache=True, parallel=True, error_model="numpy")
-def li_backward(u, gu, beta, gx, gbeta):
-    """BPTT of li_forward: gx[T, B, N] and per-row gbeta[B, N]."""
+def li_backward(u, u0, gu, beta, gx, gbeta, gu0):
+    """BPTT of li_forward: gx[T, B, N], per-row gbeta[B, N] and dL/du0 in gu0 [B, N]."""
     T, B, N = u.shape
     for b in nb.prange(B):
         g = np.zeros(N, u.dtype)
         acc = np.zeros(N)
         for t in range(T - 1, -1, -1):
-            gur, gxr, up = gu[t, b], gx[t, b], u[max(t - 1, 0), b]
+            gur, gxr, up = gu[t, b], gx[t, b], u[t - 1, b] if t > 0 else u0[b]
             for n in range(N):
                 g[n] = gur[n] + beta[n] * g[n]
                 gxr[n] = g[n]
-                if t > 0:
-                    acc[n] += g[n] * up[n]
+                acc[n] += g[n] * up[n]
         gbeta[b] = acc
+        for n in range(N):
+            gu0[b, n] = beta[n] * g[n]

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .layers import ALIF
-from .models import _decay, _Readout, _SpikingModel, valid_mean
+from .layers import ALIF, TAU_ADAPT, TAU_MEM, TAU_OUT
+from .models import _Readout, _SpikingModel, valid_mean
 from .trainer import Callback, Trainer, seed_everything
 
 METHODS = ("cg", "finetune", "joint", "ewc", "xdg")
@@ -117,8 +117,8 @@ class ContextSNN(_SpikingModel):
         Standard deviation of the initial ``W_c``.
     gate_bias : float
         Added inside the gate's sigmoid: below 0, each task starts with a minority of its gates open.
-    tau_mem, tau_adapt, tau_out : float
-        As in :class:`~snn.models.SRNN`.
+    tau_mem, tau_adapt, tau_out, dt : float
+        As in :class:`~snn.models.SRNN` (ms; ``dt`` required).
     surrogate, slope
         See :func:`snn.functional.spike`. The default triangle of slope 2 is zero below half the threshold.
 
@@ -129,19 +129,20 @@ class ContextSNN(_SpikingModel):
     """
 
     def __init__(self, n_in, n_tasks, n_classes, hidden=128, spikes="multi", context_scale=2.0, context_init=0.01,
-                 gate_bias=0.0, tau_mem=20.0, tau_adapt=200.0, tau_out=20.0, surrogate="triangle", slope=2.0):
+                 gate_bias=0.0, tau_mem=TAU_MEM, tau_adapt=TAU_ADAPT, tau_out=TAU_OUT, surrogate="triangle", slope=2.0,
+                 *, dt):
         super().__init__()
         if spikes not in ("multi", "single"):
             raise ValueError(f"spikes must be 'multi' or 'single', got {spikes!r}")
         self.n_in, self.n_tasks, self.spikes, self.context_scale = n_in, n_tasks, spikes, context_scale
-        self.gate_bias = gate_bias
+        self.gate_bias, self.dt = gate_bias, dt
         self.input = nn.Linear(n_in, hidden)
         self.context = nn.Linear(n_tasks, hidden, bias=False)
         nn.init.normal_(self.context.weight, std=context_init)
         # Feed-forward neurons: a recurrent input could wake a gated neuron and leak gradient into it.
-        self.neurons = ALIF(hidden, beta=_decay(tau_mem), rho=_decay(tau_adapt), learn_beta=True,
+        self.neurons = ALIF(hidden, dt=dt, tau_mem=tau_mem, tau_adapt=tau_adapt, learn_beta=True,
                             surrogate=surrogate, slope=slope)
-        self.readout = _Readout(hidden, n_classes, "mean", _decay(tau_out), {})
+        self.readout = _Readout(hidden, n_classes, "mean", dt, tau_out, {})
         self.register_buffer("gates", torch.ones(n_tasks, hidden))
         self.last = None  # (hidden spikes [T, B, H], context c~ [B, K], valid-step mask [T, B]) of the last forward
 
@@ -159,12 +160,12 @@ class ContextSNN(_SpikingModel):
         if x.shape[-1] != self.n_in + self.n_tasks:
             raise ValueError(f"x has {x.shape[-1]} channels; this model takes {self.n_in} + {self.n_tasks} task channels")
         g, c = self.gate(self.task_of(x))
-        s = self.neurons(g[None] * self.input(x[..., :self.n_in]))
+        s, _ = self.neurons(g[None] * self.input(x[..., :self.n_in]))
         if self.spikes == "single":  # pass on only each neuron's first spike
             s = s * (torch.cumsum(s.detach(), 0) - s.detach() == 0).to(s.dtype)
         self.last = (s.detach(), c.detach(), mask)
         self._log("hidden0", s, mask, self.readout.linear.out_features)
-        return self.readout(s, mask)
+        return self.readout.reduce(self.readout.steps(s, None)[0], mask)
 
 
 def oja(w, pre, post, lr):
@@ -347,12 +348,13 @@ def check_options(methods=METHODS, *, hidden=128, spikes="multi", rule="oja", he
                          f"with, got {xdg_fraction}")
 
 
-def run_method(method, tasks, sets, n_in, collate, config, *, hidden=128, spikes="multi", rule="oja", hebb_lr=None,
+def run_method(method, tasks, sets, n_in, collate, config, *, dt, hidden=128, spikes="multi", rule="oja", hebb_lr=None,
                context_scale=4.0, context_init=1.0, gate_bias=-3.0, ewc_lambda=1000.0, xdg_fraction=0.8, device=None,
                progress=None):
     """Train one method over the task sequence; returns its result dict (accuracy matrix, metrics, selectivity).
 
-    ``sets`` is ``(train, val, test)``, each a list with one :class:`TaskSet` per task. ``progress`` is called
+    ``sets`` is ``(train, val, test)``, each a list with one :class:`TaskSet` per task, binned at ``dt`` ms
+    (as :func:`continual`'s). ``progress`` is called
     with a message after each task. ``context_scale``, ``context_init`` and ``gate_bias`` set CG's task-unit
     pathway (see :class:`ContextSNN`): strong random gates, most of them closed, so that each task starts on a
     minority of the neurons and the local rule can claim them. The other methods get the neutral pathway
@@ -362,7 +364,7 @@ def run_method(method, tasks, sets, n_in, collate, config, *, hidden=128, spikes
     n_tasks, n_classes = len(tasks), max(max(t.labels) for t in tasks) + 1
     seed_everything(config.seed)
     pathway = dict(context_scale=context_scale, context_init=context_init, gate_bias=gate_bias) if method == "cg" else {}
-    model = ContextSNN(n_in, n_tasks, n_classes, hidden=hidden, spikes=spikes, **pathway)
+    model = ContextSNN(n_in, n_tasks, n_classes, hidden=hidden, spikes=spikes, dt=dt, **pathway)
     callbacks, settings = [], {"method": method, "hidden": hidden, "spikes": spikes, **pathway}
     if method == "cg":
         callbacks.append(ContextGating(rule, hebb_lr))

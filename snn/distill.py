@@ -83,9 +83,9 @@ class KD(Callback):
         if self.online:
             self._teacher_opt = torch.optim.Adam(teacher.parameters(), lr=self.lr)
 
-    def check(self, n_in, n_classes, input_key=None):
+    def check(self, n_in, n_classes, dt, input_key=None):
         """Before training: refuse a teacher trained on other input than the student's, and build the online
-        ANN teacher for ``n_in`` channels and ``n_classes`` classes.
+        ANN teacher for ``n_in`` channels, ``n_classes`` classes and ``dt`` ms bins.
 
         ``input_key`` says what the student's input is (its encoder, time bin and classes, in any comparable
         form); a teacher given ``input_key`` at construction must match it.
@@ -94,7 +94,7 @@ class KD(Callback):
             raise ValueError(f"{self.source}: the teacher was trained on another encoding, time bin or other classes "
                              "than this run; distil only between runs on the same input")
         if self.teacher is None and self.online:
-            self._set_teacher(ANN(n_in, n_classes, hidden=(256,)))
+            self._set_teacher(ANN(n_in, n_classes, hidden=(256,), dt=dt))
 
     def _capture(self, key, index):
         def hook(module, inputs, output):

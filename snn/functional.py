@@ -5,7 +5,7 @@ numba kernels on the CPU (snn/_kernels.py), a loop over T in torch ops on other 
 keeps one [T, B, N] tensor, the input current (feed-forward neurons on the CPU: the kernel replays
 the forward) or the pre-reset membrane ``h``, and recomputes spikes, resets and adaptation.
 
-Neuron model, per step t (state after step t-1: membrane v, adaptation a, spikes s; all start at 0)::
+Neuron model, per step t (state after step t-1: membrane v, adaptation a, spikes s)::
 
     theta_t = threshold + alpha * a_{t-1}               adaptive neurons only (else threshold)
     h_t     = beta * v_{t-1} + x_t [+ s_{t-1} @ W.T]     recurrent neurons only
@@ -14,12 +14,21 @@ Neuron model, per step t (state after step t-1: membrane v, adaptation a, spikes
             = h_t * (1 - s_t)          reset="zero"
     a_t     = rho * a_{t-1} + (1 - rho) * s_t
 
+The state before step 0 is ``state`` (a :class:`NeuronState`; zeros when None) and every function
+returns the state after the last step, so that a sequence run in chunks, each starting from the
+state the previous one returned, gives the spikes of one pass (as Norse's neurons)::
+
+    spikes, state = lif_sequence(x[:100], beta)
+    more, state = lif_sequence(x[100:], beta, state=state)
+
 The spike's gradient is replaced by a surrogate ``sg'(h - theta)`` with slope ``k``
-(see :data:`SURROGATES`); gradients flow through the reset and the adaptation as well.
+(see :data:`SURROGATES`); gradients flow through the reset and the adaptation as well, and through
+both states: backpropagating through two chained calls is backpropagating through one.
 Parameters (beta, threshold, rho, alpha) are scalars or per-neuron tensors of shape ``[N]``,
 differentiable when they require grad.
 """
 import math
+from typing import NamedTuple
 
 import numba
 import torch
@@ -33,6 +42,35 @@ SURROGATES = {
     "triangle": (K.TRIANGLE, 1.0, "k max(0, 1 - k|u|)"),
 }
 RESETS = ("subtract", "zero")
+
+
+class NeuronState(NamedTuple):
+    """State of a layer of spiking neurons between two steps, each a [B, N] tensor.
+
+    Attributes
+    ----------
+    v : torch.Tensor
+        Membrane after the reset.
+    a : torch.Tensor
+        Adaptation (stays at its initial value for non-adaptive neurons).
+    s : torch.Tensor
+        Spikes (0/1) of the last step: the recurrent input ``s @ W.T`` of the next step, which the
+        CPU kernels compute as the sum of the weights of the neurons with ``s != 0``.
+
+    Examples
+    --------
+    >>> x = torch.full((4, 1, 1), 0.6)
+    >>> first, state = lif_sequence(x[:1], beta=1.0)
+    >>> round(state.v.item(), 4)
+    0.6
+    >>> rest, state = lif_sequence(x[1:], beta=1.0, state=state)
+    >>> torch.cat([first, rest]).flatten().tolist()
+    [0.0, 1.0, 0.0, 1.0]
+    """
+
+    v: torch.Tensor
+    a: torch.Tensor
+    s: torch.Tensor
 
 
 def surrogate_grad(u, surrogate="atan", slope=None):
@@ -111,10 +149,8 @@ def _np(t):
 
 
 # -- torch path (any device): same float operations in the same order as the kernels -------------
-def _torch_forward(x, w, beta, theta, alpha, rho, omr, adaptive, zero_reset):
+def _torch_forward(x, w, beta, theta, alpha, rho, omr, adaptive, zero_reset, v, a, s_prev):
     s, h = torch.empty_like(x), torch.empty_like(x)
-    v = torch.zeros_like(x[0])
-    a, s_prev = torch.zeros_like(v), torch.zeros_like(v)
     for t, xt in enumerate(x.unbind(0)):
         th = theta + alpha * a if adaptive else theta
         ht = beta * v + xt
@@ -125,20 +161,21 @@ def _torch_forward(x, w, beta, theta, alpha, rho, omr, adaptive, zero_reset):
         if adaptive:
             a = rho * a + omr * s_prev
         s[t], h[t] = s_prev, ht
-    return s, h
+    return s, h, v, a
 
 
-def _torch_backward(h, gs, gho, w, beta, theta, alpha, rho, omr, adaptive, zero_reset, surrogate, k):
-    # replay theta_t, a_{t-1} and s_t from h, as the kernels do
+def _torch_backward(h, gs, gho, w, beta, theta, alpha, rho, omr, adaptive, zero_reset, surrogate, k,
+                    v0, a0, s0, gv, ga):
+    # replay theta_t, a_{t-1} and s_t from h and a_{-1}, as the kernels do
     ths, aps, ss = torch.empty_like(h), torch.empty_like(h), torch.empty_like(h)
-    a = torch.zeros_like(h[0])
+    a = a0
     for t, ht in enumerate(h.unbind(0)):
         ths[t] = theta + alpha * a if adaptive else theta
         aps[t] = a
         ss[t] = (ht > ths[t]).to(h.dtype)
         if adaptive:
             a = rho * a + omr * ss[t]
-    gv, ga, gr = (torch.zeros_like(h[0]) for _ in range(3))
+    gr = torch.zeros_like(v0)
     gx = torch.empty_like(h)
     gpar = torch.zeros(4, h.shape[-1], dtype=h.dtype, device=h.device)
     for t in range(h.shape[0] - 1, -1, -1):
@@ -154,7 +191,9 @@ def _torch_backward(h, gs, gho, w, beta, theta, alpha, rho, omr, adaptive, zero_
         gx[t] = gh
         if t > 0:
             vp = h[t - 1] * (1 - ss[t - 1]) if zero_reset else h[t - 1] - ths[t - 1] * ss[t - 1]
-            gpar[0] += (gh * vp).sum(0)
+        else:
+            vp = v0
+        gpar[0] += (gh * vp).sum(0)
         gpar[1] += gth.sum(0)
         if adaptive:
             gpar[2] += (gth * ap).sum(0)
@@ -166,49 +205,70 @@ def _torch_backward(h, gs, gho, w, beta, theta, alpha, rho, omr, adaptive, zero_
     gw = None
     if w is not None:
         n = h.shape[-1]
-        gw = gx[1:].reshape(-1, n).t() @ ss[:-1].reshape(-1, n)
-    return gx, gw, gpar
+        s_prev = torch.cat([s0[None], ss[:-1]])  # the spikes each step's recurrent input came from
+        gw = gx.reshape(-1, n).t() @ s_prev.reshape(-1, n)
+    return gx, gw, gpar, gv, ga, gr
 
 
-def _sequence_forward(x, weight, beta, theta, alpha, rho, omr, adaptive, zero_reset, membrane):
-    """``(s, h, replay)``: spikes, the membrane (a [1, B, N] scratch when neither asked for nor
-    needed by backward) and whether backward replays the forward from ``x``."""
+def _sequence_forward(x, weight, beta, theta, alpha, rho, omr, adaptive, zero_reset, membrane, v0, a0, s0):
+    """``(s, h, v, a, replay)``: spikes, the membrane (a [1, B, N] scratch when neither asked for nor
+    needed by backward), the final membrane and adaptation [B, N] and whether backward replays the
+    forward from ``x``. The initial state v0, a0, s0 is [B, N] or None (zeros); s0 is read by
+    recurrent neurons only, and for non-adaptive ones ``a`` stays as it was."""
+    # fresh buffers: the kernels overwrite them with the final state (one allocation each, as
+    # streaming one step per call makes this cost count)
+    v, a = (x.new_zeros(x.shape[1:]) if t is None else t.clone() for t in (v0, a0))
+    if weight is not None and s0 is None:
+        s0 = x.new_zeros(x.shape[1:])
     if not _use_numba(x):
-        return (*_torch_forward(x, weight, beta, theta, alpha, rho, omr, adaptive, zero_reset), False)
+        return (*_torch_forward(x, weight, beta, theta, alpha, rho, omr, adaptive, zero_reset, v, a, s0), False)
     replay = weight is None
     s = torch.empty_like(x)
     h = torch.empty_like(x) if membrane or not replay else x.new_empty(1, *x.shape[1:])
     b = _np(beta)  # non-adaptive inference passes beta for alpha, rho and 1 - rho: convert it once
     args = (b, _np(theta), *(b if p is beta else _np(p) for p in (alpha, rho, omr)), adaptive, zero_reset,
-            s.numpy(), h.numpy())
+            s.numpy(), h.numpy(), v.numpy(), a.numpy())
     if replay:
         K.ff_forward(_np(x), *args, K.block_size(*x.shape[1:], numba.get_num_threads()))
     else:
-        K.rec_forward(_np(x), _np(weight.t()), *args)
-    return s, h, replay
+        K.rec_forward(_np(x), _np(weight.t()), *args, _np(s0))
+    return s, h, v, a, replay
+
+
+def _zeros_if_none(state, x):
+    """The initial state's tensors, zeros [B, N] where None (no state given)."""
+    return [x.new_zeros(x.shape[1:]) if t is None else t for t in state]
 
 
 class _NeuronSequence(torch.autograd.Function):
     """One autograd node for the whole sequence. Saved for backward: the input x on the CPU
-    without recurrence (the kernel replays the forward), else the membrane h."""
+    without recurrence (the kernel replays the forward), else the membrane h; and the initial
+    state, None when none was given (zeros)."""
 
     @staticmethod
-    def forward(ctx, x, weight, beta, theta, alpha, rho, adaptive, zero_reset, surrogate, k,
+    def forward(ctx, x, weight, beta, theta, alpha, rho, v0, a0, s0, adaptive, zero_reset, surrogate, k,
                 membrane):
         omr = 1 - rho
-        s, h, replay = _sequence_forward(x, weight, beta, theta, alpha, rho, omr, adaptive, zero_reset, membrane)
-        ctx.save_for_backward(x if replay else h, weight, beta, theta, alpha, rho, omr)
+        s, h, v, a, replay = _sequence_forward(x, weight, beta, theta, alpha, rho, omr, adaptive, zero_reset,
+                                               membrane, v0, a0, s0)
+        ctx.save_for_backward(x if replay else h, weight, beta, theta, alpha, rho, omr, v0, a0, s0)
         ctx.cfg = replay, adaptive, zero_reset, surrogate, k
         ctx.set_materialize_grads(False)
-        return s, (h if membrane else None)
+        if not adaptive:
+            ctx.mark_non_differentiable(a)  # zeros, never updated
+        return s, (h if membrane else None), v, a
 
     @staticmethod
-    def backward(ctx, gs, gho):
-        xh, weight, beta, theta, alpha, rho, omr = ctx.saved_tensors
+    def backward(ctx, gs, gho, gv, ga):
+        xh, weight, beta, theta, alpha, rho, omr, *state = ctx.saved_tensors
         replay, adaptive, zero_reset, surrogate, k = ctx.cfg
-        if gs is None:  # only the membrane output is used
+        v0, a0, s0 = _zeros_if_none(state, xh)
+        if gs is None:  # only the membrane output or the final state is used
             gs = xh.new_zeros(()).expand_as(xh)
-        gw = None
+        # gradients of the final state start the backward carries (in and out: kernels overwrite them)
+        gv, ga = (torch.zeros_like(v0) if g is None else g.contiguous().clone() for g in (gv, ga))
+        gw = gs0 = None
+        want_gs0 = weight is not None and ctx.needs_input_grad[8]
         if _use_numba(xh):
             gx = torch.empty_like(xh)
             T, B, N = xh.shape
@@ -221,18 +281,22 @@ class _NeuronSequence(torch.autograd.Function):
             # spikes.sum()) needs no [T, B, N] copy
             gs_np = gs.detach().numpy()
             if replay:
-                K.ff_backward(_np(xh), gs_np, gho_np, has_gho, *args,
+                K.ff_backward(_np(xh), _np(v0), _np(a0), gs_np, gho_np, has_gho, *args, gv.numpy(), ga.numpy(),
                               K.block_size(B, N, numba.get_num_threads()))
             else:
                 # one chunk of rows (and partial dL/dW.T) per thread, at least two rows each
                 gwt = torch.zeros(max(1, min(B // 2, numba.get_num_threads())), N, N, dtype=xh.dtype)
-                K.rec_backward(_np(xh), gs_np, gho_np, has_gho, _np(weight), *args, gwt.numpy())
+                gs0 = torch.empty_like(v0) if want_gs0 else v0[:0]
+                K.rec_backward(_np(xh), _np(v0), _np(a0), _np(s0), gs_np, gho_np, has_gho, _np(weight), *args,
+                               gwt.numpy(), gv.numpy(), ga.numpy(), gs0.numpy(), want_gs0)
                 gw = gwt.sum(0).t()
             gpar = gpar.sum(0).to(xh.dtype)
         else:
-            gx, gw, gpar = _torch_backward(xh, gs, gho, weight, beta, theta, alpha, rho, omr, adaptive,
-                                           zero_reset, surrogate, k)
-        return gx, gw, gpar[0], gpar[1], gpar[2], gpar[3], None, None, None, None, None
+            gx, gw, gpar, gv, ga, gs0 = _torch_backward(xh, gs, gho, weight, beta, theta, alpha, rho, omr, adaptive,
+                                                        zero_reset, surrogate, k, v0, a0, s0, gv, ga)
+        return (gx, gw, gpar[0], gpar[1], gpar[2], gpar[3], gv if state[0] is not None else None,
+                ga if adaptive and state[1] is not None else None, gs0 if want_gs0 else None,
+                None, None, None, None, None)
 
 
 def _param(value, x, n, name):
@@ -245,8 +309,21 @@ def _param(value, x, n, name):
     return p.expand(n).contiguous()
 
 
+def _state(state, x):
+    """The initial (v, a, s), each [B, N] in the dtype of x or None (zeros)."""
+    if state is None:
+        return None, None, None
+    if len(state) != 3:
+        raise ValueError("state must be a NeuronState (v, a, s)")
+    shape = x.shape[1:]
+    for name, t in zip(NeuronState._fields, state):
+        if tuple(t.shape) != tuple(shape):
+            raise ValueError(f"state.{name} must have shape {list(shape)}, got {tuple(t.shape)}")
+    return tuple(t.to(x.dtype) for t in state)
+
+
 def _sequence(x, weight, beta, threshold, rho, alpha, adaptive, reset, surrogate, slope,
-              return_membrane):
+              return_membrane, state=None):
     if x.dim() != 3:
         raise ValueError(f"x must have shape [T, B, N], got {tuple(x.shape)}")
     if reset not in RESETS:
@@ -259,20 +336,29 @@ def _sequence(x, weight, beta, threshold, rho, alpha, adaptive, reset, surrogate
     beta, threshold = _param(beta, x, n, "beta"), _param(threshold, x, n, "threshold")
     alpha, rho = (_param(alpha, x, n, "alpha"), _param(rho, x, n, "rho")) if adaptive else (None, None)
     zero_reset = reset == "zero"
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, beta, threshold, alpha, rho)):
+    v0, a0, s0 = _state(state, x)
+    # the kernels read s0 only with recurrence and a0 only with adaptation: others pass through as given
+    init = (v0, a0 if adaptive else None, s0 if weight is not None else None)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                       for t in (x, weight, beta, threshold, alpha, rho, *init)):
         if not adaptive:
             alpha = rho = x.new_zeros(n)
-        s, h = _NeuronSequence.apply(x, weight, beta, threshold, alpha, rho, adaptive, zero_reset, surrogate, k,
-                                     return_membrane)
+        s, h, v, a = _NeuronSequence.apply(x, weight, beta, threshold, alpha, rho, *init, adaptive, zero_reset,
+                                           surrogate, k, return_membrane)
     else:  # inference: no autograd node, whose bookkeeping costs more than a small layer's kernel
         # (without adaptation the kernels never read alpha, rho and 1 - rho: beta stands in for them)
         alpha, rho, omr = (alpha, rho, 1 - rho) if adaptive else (beta, beta, beta)
-        s, h, _ = _sequence_forward(x, weight, beta, threshold, alpha, rho, omr, adaptive, zero_reset, return_membrane)
-    return (s, h) if return_membrane else s
+        s, h, v, a, _ = _sequence_forward(x, weight, beta, threshold, alpha, rho, omr, adaptive, zero_reset,
+                                          return_membrane, *init)
+    if not adaptive and a0 is not None:
+        a = a0  # unchanged: the identity, also for autograd
+    last = s[-1] if len(x) else (x.new_zeros(x.shape[1:]) if s0 is None else s0)
+    state = NeuronState(v, a, last)
+    return (s, h, state) if return_membrane else (s, state)
 
 
 def lif_sequence(x, beta=0.9, threshold=1.0, reset="subtract", surrogate="atan", slope=None,
-                 return_membrane=False):
+                 return_membrane=False, state=None):
     """Leaky integrate-and-fire neurons over a sequence.
 
     Parameters
@@ -291,6 +377,9 @@ def lif_sequence(x, beta=0.9, threshold=1.0, reset="subtract", surrogate="atan",
         Surrogate sharpness ``k``; the surrogate's default (25, 2, 1) when None.
     return_membrane : bool
         Also return the membrane before reset ``h`` [T, B, N] (differentiable).
+    state : NeuronState, optional
+        State before the first step (e.g. the one a previous call returned); zeros when None.
+        Differentiable.
 
     Returns
     -------
@@ -298,18 +387,21 @@ def lif_sequence(x, beta=0.9, threshold=1.0, reset="subtract", surrogate="atan",
         0/1 in the dtype of ``x``, [T, B, N].
     membrane : torch.Tensor
         Only with ``return_membrane``.
+    state : NeuronState
+        State after the last step (differentiable).
 
     Examples
     --------
-    >>> lif_sequence(torch.full((4, 1, 1), 0.6), beta=1.0).flatten().tolist()
-    [0.0, 1.0, 0.0, 1.0]
+    >>> spikes, state = lif_sequence(torch.full((4, 1, 1), 0.6), beta=1.0)
+    >>> spikes.flatten().tolist(), round(state.v.item(), 4)
+    ([0.0, 1.0, 0.0, 1.0], 0.4)
     """
     return _sequence(x, None, beta, threshold, None, None, False, reset, surrogate, slope,
-                     return_membrane)
+                     return_membrane, state)
 
 
 def alif_sequence(x, beta=0.9, rho=0.995, alpha=1.8, threshold=1.0, reset="subtract",
-                  surrogate="atan", slope=None, return_membrane=False):
+                  surrogate="atan", slope=None, return_membrane=False, state=None):
     """Adaptive LIF neurons: the threshold rises after each spike and decays back.
 
     Parameters
@@ -325,7 +417,7 @@ def alif_sequence(x, beta=0.9, rho=0.995, alpha=1.8, threshold=1.0, reset="subtr
         per spike.
     threshold : float or torch.Tensor
         Baseline threshold, scalar or [N].
-    reset, surrogate, slope, return_membrane
+    reset, surrogate, slope, return_membrane, state
         As in :func:`lif_sequence`.
 
     Returns
@@ -334,13 +426,15 @@ def alif_sequence(x, beta=0.9, rho=0.995, alpha=1.8, threshold=1.0, reset="subtr
         0/1 in the dtype of ``x``, [T, B, N].
     membrane : torch.Tensor
         Only with ``return_membrane``.
+    state : NeuronState
+        State after the last step.
     """
     return _sequence(x, None, beta, threshold, rho, alpha, True, reset, surrogate, slope,
-                     return_membrane)
+                     return_membrane, state)
 
 
 def rlif_sequence(x, weight, beta=0.9, threshold=1.0, reset="subtract", surrogate="atan",
-                  slope=None, return_membrane=False):
+                  slope=None, return_membrane=False, state=None):
     """Recurrent LIF neurons: input current plus the weighted spikes of the previous step.
 
     Parameters
@@ -350,7 +444,7 @@ def rlif_sequence(x, weight, beta=0.9, threshold=1.0, reset="subtract", surrogat
     weight : torch.Tensor
         Recurrent weights [N, N]: neuron m receives ``weight[m, k]`` one step after a spike of
         neuron k (differentiable).
-    beta, threshold, reset, surrogate, slope, return_membrane
+    beta, threshold, reset, surrogate, slope, return_membrane, state
         As in :func:`lif_sequence`.
 
     Returns
@@ -359,13 +453,15 @@ def rlif_sequence(x, weight, beta=0.9, threshold=1.0, reset="subtract", surrogat
         0/1 in the dtype of ``x``, [T, B, N].
     membrane : torch.Tensor
         Only with ``return_membrane``.
+    state : NeuronState
+        State after the last step.
     """
     return _sequence(x, weight, beta, threshold, None, None, False, reset, surrogate, slope,
-                     return_membrane)
+                     return_membrane, state)
 
 
 def ralif_sequence(x, weight, beta=0.9, rho=0.995, alpha=1.8, threshold=1.0, reset="subtract",
-                   surrogate="atan", slope=None, return_membrane=False):
+                   surrogate="atan", slope=None, return_membrane=False, state=None):
     """Recurrent adaptive LIF neurons.
 
     Parameters
@@ -374,7 +470,7 @@ def ralif_sequence(x, weight, beta=0.9, rho=0.995, alpha=1.8, threshold=1.0, res
         Input current [T, B, N].
     weight : torch.Tensor
         Recurrent weights [N, N], as in :func:`rlif_sequence`.
-    beta, rho, alpha, threshold, reset, surrogate, slope, return_membrane
+    beta, rho, alpha, threshold, reset, surrogate, slope, return_membrane, state
         As in :func:`alif_sequence`.
 
     Returns
@@ -383,17 +479,19 @@ def ralif_sequence(x, weight, beta=0.9, rho=0.995, alpha=1.8, threshold=1.0, res
         0/1 in the dtype of ``x``, [T, B, N].
     membrane : torch.Tensor
         Only with ``return_membrane``.
+    state : NeuronState
+        State after the last step.
     """
     return _sequence(x, weight, beta, threshold, rho, alpha, True, reset, surrogate, slope,
-                     return_membrane)
+                     return_membrane, state)
 
 
-def _li_forward(x, beta):
+def _li_forward(x, beta, u0):
     if _use_numba(x):
         u = torch.empty_like(x)
-        K.li_forward(_np(x), _np(beta), u.numpy())
+        K.li_forward(_np(x), _np(beta), _np(u0), u.numpy())
         return u
-    u, u_t = torch.empty_like(x), torch.zeros_like(x[0])
+    u, u_t = torch.empty_like(x), u0
     for t, xt in enumerate(x.unbind(0)):
         u_t = beta * u_t + xt
         u[t] = u_t
@@ -402,31 +500,32 @@ def _li_forward(x, beta):
 
 class _LISequence(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, beta):
-        u = _li_forward(x, beta)
-        ctx.save_for_backward(u, beta)
+    def forward(ctx, x, beta, u0):
+        u = _li_forward(x, beta, x.new_zeros(x.shape[1:]) if u0 is None else u0)
+        ctx.save_for_backward(u, beta, u0)
         return u
 
     @staticmethod
     def backward(ctx, gu):
-        u, beta = ctx.saved_tensors
+        u, beta, u0 = ctx.saved_tensors
+        given = u0 is not None
+        u0 = u0 if given else u.new_zeros(u.shape[1:])
         if _use_numba(u):
-            gx = torch.empty_like(u)
+            gx, gu0 = torch.empty_like(u), torch.empty_like(u0)
             gbeta = torch.empty(u.shape[1], u.shape[2], dtype=torch.float64)
-            K.li_backward(_np(u), _np(gu), _np(beta), gx.numpy(), gbeta.numpy())
-            return gx, gbeta.sum(0).to(u.dtype)
-        gx, g = torch.empty_like(u), torch.zeros_like(u[0])
+            K.li_backward(_np(u), _np(u0), _np(gu), _np(beta), gx.numpy(), gbeta.numpy(), gu0.numpy())
+            return gx, gbeta.sum(0).to(u.dtype), gu0 if given else None
+        gx, g = torch.empty_like(u), torch.zeros_like(u0)
         gbeta = torch.zeros_like(beta)
         for t in range(u.shape[0] - 1, -1, -1):
             g = gu[t] + beta * g
             gx[t] = g
-            if t > 0:
-                gbeta += (g * u[t - 1]).sum(0)
-        return gx, gbeta
+            gbeta += (g * (u[t - 1] if t > 0 else u0)).sum(0)
+        return gx, gbeta, beta * g if given else None
 
 
-def li_sequence(x, beta=0.9):
-    """Non-spiking leaky integrator ``u_t = beta * u_{t-1} + x_t`` (u starts at 0).
+def li_sequence(x, beta=0.9, state=None):
+    """Non-spiking leaky integrator ``u_t = beta * u_{t-1} + x_t``.
 
     Parameters
     ----------
@@ -434,15 +533,32 @@ def li_sequence(x, beta=0.9):
         Input current [T, B, N].
     beta : float or torch.Tensor
         Decay per step, scalar or [N].
+    state : torch.Tensor, optional
+        ``u_{-1}`` [B, N], e.g. the last membrane of a previous call; zeros when None. Differentiable.
 
     Returns
     -------
-    torch.Tensor
-        Membrane ``u`` [T, B, N].
+    u : torch.Tensor
+        Membrane [T, B, N].
+    state : torch.Tensor
+        The last membrane [B, N], to pass on to the next call.
+
+    Examples
+    --------
+    >>> x = torch.tensor([1.0, 0.0, 2.0]).reshape(3, 1, 1)
+    >>> u, last = li_sequence(x[:2], 0.5)
+    >>> li_sequence(x[2:], 0.5, state=last)[0].item()
+    2.25
     """
     if x.dim() != 3:
         raise ValueError(f"x must have shape [T, B, N], got {tuple(x.shape)}")
     beta = _param(beta, x, x.shape[-1], "beta")
-    if torch.is_grad_enabled() and (x.requires_grad or beta.requires_grad):
-        return _LISequence.apply(x, beta)
-    return _li_forward(x, beta)  # inference: no autograd node, as in _sequence
+    if state is not None:
+        if tuple(state.shape) != tuple(x.shape[1:]):
+            raise ValueError(f"state must have shape {list(x.shape[1:])}, got {tuple(state.shape)}")
+        state = state.to(x.dtype)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, beta, state)):
+        u = _LISequence.apply(x, beta, state)
+    else:  # inference: no autograd node, as in _sequence
+        u = _li_forward(x, beta, x.new_zeros(x.shape[1:]) if state is None else state)
+    return u, (u[-1] if len(x) else (x.new_zeros(x.shape[1:]) if state is None else state))

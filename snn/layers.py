@@ -1,10 +1,46 @@
-"""Spiking layers: thin modules over snn.functional, taking and returning time-major [T, B, N]."""
+"""Spiking layers: thin modules over snn.functional, taking and returning time-major [T, B, N].
+
+Time is in milliseconds: a layer is built with the bin width ``dt`` of its input and time constants
+``tau``, and decays by ``exp(-dt / tau)`` per bin (snn.functional's per-step ``beta``, ``rho``).
+"""
 import math
 
 import torch
 from torch import nn
 
 from . import functional as F
+
+#: Default time constants in ms: membrane, adaptation and readout integrator (20, 200 and 20 bins of 10 ms).
+TAU_MEM, TAU_ADAPT, TAU_OUT = 200.0, 2000.0, 200.0
+
+
+def decay(dt, tau):
+    """Decay per time bin, ``exp(-dt / tau)``, of a time constant ``tau`` at bins of ``dt`` (same unit, ms).
+
+    Parameters
+    ----------
+    dt : float
+        Bin width, > 0.
+    tau : float or torch.Tensor
+        Time constant(s), > 0 (``inf``: no decay).
+
+    Returns
+    -------
+    float or torch.Tensor
+        A float for a scalar ``tau``, else a float64 tensor of its shape.
+
+    Examples
+    --------
+    >>> decay(10.0, 200.0) == math.exp(-1 / 20)
+    True
+    """
+    if not dt > 0:
+        raise ValueError(f"dt must be > 0 (ms), got {dt!r}")
+    t = torch.as_tensor(tau, dtype=torch.float64)
+    if not bool((t > 0).all()):
+        raise ValueError(f"time constants must be > 0 (ms), got {tau!r}")
+    # a scalar through math.exp: the same rounding as the per-bin decays models were trained with
+    return math.exp(-dt / float(t)) if t.dim() == 0 else torch.exp(-dt / t)
 
 
 class _Neurons(nn.Module):
@@ -13,17 +49,17 @@ class _Neurons(nn.Module):
     adaptive = False
     recurrent = False
 
-    def __init__(self, n, beta=0.9, rho=0.995, alpha=1.8, threshold=1.0, learn_beta=False,
-                 learn_threshold=False, reset="subtract", surrogate="atan", slope=None):
+    def __init__(self, n, *, dt, tau_mem=TAU_MEM, tau_adapt=TAU_ADAPT, alpha=1.8, threshold=1.0,
+                 learn_beta=False, learn_threshold=False, reset="subtract", surrogate="atan", slope=None):
         super().__init__()
         if reset not in F.RESETS:
             raise ValueError(f"reset must be one of {F.RESETS}, got {reset!r}")
         F._surrogate(surrogate, slope)
-        self.n, self.reset, self.surrogate, self.slope = n, reset, surrogate, slope
-        self._add("beta", beta, learn_beta)
+        self.n, self.dt, self.reset, self.surrogate, self.slope = n, dt, reset, surrogate, slope
+        self._add("beta", decay(dt, tau_mem), learn_beta)
         self._add("threshold", threshold, learn_threshold)
         if self.adaptive:
-            self._add("rho", rho, learn_beta)
+            self._add("rho", decay(dt, tau_adapt), learn_beta)
             self._add("alpha", alpha, learn_threshold)
         if self.recurrent:
             bound = 1.0 / math.sqrt(n)  # nn.Linear's default scale for a fan-in of n
@@ -37,23 +73,25 @@ class _Neurons(nn.Module):
             self.register_buffer(name, value)
 
     def extra_repr(self):
-        return f"{self.n}, reset={self.reset!r}, surrogate={self.surrogate!r}, slope={self.slope}"
+        return f"{self.n}, dt={self.dt}, reset={self.reset!r}, surrogate={self.surrogate!r}, slope={self.slope}"
 
-    def forward(self, x, repeat=1, return_membrane=False):
-        """Spikes [T, B, N] for input current x [T, B, N] (and the membrane before reset, if asked).
+    def forward(self, x, state=None, repeat=1, return_membrane=False):
+        """Spikes [T, B, N] for input current x [T, B, N] (and the membrane before reset, if asked),
+        and the state after the last step (:class:`snn.functional.NeuronState`).
 
-        ``repeat`` > 1 shares each neuron's parameters among ``repeat`` consecutive inputs
-        (N = n * repeat), as for the positions of a convolution map.
+        ``state`` is the state before the first step (zeros when None), e.g. the one the previous
+        call returned. ``repeat`` > 1 shares each neuron's parameters among ``repeat`` consecutive
+        inputs (N = n * repeat), as for the positions of a convolution map.
         """
-        def p(t, decay=False):
-            t = t.clamp(0.0, 1.0) if decay and t.requires_grad else t  # learnt decays stay in [0, 1]
+        def p(t, is_decay=False):
+            t = t.clamp(0.0, 1.0) if is_decay and t.requires_grad else t  # learnt decays stay in [0, 1]
             return t.repeat_interleave(repeat) if repeat > 1 else t
 
         adaptive = self.adaptive
         return F._sequence(x, self.weight if self.recurrent else None, p(self.beta, True),
                            p(self.threshold), p(self.rho, True) if adaptive else None,
                            p(self.alpha) if adaptive else None, adaptive, self.reset,
-                           self.surrogate, self.slope, return_membrane)
+                           self.surrogate, self.slope, return_membrane, state)
 
 
 class LIF(_Neurons):
@@ -63,10 +101,13 @@ class LIF(_Neurons):
     ----------
     n : int
         Number of neurons.
-    beta : float or torch.Tensor
-        Membrane decay per step (``exp(-dt / tau_mem)``), scalar or [n].
+    dt : float
+        Time bin of the input in ms.
+    tau_mem : float or torch.Tensor
+        Membrane time constant in ms, scalar or [n]: the membrane decays by ``beta = exp(-dt / tau_mem)``
+        per bin.
     learn_beta : bool
-        Learn the decay per neuron (kept in [0, 1]).
+        Learn the decay per bin ``beta`` per neuron (kept in [0, 1]).
     threshold : float or torch.Tensor
         Firing threshold, scalar or [n].
     learn_threshold : bool
@@ -80,13 +121,16 @@ class LIF(_Neurons):
 
     Examples
     --------
-    >>> LIF(3)(torch.ones(5, 2, 3)).shape
-    torch.Size([5, 2, 3])
+    >>> lif = LIF(3, dt=1.0, tau_mem=10.0)
+    >>> spikes, state = lif(torch.ones(5, 2, 3))
+    >>> more, state = lif(torch.ones(4, 2, 3), state)  # continues where the first call stopped
+    >>> spikes.shape, state.v.shape
+    (torch.Size([5, 2, 3]), torch.Size([2, 3]))
     """
 
-    def __init__(self, n, beta=0.9, learn_beta=False, threshold=1.0, learn_threshold=False,
+    def __init__(self, n, *, dt, tau_mem=TAU_MEM, learn_beta=False, threshold=1.0, learn_threshold=False,
                  reset="subtract", surrogate="atan", slope=None):
-        super().__init__(n, beta=beta, threshold=threshold, learn_beta=learn_beta,
+        super().__init__(n, dt=dt, tau_mem=tau_mem, threshold=threshold, learn_beta=learn_beta,
                          learn_threshold=learn_threshold, reset=reset, surrogate=surrogate,
                          slope=slope)
 
@@ -99,14 +143,14 @@ class ALIF(_Neurons):
     ----------
     n : int
         Number of neurons.
-    beta : float or torch.Tensor
-        Membrane decay per step (``exp(-dt / tau_mem)``), scalar or [n].
-    rho : float or torch.Tensor
-        Adaptation decay per step (``exp(-dt / tau_adapt)``), scalar or [n].
+    dt, tau_mem
+        As in :class:`LIF`.
+    tau_adapt : float or torch.Tensor
+        Adaptation time constant in ms, scalar or [n] (decay per bin ``rho = exp(-dt / tau_adapt)``).
     alpha : float or torch.Tensor
         Threshold increase per unit of adaptation, scalar or [n].
     learn_beta : bool
-        Learn both decays (beta and rho) per neuron (kept in [0, 1]).
+        Learn both decays per bin (beta and rho) per neuron (kept in [0, 1]).
     threshold : float or torch.Tensor
         Baseline threshold, scalar or [n].
     learn_threshold : bool
@@ -117,9 +161,9 @@ class ALIF(_Neurons):
 
     adaptive = True
 
-    def __init__(self, n, beta=0.9, rho=0.995, alpha=1.8, learn_beta=False, threshold=1.0,
-                 learn_threshold=False, reset="subtract", surrogate="atan", slope=None):
-        super().__init__(n, beta=beta, rho=rho, alpha=alpha, threshold=threshold,
+    def __init__(self, n, *, dt, tau_mem=TAU_MEM, tau_adapt=TAU_ADAPT, alpha=1.8, learn_beta=False,
+                 threshold=1.0, learn_threshold=False, reset="subtract", surrogate="atan", slope=None):
+        super().__init__(n, dt=dt, tau_mem=tau_mem, tau_adapt=tau_adapt, alpha=alpha, threshold=threshold,
                          learn_beta=learn_beta, learn_threshold=learn_threshold, reset=reset,
                          surrogate=surrogate, slope=slope)
 
@@ -151,28 +195,31 @@ class LI(nn.Module):
     ----------
     n : int
         Number of units.
-    beta : float or torch.Tensor
-        Decay per step, scalar or [n].
+    dt : float
+        Time bin of the input in ms.
+    tau_mem : float or torch.Tensor
+        Time constant in ms, scalar or [n]: ``beta = exp(-dt / tau_mem)``.
     learn_beta : bool
-        Learn the decay per unit (kept in [0, 1]).
+        Learn the decay per bin per unit (kept in [0, 1]).
 
     Notes
     -----
-    Input: current [T, B, n]; output: membrane [T, B, n].
+    ``forward(x, state=None)``: current x [T, B, n] and the membrane before the first step [B, n]
+    (zeros when None) -> membrane [T, B, n] and its last step [B, n] (the next call's state).
     """
 
-    def __init__(self, n, beta=0.9, learn_beta=False):
+    def __init__(self, n, *, dt, tau_mem=TAU_OUT, learn_beta=False):
         super().__init__()
-        self.n = n
-        value = torch.as_tensor(beta, dtype=torch.get_default_dtype()).expand(n).clone()
+        self.n, self.dt = n, dt
+        value = torch.as_tensor(decay(dt, tau_mem), dtype=torch.get_default_dtype()).expand(n).clone()
         if learn_beta:
             self.beta = nn.Parameter(value)
         else:
             self.register_buffer("beta", value)
 
-    def forward(self, x):
+    def forward(self, x, state=None):
         beta = self.beta.clamp(0.0, 1.0) if self.beta.requires_grad else self.beta
-        return F.li_sequence(x, beta)
+        return F.li_sequence(x, beta, state)
 
 
 def conv_fan_out(conv, length):
@@ -207,13 +254,14 @@ class SpikingConv1d(nn.Module):
     adaptive : bool
         ALIF instead of LIF neurons.
     **neuron
-        beta, threshold, reset, surrogate, slope, learn_beta, learn_threshold (and rho, alpha when
-        adaptive): parameters are shared by the positions of a map (one value per out map).
+        dt (required), tau_mem, threshold, reset, surrogate, slope, learn_beta, learn_threshold (and
+        tau_adapt, alpha when adaptive): parameters are shared by the positions of a map (one value per out map).
 
     Notes
     -----
-    Input: [T, B, in_maps, L]; output: spikes [T, B, out_maps, L_out] with
-    ``L_out = (L + 2 padding - kernel_size) // stride + 1``.
+    ``forward(x, state=None)``: input [T, B, in_maps, L] -> spikes [T, B, out_maps, L_out] with
+    ``L_out = (L + 2 padding - kernel_size) // stride + 1``, and the neurons' state (see
+    :class:`LIF`).
     """
 
     def __init__(self, in_maps, out_maps, kernel_size, stride=1, padding=None, adaptive=False,
@@ -232,12 +280,12 @@ class SpikingConv1d(nn.Module):
         """Synapses driven by one input spike of each map at each position: see :func:`conv_fan_out`."""
         return conv_fan_out(self.conv, length)
 
-    def forward(self, x):
+    def forward(self, x, state=None):
         T, B, C, L = x.shape
         y = self.conv(x.reshape(T * B, C, L))
         out_len = y.shape[-1]
-        s = self.neurons(y.reshape(T, B, -1), repeat=out_len)
-        return s.reshape(T, B, -1, out_len)
+        s, state = self.neurons(y.reshape(T, B, -1), state, repeat=out_len)
+        return s.reshape(T, B, -1, out_len), state
 
 
 class CBAM1d(nn.Module):
@@ -315,6 +363,8 @@ class SpikingConvLSTM1d(nn.Module):
     Notes
     -----
     Input spikes [T, B, in_maps, L]; output spikes [T, B, maps, L_out] with L_out as a strided ``nn.Conv1d``.
+    The state between calls is ``(h, c)``, each [B, maps, L_out], and with temporal attention also the
+    input statistics (mean, max) of the last ``temporal_window - 1`` steps [B, 2, window - 1].
     """
 
     ATTENTION = ("none", "channel", "spatial", "cbam", "temporal")
@@ -338,18 +388,26 @@ class SpikingConvLSTM1d(nn.Module):
         (k,), (s,), (p,) = self.conv_x.kernel_size, self.conv_x.stride, self.conv_x.padding
         return (length + 2 * p - k) // s + 1
 
-    def forward(self, x, return_attention=False):
-        """Spikes [T, B, maps, L_out] for input [T, B, in_maps, L]; with ``return_attention`` also the forget-gate
-        attention maps, per channel [T, B, maps, 1] and per bin [T, B, 1, L_out] (None without CBAM)."""
+    def forward(self, x, state=None, return_attention=False):
+        """Spikes [T, B, maps, L_out] for input [T, B, in_maps, L] and the state after the last step, starting
+        from ``state`` (zeros when None); with ``return_attention``, ``(spikes, maps, state)`` where ``maps`` are
+        the forget-gate attention maps, per channel [T, B, maps, 1] and per bin [T, B, 1, L_out] (None without
+        CBAM)."""
         T, B, C, L = x.shape
         drive = self.conv_x(x.reshape(T * B, C, L))
         drive = drive.reshape(T, B, *drive.shape[1:])
+        if state is None:
+            h = drive.new_zeros(B, self.maps, drive.shape[-1])
+            state = (h, torch.zeros_like(h))
+        h, c = state[:2]
         if self.temporal is not None:  # causal: step t sees steps t - window + 1 .. t
             stats = torch.stack([x.mean((2, 3)), x.amax((2, 3))], -1).permute(1, 2, 0)  # [B, 2, T]
-            stats = nn.functional.pad(stats, (self.temporal.kernel_size[0] - 1, 0))
+            back = self.temporal.kernel_size[0] - 1
+            stats = torch.cat([state[2] if len(state) > 2 else stats.new_zeros(B, 2, back), stats], 2)
             drive = drive * torch.sigmoid(self.temporal(stats)).permute(2, 0, 1)[:, :, :, None]
-        h = drive.new_zeros(B, self.maps, drive.shape[-1])
-        c = torch.zeros_like(h)
+            history = (stats[:, :, stats.shape[2] - back:],)
+        else:
+            history = ()
         out, maps_c, maps_s = [], [], []
         for t in range(T):
             i, f, o, g = (drive[t] + self.conv_h(h)).chunk(4, 1)
@@ -363,7 +421,7 @@ class SpikingConvLSTM1d(nn.Module):
             c = f * c + torch.sigmoid(i) * torch.tanh(g)
             h = F.spike(torch.sigmoid(o) * torch.tanh(c) - self.threshold, self.surrogate, self.slope)
             out.append(h)
-        s = torch.stack(out)
+        s, state = torch.stack(out), (h, c, *history)
         if not return_attention:
-            return s
-        return s, (torch.stack(maps_c), torch.stack(maps_s)) if maps_c else (None, None)
+            return s, state
+        return s, ((torch.stack(maps_c), torch.stack(maps_s)) if maps_c else (None, None)), state

@@ -1,9 +1,13 @@
 """Spiking classifiers for spike-coded audio, and per-layer activity (spike rates, SynOps).
 
-Both models take a dense spike tensor ``x`` [T, B, C] (counts per time bin and channel, e.g.
+The models take a dense spike tensor ``x`` [T, B, C] (counts per time bin and channel, e.g.
 ``SpikeTrain.to_dense``) and optional ``lengths`` [B] (valid time bins per sample; the rest is
 padding) and return logits [B, n_classes]. Every layer is causal and the readout only looks at
 valid steps, so padding never changes the logits.
+
+``model.steps(x, state)`` runs the same network step by step for streaming: the readout per step
+[T, B, n_classes] and the state after the last step (one entry per layer), which the next call
+continues from. The logits are the readout's reduction (mean, max or sum) over the valid steps.
 """
 import contextlib
 import math
@@ -11,7 +15,8 @@ import math
 import torch
 from torch import nn
 
-from .layers import ALIF, LI, LIF, RALIF, RLIF, SpikingConv1d, SpikingConvLSTM1d, conv_fan_out
+from .layers import (ALIF, LI, LIF, RALIF, RLIF, TAU_ADAPT, TAU_MEM, TAU_OUT, SpikingConv1d, SpikingConvLSTM1d,
+                     conv_fan_out)
 
 
 def step_mask(steps, lengths, device=None):
@@ -25,11 +30,6 @@ def valid_mean(x, mask):
         return x.mean(0)
     m = mask.reshape(*mask.shape, *(1,) * (x.dim() - 2)).to(x.dtype)
     return (x * m).sum(0) / m.sum(0).clamp(min=1)
-
-
-def _decay(tau):
-    """Per-step decay of a time constant ``tau`` in time bins."""
-    return math.exp(-1.0 / tau)
 
 
 class Activity:
@@ -90,7 +90,7 @@ def record_activity(model):
 
     Examples
     --------
-    >>> model = SRNN(8, 3, hidden=(16,))
+    >>> model = SRNN(8, 3, hidden=(16,), dt=10.0)
     >>> with record_activity(model) as act:
     ...     _ = model(torch.zeros(20, 2, 8))
     >>> act.summary()["samples"]
@@ -142,17 +142,22 @@ def _fan_out(weight):
 class _Readout(nn.Module):
     """Linear -> leaky integrator reduced over valid steps (mean or max), or -> LIF spike count."""
 
-    def __init__(self, n_in, n_classes, readout, beta, neuron):
+    def __init__(self, n_in, n_classes, readout, dt, tau, neuron):
         super().__init__()
         if readout not in ("mean", "max", "count"):
             raise ValueError(f"readout must be 'mean', 'max' or 'count', got {readout!r}")
         self.readout = readout
         self.linear = nn.Linear(n_in, n_classes)
-        self.integrator = (LIF(n_classes, beta=beta, learn_beta=True, **neuron) if readout == "count"
-                           else LI(n_classes, beta=beta, learn_beta=True))
+        self.integrator = (LIF(n_classes, dt=dt, tau_mem=tau, learn_beta=True, **neuron) if readout == "count"
+                           else LI(n_classes, dt=dt, tau_mem=tau, learn_beta=True))
 
-    def forward(self, s, mask):
-        u = self.integrator(self.linear(s))
+    def steps(self, s, state):
+        """Per step [T, B, n_classes]: the integrator's membrane (the output spikes for "count"), and its
+        state after the last step."""
+        return self.integrator(self.linear(s), state)
+
+    def reduce(self, u, mask):
+        """Logits [B, n_classes] from the per-step readout ``u`` over the valid steps (``mask`` [T, B] or None)."""
         if self.readout == "max":
             return (u if mask is None else u.masked_fill(~mask[:, :, None], -math.inf)).amax(0)
         if mask is not None:
@@ -165,7 +170,42 @@ class _Readout(nn.Module):
         return total / mask.sum(0).clamp(min=1)[:, None].to(u.dtype)
 
 
-class SRNN(_SpikingModel):
+class _StepModel(_SpikingModel):
+    """A spiking model whose logits reduce its per-step readout; subclasses define ``_run`` and ``_layers``
+    (the number of entries of its state)."""
+
+    def steps(self, x, state=None):
+        """Run the network over ``x`` [T, B, n_in] from ``state`` (None: the resting state, zeros).
+
+        Returns
+        -------
+        scores : torch.Tensor
+            The readout per step [T, B, n_classes]: the integrator's membrane (for ``readout="count"`` the
+            output spikes); ``forward``'s logits are its mean, max or sum over the valid steps.
+        state : tuple
+            The state after the last step, one entry per layer (the readout's last); pass it to the next
+            call to continue the sequence.
+        """
+        self._begin(x, None)
+        if state is not None and len(state) != self._layers:
+            raise ValueError(f"state must have {self._layers} entries (one per layer), got {len(state)}")
+        return self._run(x, (None,) * self._layers if state is None else state, None)
+
+    def forward(self, x, lengths=None):
+        """Logits [B, n_classes] for spikes ``x`` [T, B, n_in] and optional ``lengths`` [B]."""
+        mask = self._begin(x, lengths)
+        u, _ = self._run(x, (None,) * self._layers, mask)
+        return self.readout.reduce(u, mask)
+
+
+class _Dense(nn.Sequential):
+    """Linear -> spiking neurons, passing the neurons' state (kept a Sequential for its parameter names)."""
+
+    def forward(self, x, state=None):
+        return self[1](self[0](x), state)
+
+
+class SRNN(_StepModel):
     """Adaptive recurrent SNN: stacked Linear -> R(A)LIF layers and a leaky-integrator readout.
 
     The strong baseline for spike-coded audio (after Yin et al. 2021 / Bellec et al. 2018):
@@ -182,8 +222,8 @@ class SRNN(_SpikingModel):
     adaptive : bool
         RALIF (adaptive threshold) instead of RLIF neurons.
     tau_mem, tau_adapt, tau_out : float
-        Time constants in time bins of the membrane, the adaptation and the readout integrator
-        (initial values when learnt).
+        Time constants in ms of the membrane, the adaptation and the readout integrator (initial
+        values when learnt).
     alpha : float
         Threshold increase per unit of adaptation (adaptive only).
     threshold : float
@@ -197,43 +237,51 @@ class SRNN(_SpikingModel):
     readout : {"mean", "max", "count"}
         Logits from the readout integrator's membrane (mean or max over valid steps), or the
         spike count of LIF output neurons.
+    dt : float
+        Time bin of the input in ms (required); recorded as ``model.dt``.
 
     Examples
     --------
-    >>> model = SRNN(240, 10)
-    >>> model(torch.zeros(100, 4, 240), lengths=torch.tensor([100, 80, 60, 40])).shape
+    >>> model = SRNN(240, 10, dt=10.0)
+    >>> x = torch.zeros(100, 4, 240)
+    >>> model(x, lengths=torch.tensor([100, 80, 60, 40])).shape
     torch.Size([4, 10])
+    >>> scores, state = model.steps(x[:60])  # streaming: the first 60 steps, then the rest
+    >>> more, state = model.steps(x[60:], state)
+    >>> torch.allclose(torch.cat([scores, more]).mean(0), model(x))
+    True
     """
 
-    def __init__(self, n_in, n_classes, hidden=(256,), adaptive=True, tau_mem=20.0, tau_adapt=200.0,
-                 tau_out=20.0, alpha=1.8, threshold=1.0, learn_beta=True, reset="subtract",
-                 surrogate="atan", slope=None, dropout=0.0, readout="mean"):
+    def __init__(self, n_in, n_classes, hidden=(256,), adaptive=True, tau_mem=TAU_MEM, tau_adapt=TAU_ADAPT,
+                 tau_out=TAU_OUT, alpha=1.8, threshold=1.0, learn_beta=True, reset="subtract",
+                 surrogate="atan", slope=None, dropout=0.0, readout="mean", *, dt):
         super().__init__()
+        self.dt = dt
         neuron = dict(threshold=threshold, reset=reset, surrogate=surrogate, slope=slope)
         sizes = (n_in, *hidden)
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
         self.neurons = nn.ModuleList(
-            RALIF(n, beta=_decay(tau_mem), rho=_decay(tau_adapt), alpha=alpha, learn_beta=learn_beta,
-                  **neuron) if adaptive else
-            RLIF(n, beta=_decay(tau_mem), learn_beta=learn_beta, **neuron)
+            RALIF(n, dt=dt, tau_mem=tau_mem, tau_adapt=tau_adapt, alpha=alpha, learn_beta=learn_beta, **neuron)
+            if adaptive else RLIF(n, dt=dt, tau_mem=tau_mem, learn_beta=learn_beta, **neuron)
             for n in hidden)
         self.dropout = nn.Dropout(dropout)
-        self.readout = _Readout(sizes[-1], n_classes, readout, _decay(tau_out), neuron)
+        self.readout = _Readout(sizes[-1], n_classes, readout, dt, tau_out, neuron)
+        self._layers = len(hidden) + 1
 
-    def forward(self, x, lengths=None):
-        """Logits [B, n_classes] for spikes ``x`` [T, B, n_in] and optional ``lengths`` [B]."""
-        mask = self._begin(x, lengths)
+    def _run(self, x, state, mask):
         self._log("input", x, mask, lambda: _fan_out(self.linears[0].weight))
-        s = x
+        s, out = x, []
         for i, (linear, neurons) in enumerate(zip(self.linears, self.neurons)):
-            s = neurons(linear(s))
+            s, st = neurons(linear(s), state[i])
+            out.append(st)
             nxt = self.linears[i + 1] if i + 1 < len(self.linears) else self.readout.linear
             self._log(f"hidden{i}", s, mask, lambda: _fan_out(nxt.weight) + _fan_out(neurons.weight))  # + recurrent
             s = self.dropout(s)
-        return self.readout(s, mask)
+        u, st = self.readout.steps(s, state[-1])
+        return u, (*out, st)
 
 
-class ConvSNN(_SpikingModel):
+class ConvSNN(_StepModel):
     """Convolutional SNN: spiking Conv1d layers along the channel (frequency) axis, a spiking
     hidden layer and a leaky-integrator readout; time is integrated by the neurons.
 
@@ -254,27 +302,28 @@ class ConvSNN(_SpikingModel):
         Neurons of the fully connected LIF layer after the convolutions (None: none).
     adaptive : bool
         ALIF instead of LIF neurons in the convolutions and the hidden layer.
-    tau_mem, tau_adapt, tau_out, alpha, threshold, learn_beta, reset, surrogate, slope, dropout, readout
+    tau_mem, tau_adapt, tau_out, alpha, threshold, learn_beta, reset, surrogate, slope, dropout, readout, dt
         As in :class:`SRNN`.
 
     Examples
     --------
-    >>> model = ConvSNN(240, 10)
+    >>> model = ConvSNN(240, 10, dt=10.0)
     >>> model(torch.zeros(50, 2, 240)).shape
     torch.Size([2, 10])
     """
 
     def __init__(self, n_in, n_classes, in_maps=6, channels=(32, 64), kernel_size=5, stride=2,
-                 hidden=256, adaptive=False, tau_mem=20.0, tau_adapt=200.0, tau_out=20.0, alpha=1.8,
+                 hidden=256, adaptive=False, tau_mem=TAU_MEM, tau_adapt=TAU_ADAPT, tau_out=TAU_OUT, alpha=1.8,
                  threshold=1.0, learn_beta=True, reset="subtract", surrogate="atan", slope=None,
-                 dropout=0.0, readout="mean"):
+                 dropout=0.0, readout="mean", *, dt):
         super().__init__()
         if n_in % in_maps:
             raise ValueError(f"n_in={n_in} is not a multiple of in_maps={in_maps}")
+        self.dt = dt
         neuron = dict(threshold=threshold, reset=reset, surrogate=surrogate, slope=slope)
-        cell = dict(beta=_decay(tau_mem), learn_beta=learn_beta, **neuron)
+        cell = dict(dt=dt, tau_mem=tau_mem, learn_beta=learn_beta, **neuron)
         if adaptive:
-            cell.update(rho=_decay(tau_adapt), alpha=alpha)
+            cell.update(tau_adapt=tau_adapt, alpha=alpha)
         self.in_maps = in_maps
         self.convs = nn.ModuleList()
         maps, self._lengths = in_maps, [n_in // in_maps]
@@ -286,30 +335,35 @@ class ConvSNN(_SpikingModel):
         flat = maps * self._lengths[-1]
         self.hidden = None
         if hidden:
-            self.hidden = nn.Sequential(nn.Linear(flat, hidden), (ALIF if adaptive else LIF)(hidden, **cell))
+            self.hidden = _Dense(nn.Linear(flat, hidden), (ALIF if adaptive else LIF)(hidden, **cell))
             flat = hidden
         self.dropout = nn.Dropout(dropout)
-        self.readout = _Readout(flat, n_classes, readout, _decay(tau_out), neuron)
+        self.readout = _Readout(flat, n_classes, readout, dt, tau_out, neuron)
+        self._layers = len(self.convs) + (self.hidden is not None) + 1
 
-    def forward(self, x, lengths=None):
-        """Logits [B, n_classes] for spikes ``x`` [T, B, n_in] and optional ``lengths`` [B]."""
-        mask = self._begin(x, lengths)
+    def _run(self, x, state, mask):
         T, B, C = x.shape
         s = x.reshape(T, B, C // self.in_maps, self.in_maps).transpose(2, 3)  # [T, B, maps, kernels]
+        out = []
         for i, conv in enumerate(self.convs):
             self._log("input" if i == 0 else f"conv{i - 1}", s, mask, lambda: conv.fan_out(self._lengths[i]))
-            s = self.dropout(conv(s))
+            s, st = conv(s, state[i])
+            out.append(st)
+            s = self.dropout(s)
         s = s.reshape(T, B, -1)
         name = f"conv{len(self.convs) - 1}"
         nxt = self.hidden[0] if self.hidden is not None else self.readout.linear
         self._log(name, s, mask, lambda: _fan_out(nxt.weight))
         if self.hidden is not None:
-            s = self.dropout(self.hidden(s))
+            s, st = self.hidden(s, state[len(out)])
+            out.append(st)
+            s = self.dropout(s)
             self._log("hidden", s, mask, lambda: _fan_out(self.readout.linear.weight))
-        return self.readout(s, mask)
+        u, st = self.readout.steps(s, state[-1])
+        return u, (*out, st)
 
 
-class SCBAMSNN(_SpikingModel):
+class SCBAMSNN(_StepModel):
     """Recurrent SNN of spiking ConvLSTMs along the frequency axis with spiking block attention on the
     forget gate (SRNN-SCBAM, Xu et al. 2023), and a leaky-integrator readout.
 
@@ -325,22 +379,23 @@ class SCBAMSNN(_SpikingModel):
         See :class:`snn.layers.SpikingConvLSTM1d`; ``none`` is the same model without attention.
     reduction, attention_kernel : int
         Channel-MLP ratio and frequency-conv kernel of the attention.
-    threshold, surrogate, slope, tau_out, dropout, readout
-        Output-spike threshold of the cells; the rest as in :class:`SRNN`.
+    threshold, surrogate, slope, tau_out, dropout, readout, dt
+        Output-spike threshold of the cells; the rest as in :class:`SRNN` (the cells have no time constant).
 
     Examples
     --------
-    >>> model = SCBAMSNN(120, 10)
+    >>> model = SCBAMSNN(120, 10, dt=10.0)
     >>> model(torch.zeros(30, 2, 120), lengths=torch.tensor([30, 20])).shape
     torch.Size([2, 10])
     """
 
     def __init__(self, n_in, n_classes, in_maps=6, maps=(32,), kernel_size=5, stride=2, attention="cbam",
-                 reduction=4, attention_kernel=7, threshold=0.1, surrogate="atan", slope=None, tau_out=20.0,
-                 dropout=0.0, readout="mean"):
+                 reduction=4, attention_kernel=7, threshold=0.1, surrogate="atan", slope=None, tau_out=TAU_OUT,
+                 dropout=0.0, readout="mean", *, dt):
         super().__init__()
         if n_in % in_maps:
             raise ValueError(f"n_in={n_in} is not a multiple of in_maps={in_maps}")
+        self.dt = dt
         self.in_maps = in_maps
         self.cells = nn.ModuleList()
         channels, self._lengths = in_maps, [n_in // in_maps]
@@ -352,30 +407,41 @@ class SCBAMSNN(_SpikingModel):
         length = self._lengths[-1]
         self.dropout = nn.Dropout(dropout)
         neuron = dict(threshold=1.0, reset="subtract", surrogate=surrogate, slope=slope)
-        self.readout = _Readout(channels * length, n_classes, readout, _decay(tau_out), neuron)
+        self.readout = _Readout(channels * length, n_classes, readout, dt, tau_out, neuron)
+        self._layers = len(self.cells) + 1
 
     def forward(self, x, lengths=None, return_attention=False):
         """Logits [B, n_classes] for spikes ``x`` [T, B, n_in]; with ``return_attention`` also each layer's
         forget-gate attention maps (see :meth:`snn.layers.SpikingConvLSTM1d.forward`)."""
+        if not return_attention:
+            return super().forward(x, lengths)
         mask = self._begin(x, lengths)
+        maps = []
+        u, _ = self._run(x, (None,) * self._layers, mask, maps)
+        return self.readout.reduce(u, mask), maps
+
+    def _run(self, x, state, mask, maps=None):
+        """As :meth:`steps`; appends each layer's attention maps to ``maps`` when given."""
         T, B, C = x.shape
         s = x.reshape(T, B, C // self.in_maps, self.in_maps).transpose(2, 3)  # [T, B, maps, kernels]
-        maps = []
+        out = []
         for i, cell in enumerate(self.cells):
             # a cell's spikes drive the next layer's input convolution and, at the next step, its own recurrent one
             recurrent = (lambda: conv_fan_out(self.cells[i - 1].conv_h, self._lengths[i])) if i else (lambda: 0)
             self._log("input" if i == 0 else f"cell{i - 1}", s, mask,
                       lambda: conv_fan_out(cell.conv_x, self._lengths[i]) + recurrent())
-            s = cell(s, return_attention=return_attention)
-            if return_attention:
-                s, m = s
+            if maps is None:
+                s, st = cell(s, state[i])
+            else:
+                s, m, st = cell(s, state[i], return_attention=True)
                 maps.append(m)
+            out.append(st)
             s = self.dropout(s)
         last = self.cells[-1]
         self._log(f"cell{len(self.cells) - 1}", s, mask,
                   lambda: _fan_out(self.readout.linear.weight) + conv_fan_out(last.conv_h, self._lengths[-1]))
-        logits = self.readout(s.reshape(T, B, -1), mask)
-        return (logits, maps) if return_attention else logits
+        u, st = self.readout.steps(s.reshape(T, B, -1), state[-1])
+        return u, (*out, st)
 
 
 class ANN(nn.Module):
@@ -387,21 +453,30 @@ class ANN(nn.Module):
     n_in, n_classes : int
     hidden : int or tuple of int
         GRU units per layer; each layer's output sequence is a stage a distillation can match.
+    dt : float
+        Time bin of the input in ms (required, as for the SNNs; the GRUs have no time constant); ``model.dt``.
 
     Examples
     --------
-    >>> ANN(120, 10)(torch.zeros(30, 2, 120), torch.tensor([30, 12])).shape
+    >>> ANN(120, 10, dt=10.0)(torch.zeros(30, 2, 120), torch.tensor([30, 12])).shape
     torch.Size([2, 10])
     """
 
-    def __init__(self, n_in, n_classes, hidden=(256,)):
+    def __init__(self, n_in, n_classes, hidden=(256,), *, dt):
         super().__init__()
+        self.dt = dt
         sizes = (n_in, *((hidden,) if isinstance(hidden, int) else hidden))
         self.grus = nn.ModuleList(nn.GRU(a, b) for a, b in zip(sizes, sizes[1:]))
         self.readout = nn.Linear(sizes[-1], n_classes)
 
+    def steps(self, x, state=None):
+        """Readout per step [T, B, n_classes] and the GRUs' last hidden states (each [1, B, units]), from
+        ``state`` (zeros when None), as :meth:`SRNN.steps`."""
+        h, out = torch.log1p(x), []
+        for gru, h0 in zip(self.grus, state or (None,) * len(self.grus)):
+            h, last = gru(h, h0)
+            out.append(last)
+        return self.readout(h), tuple(out)
+
     def forward(self, x, lengths=None):
-        h = torch.log1p(x)
-        for gru in self.grus:
-            h, _ = gru(h)
-        return valid_mean(self.readout(h), None if lengths is None else step_mask(x.shape[0], lengths, x.device))
+        return valid_mean(self.steps(x)[0], None if lengths is None else step_mask(x.shape[0], lengths, x.device))

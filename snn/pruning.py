@@ -258,15 +258,16 @@ class SCA(Callback):
             return hook
 
         def on_neurons(name):
-            def hook(module, args, kwargs, spikes):
+            def hook(module, args, kwargs, output):
                 if not module.training or self.importance not in ("membrane", "rate"):
                     return
+                spikes = output[0]
                 T, B = spikes.shape[:2]
                 if self.importance == "rate":
                     value = spikes.detach().reshape(T, B, module.n, -1).mean((0, 1, 3))
                 else:
                     with torch.no_grad():  # .forward: a call would run this hook again
-                        _, h = module.forward(args[0].detach(), *args[1:], return_membrane=True, **kwargs)
+                        _, h, _ = module.forward(args[0].detach(), *args[1:], return_membrane=True, **kwargs)
                     value = h.abs().reshape(T, B, module.n, -1).mean((0, 1, 3))
                 self._track(name, "score", value)
             return hook

@@ -40,7 +40,7 @@ def test_convlstm_matches_the_step_by_step_reference(attention):
     cell = SpikingConvLSTM1d(3, 8, attention=attention, reduction=2).double()
     cell.conv_x.weight.data *= 4  # a lively cell: many outputs near the threshold
     x = (torch.rand(12, 4, 3, 11, dtype=torch.float64) < 0.3).double()
-    got = cell(x)
+    got, _ = cell(x)
     assert got.shape == (12, 4, 8, 6)
     assert 0 < got.mean() < 1  # the comparison is not between two silent outputs
     assert torch.equal(got, reference_cell(cell, x))
@@ -74,21 +74,21 @@ def test_the_forget_gate_attention_is_what_the_cell_uses():
     torch.manual_seed(3)
     cell = SpikingConvLSTM1d(2, 4, attention="cbam").double()
     x = (torch.rand(10, 3, 2, 8, dtype=torch.float64) < 0.4).double()
-    s, (mc, ms) = cell(x, return_attention=True)
+    s, (mc, ms), _ = cell(x, return_attention=True)
     assert mc.shape == (10, 3, 4, 1) and ms.shape == (10, 3, 1, 4)
     cell.cbam.gates = lambda f: (torch.zeros_like(f[:, :, :1]), torch.zeros_like(f[:, :1]))
-    closed = cell(x)
+    closed, _ = cell(x)
     x2 = x.clone()
     x2[:5] = 0  # with no memory, changing the past can only act through h_{t-1} (the one-step recurrence)
     cell.conv_h.weight.data.zero_()
-    assert torch.equal(cell(x)[5:], cell(x2)[5:])
+    assert torch.equal(cell(x)[0][5:], cell(x2)[0][5:])
     assert not torch.equal(closed, s)
 
 
 @pytest.mark.parametrize("attention", ["cbam", "temporal", "none"])
 def test_padding_never_changes_the_logits(attention):
     torch.manual_seed(4)
-    model = SCBAMSNN(24, 3, in_maps=6, maps=(8,), attention=attention).eval()
+    model = SCBAMSNN(24, 3, in_maps=6, maps=(8,), attention=attention, dt=10.0).eval()
     x = (torch.rand(15, 2, 24) < 0.3).float()
     lengths = torch.tensor([15, 9])
     padded = torch.cat([x, torch.ones(5, 2, 24)])  # junk after the end must not matter
@@ -100,13 +100,13 @@ def test_padding_never_changes_the_logits(attention):
 
 
 def test_attention_costs_at_most_five_percent_more_parameters():
-    n = {a: sum(p.numel() for p in SCBAMSNN(120, 10, attention=a).parameters()) for a in SpikingConvLSTM1d.ATTENTION}
+    n = {a: sum(p.numel() for p in SCBAMSNN(120, 10, attention=a, dt=10.0).parameters()) for a in SpikingConvLSTM1d.ATTENTION}
     assert all(n["none"] < n[a] <= 1.05 * n["none"] for a in SpikingConvLSTM1d.ATTENTION if a != "none")
 
 
 def test_surrogate_gradient_reaches_every_parameter():
     torch.manual_seed(5)
-    model = SCBAMSNN(24, 3, in_maps=6, maps=(8,), attention="cbam")
+    model = SCBAMSNN(24, 3, in_maps=6, maps=(8,), attention="cbam", dt=10.0)
     x = (torch.rand(20, 4, 24) < 0.3).float()
     torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2, 0])).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
@@ -145,7 +145,7 @@ def test_synops_count_the_input_recurrent_and_readout_synapses():
     from snn.layers import conv_fan_out
 
     torch.manual_seed(6)
-    model = SCBAMSNN(24, 3, in_maps=6, maps=(8,), attention="cbam").eval()
+    model = SCBAMSNN(24, 3, in_maps=6, maps=(8,), attention="cbam", dt=10.0).eval()
     model.cells[0].conv_x.weight.data *= 4
     x = (torch.rand(15, 2, 24) < 0.3).float()
     with record_activity(model) as act:
@@ -155,7 +155,7 @@ def test_synops_count_the_input_recurrent_and_readout_synapses():
     fan_in = conv_fan_out(cell.conv_x, 4).reshape(6, 4)
     counts = x.reshape(15, 2, 4, 6).sum((0, 1)).T
     assert layers["input"]["synops_per_sample"] == pytest.approx(float((counts * fan_in).sum()) / 2)
-    s = cell(x.reshape(15, 2, 4, 6).transpose(2, 3))
+    s, _ = cell(x.reshape(15, 2, 4, 6).transpose(2, 3))
     fan = conv_fan_out(cell.conv_h, 2) + 3  # recurrent taps + the 3 readout neurons
     assert layers["cell0"]["spikes_per_sample"] > 0
     assert layers["cell0"]["synops_per_sample"] == pytest.approx(float((s.sum((0, 1)).reshape(-1) * fan).sum()) / 2)

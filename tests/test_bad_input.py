@@ -412,7 +412,7 @@ def _other_architecture(state):
     from spiketrum.app.kws import build_model
 
     n_in = config_from_json(state["encoder"]).n_channels
-    state["state_dict"] = build_model("srnn", n_in, len(state["classes"]), hidden=(32, 8)).state_dict()
+    state["state_dict"] = build_model("srnn", n_in, len(state["classes"]), hidden=(32, 8), dt=10.0).state_dict()
 
 
 def _conv_weights(state):
@@ -420,7 +420,7 @@ def _conv_weights(state):
     from spiketrum.app.kws import build_model
 
     enc = config_from_json(state["encoder"])
-    state["state_dict"] = build_model("conv", enc.n_channels, len(state["classes"]), in_maps=enc.levels).state_dict()
+    state["state_dict"] = build_model("conv", enc.n_channels, len(state["classes"]), in_maps=enc.levels, dt=10.0).state_dict()
 
 
 _model_input("valid_run", lambda out, run: shutil.copy(run / "model.pt", out / "model.pt"), "ok")

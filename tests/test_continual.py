@@ -51,7 +51,7 @@ def test_task_set_relabels_and_appends_the_context():
 
 def _model_after_a_forward(seed=0, **kw):
     torch.manual_seed(seed)
-    model = ContextSNN(10, 3, 2, hidden=16, **kw)
+    model = ContextSNN(10, 3, 2, hidden=16, dt=10.0, **kw)
     with torch.no_grad():
         model.input.weight.mul_(4)  # lively neurons
     x = (torch.rand(30, 6, 13) < 0.4).float()
@@ -129,7 +129,7 @@ def test_stdp_potentiates_pre_before_post_and_depresses_post_before_pre():
 
 def test_ewc_penalty_is_zero_at_the_anchor_and_pulls_back_to_it():
     torch.manual_seed(0)
-    model = ContextSNN(6, 2, 2, hidden=8)
+    model = ContextSNN(6, 2, 2, hidden=8, dt=10.0)
     x = (torch.rand(20, 8, 8) < 0.5).float()
     x[..., 6:] = 0
     x[..., 6] = 1
@@ -157,7 +157,7 @@ def test_xdg_gates_silence_exactly_their_neurons():
     assert (gates.sum(1) == 10).all()
     assert not torch.equal(gates[0], gates[1])
     torch.manual_seed(0)
-    model = ContextSNN(6, 4, 2, hidden=50)
+    model = ContextSNN(6, 4, 2, hidden=50, dt=10.0)
     model.gates.copy_(gates)
     with torch.no_grad():
         model.input.bias.fill_(2.0)  # every open neuron fires

@@ -22,7 +22,7 @@ def test_kd_loss_is_zero_iff_student_equals_teacher():
 
 def test_kd_term_matches_hinton_and_moves_the_student_to_the_teacher():
     torch.manual_seed(0)
-    teacher, student = ANN(6, 3, hidden=8), SRNN(6, 3, hidden=(16,))
+    teacher, student = ANN(6, 3, hidden=8, dt=10.0), SRNN(6, 3, hidden=(16,), dt=10.0)
     x, lengths, y = (torch.rand(10, 4, 6) < 0.3).float(), torch.full((4,), 10), torch.tensor([0, 1, 2, 0])
     kd = KD(teacher, temperature=2.0, alpha=0.7)
     trainer = Trainer(student, [], None, None, progress=False, device="cpu")
@@ -85,7 +85,7 @@ def test_lasnn_trains_one_layer_after_another_then_everything():
     from snn.trainer import TrainConfig
 
     torch.manual_seed(0)
-    teacher, student = ANN(6, 3, hidden=(8, 8)), SRNN(6, 3, hidden=(16, 16))
+    teacher, student = ANN(6, 3, hidden=(8, 8), dt=10.0), SRNN(6, 3, hidden=(16, 16), dt=10.0)
     x, lengths, y = (torch.rand(10, 4, 6) < 0.3).float(), torch.full((4,), 10), torch.tensor([0, 1, 2, 0])
     la = LaSNN(teacher, beta=10.0, stage_fraction=0.5)
     trainer = Trainer(student, list(range(40)), None, None, TrainConfig(epochs=4, batch_size=4), progress=False,
@@ -112,7 +112,7 @@ def test_virtual_teacher_puts_its_mass_on_the_true_class():
     assert p[0, 2] == pytest.approx(0.85) and p[1, 0] == pytest.approx(0.85) and p[0, 1] == pytest.approx(0.05)
     kd = KD(None, temperature=1.0, alpha=1.0)
     assert kd.settings()["teacher"] == "virtual"
-    trainer = Trainer(SRNN(3, 4, hidden=(4,)), [], None, None, progress=False, device="cpu")
+    trainer = Trainer(SRNN(3, 4, hidden=(4,), dt=10.0), [], None, None, progress=False, device="cpu")
     zero = kd.loss(trainer, virtual_logits(y, 4) + 5.0, y, None, None, torch.tensor(0.0))
     assert float(zero) == pytest.approx(0.0, abs=1e-6)  # the student that equals the virtual teacher
     assert float(kd.loss(trainer, torch.zeros(2, 4), y, None, None, torch.tensor(0.0))) > 0.1
@@ -132,7 +132,7 @@ def _batch(seed=0):
 
 def test_feature_kd_trains_adapters_that_map_student_rates_to_teacher_features():
     x, lengths, y = _batch()
-    teacher, student = ANN(6, 3, hidden=8), SRNN(6, 3, hidden=(16,), threshold=0.3)
+    teacher, student = ANN(6, 3, hidden=8, dt=10.0), SRNN(6, 3, hidden=(16,), threshold=0.3, dt=10.0)
     kd = KD(teacher, alpha=0.0, feature_beta=1.0)
     trainer = Trainer(student, [], None, None, progress=False, device="cpu")
     kd.on_train_begin(trainer)
@@ -156,7 +156,7 @@ def test_feature_kd_trains_adapters_that_map_student_rates_to_teacher_features()
 
 def test_an_online_teacher_learns_from_its_own_loss_only():
     x, lengths, y = _batch(1)
-    teacher, student = ANN(6, 3, hidden=8), SRNN(6, 3, hidden=(16,))
+    teacher, student = ANN(6, 3, hidden=8, dt=10.0), SRNN(6, 3, hidden=(16,), dt=10.0)
     kd = KD(teacher, alpha=0.5, online=True)
     trainer = Trainer(student, [], None, None, progress=False, device="cpu")
     kd.on_train_begin(trainer)
@@ -172,7 +172,7 @@ def test_an_online_teacher_learns_from_its_own_loss_only():
         p.grad = g
     kd.on_step_end(trainer)
     assert any(not torch.equal(b, p) for b, p in zip(before, teacher.parameters()))
-    again = KD(ANN(6, 3, hidden=8), online=True)
+    again = KD(ANN(6, 3, hidden=8, dt=10.0), online=True)
     again.load_state_dict(kd.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(again.teacher.parameters(), teacher.parameters()))
 

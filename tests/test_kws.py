@@ -29,7 +29,7 @@ class Kill(Callback):
 
 def _train(folder, out, **kw):
     cfg = TrainConfig(epochs=3, batch_size=8, patience=0)
-    return kws.train("folder", folder, out, model_kwargs={"hidden": (24,)}, rate=500, dt=0.01, config=cfg,
+    return kws.train("folder", folder, out, model_kwargs={"hidden": (24,)}, rate=500, dt_ms=10, config=cfg,
                      cache_dir=out.parent / "cache", progress=False, **kw)
 
 
@@ -144,7 +144,7 @@ def test_noise_augmentation_uses_real_noise_or_says_it_cannot(tiny_folder, tmp_p
     if not noise.is_dir():
         pytest.skip("no background noise in the data folder")
     cfg = TrainConfig(epochs=1, batch_size=8, patience=0)
-    common = dict(model_kwargs={"hidden": (16,)}, rate=500, dt=0.01, config=cfg, progress=False)
+    common = dict(model_kwargs={"hidden": (16,)}, rate=500, dt_ms=10, config=cfg, progress=False)
     m = kws.train("folder", tiny_folder, tmp_path / "a" / "run", augment="noise:10dB", noise_dir=noise, **common)
     assert m["augment"] == "noise:10dB"
     entries = sum(len(list(d.glob("*.npz"))) for d in (tmp_path / "a" / "cache").iterdir())

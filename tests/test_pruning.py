@@ -37,7 +37,7 @@ class Watch(Callback):
 @pytest.mark.parametrize("regrow", ["random", "gradient"])
 def test_density_is_exact_after_every_update_and_absent_weights_stay_zero(regrow):
     torch.manual_seed(0)
-    model = SRNN(10, 3, hidden=(32,))
+    model = SRNN(10, 3, hidden=(32,), dt=10.0)
     esl = ESL(0.2, every=2, drop=0.4, end=0.9, regrow=regrow)
     watch = Watch(esl)
     Trainer(model, toy_data(), None, collate, TrainConfig(epochs=4, batch_size=8, lr=1e-2), [esl, watch],
@@ -55,7 +55,7 @@ def test_density_is_exact_after_every_update_and_absent_weights_stay_zero(regrow
 
 def test_regrown_connections_start_at_zero_with_fresh_optimiser_state():
     torch.manual_seed(0)
-    model = SRNN(10, 3, hidden=(16,))
+    model = SRNN(10, 3, hidden=(16,), dt=10.0)
     esl = ESL(0.3, every=3, drop=0.5, regrow="gradient")
     trainer = Trainer(model, toy_data(), None, collate, TrainConfig(epochs=1, batch_size=8), [esl], progress=False)
     esl.on_train_begin(trainer)
@@ -89,7 +89,7 @@ def test_static_mask_never_changes_and_erk_is_exact():
     sizes = [256 * 120, 256 * 256, 16]
     assert math.isclose(sum(a * b for a, b in zip(d, sizes)), 0.5 * sum(sizes))
     torch.manual_seed(0)
-    model = SRNN(10, 3, hidden=(16,))
+    model = SRNN(10, 3, hidden=(16,), dt=10.0)
     esl = ESL(0.1, drop=0.0)
     watch = Watch(esl)
     Trainer(model, toy_data(), None, collate, TrainConfig(epochs=2, batch_size=8), [esl, watch], progress=False).fit()
@@ -104,7 +104,7 @@ def test_synops_count_only_the_connections_present():
     from snn.models import record_activity
 
     torch.manual_seed(0)
-    model = SRNN(10, 3, hidden=(16,))
+    model = SRNN(10, 3, hidden=(16,), dt=10.0)
     x = (torch.rand(20, 4, 10) < 0.3).float()
     with record_activity(model) as dense:
         model(x)
@@ -150,7 +150,7 @@ def conv_model():
     from snn.models import ConvSNN
 
     torch.manual_seed(0)
-    return ConvSNN(24, 3, in_maps=2, channels=(8, 12), kernel_size=3, stride=1, hidden=16)
+    return ConvSNN(24, 3, in_maps=2, channels=(8, 12), kernel_size=3, stride=1, hidden=16, dt=10.0)
 
 
 @pytest.mark.parametrize("importance", ["membrane", "rate", "taylor", "random"])
@@ -175,7 +175,7 @@ def test_sca_follows_its_schedule_and_pruned_channels_are_silent(importance):
     layer = model.convs[0]
     z = layer.conv(x.reshape(20, 2, 12))
     assert bool((z[:, ~sca.masks["convs.0"]] == 0).all())
-    spikes = layer(x.reshape(10, 2, 12, 2).transpose(2, 3))
+    spikes, _ = layer(x.reshape(10, 2, 12, 2).transpose(2, 3))
     assert bool((spikes[:, :, ~sca.masks["convs.0"]] == 0).all())
 
 
@@ -185,7 +185,7 @@ def test_compact_model_computes_the_same_with_fewer_channels():
     model = conv_model()
     sca = SCA(0.5, every=2, end=0.5)
     Trainer(model, conv_data(), None, collate, TrainConfig(epochs=3, batch_size=8), [sca], progress=False).fit()
-    kwargs = dict(in_maps=2, channels=(8, 12), kernel_size=3, stride=1, hidden=16)
+    kwargs = dict(in_maps=2, channels=(8, 12), kernel_size=3, stride=1, hidden=16, dt=10.0)
     small, small_kwargs = compact(model.eval(), kwargs)
     assert small_kwargs["channels"] == (4, 6)
     assert sum(p.numel() for p in small.parameters()) < 0.7 * sum(p.numel() for p in model.parameters())
@@ -224,7 +224,7 @@ def test_sca_swaps_reset_the_optimiser_state_and_refuse_models_without_convoluti
     had, reset = zip(*checked)
     assert any(had) and all(reset)  # dropped channels that had moments lose them; grown ones start from zero
     with pytest.raises(ValueError, match="convolutions"):
-        Trainer(SRNN(10, 3, hidden=(8,)), toy_data(), None, collate, TrainConfig(epochs=1), [SCA(0.5)], progress=False).fit()
+        Trainer(SRNN(10, 3, hidden=(8,), dt=10.0), toy_data(), None, collate, TrainConfig(epochs=1), [SCA(0.5)], progress=False).fit()
 
 
 def test_sca_run_exports_a_compact_model_with_equal_outputs(tiny_folder, tmp_path):

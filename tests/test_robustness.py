@@ -19,7 +19,7 @@ def cli(*args):
 @pytest.fixture(scope="module")
 def trained(tiny_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("rob") / "run"
-    kws.train("folder", tiny_folder, out, model_kwargs={"hidden": (24,)}, rate=500, dt=0.01, augment="none",
+    kws.train("folder", tiny_folder, out, model_kwargs={"hidden": (24,)}, rate=500, dt_ms=10, augment="none",
               config=TrainConfig(epochs=3, batch_size=8, patience=0), progress=False)
     return out
 
@@ -37,8 +37,8 @@ def test_no_deletion_is_the_clean_run_and_full_deletion_leaves_no_input(trained,
     # Every spike deleted: the model sees all-zero input of each clip's length, and nothing decodes (0 dB).
     run = kws.Run.load(trained)
     audio, _ = kws.split_audio(run, "folder", tiny_folder)
-    spikes = kws.spike_sets([audio], run.encoder, trained.parent / "cache", run.dt, progress=False)[0]
-    x, lengths, y = collate_spikes([spikes[i] for i in range(len(spikes))], dt_ms=1000 * run.dt)
+    spikes = kws.spike_sets([audio], run.encoder, trained.parent / "cache", run.dt_ms, progress=False)[0]
+    x, lengths, y = collate_spikes([spikes[i] for i in range(len(spikes))], dt_ms=run.dt_ms)
     with torch.no_grad():
         silent = run.model(torch.zeros_like(x), lengths).argmax(1)
     assert full["accuracy"] == float((silent == y).double().mean())
@@ -80,7 +80,7 @@ def test_background_noise_lowers_the_reconstruction_snr(trained, tiny_folder, da
 
 def test_the_command_writes_json_and_figure_and_compares_runs(trained, tiny_folder, tmp_path):
     other = tmp_path / "delta"
-    kws.train("folder", tiny_folder, other, encoder="delta", model_kwargs={"hidden": (24,)}, rate=500, dt=0.01,
+    kws.train("folder", tiny_folder, other, encoder="delta", model_kwargs={"hidden": (24,)}, rate=500, dt_ms=10,
               augment="none", config=TrainConfig(epochs=1, batch_size=8, patience=0), progress=False)
     out = tmp_path / "out"
     r = cli("robustness", trained, "--dataset", "folder", "--data", tiny_folder, "-o", out, "--deletion", "0,0.5",

@@ -38,9 +38,11 @@ class _RefSpike(torch.autograd.Function):
         return g * _sg(u, *ctx.args), None, None
 
 
-def reference(x, weight, beta, threshold, rho, alpha, adaptive, reset, surrogate, k):
-    v = torch.zeros_like(x[0])
-    a, s = torch.zeros_like(v), torch.zeros_like(v)
+def reference(x, weight, beta, threshold, rho, alpha, adaptive, reset, surrogate, k, state=None,
+              return_state=False):
+    """Spikes and membrane [T, B, N] from ``state`` (v, a, s; zeros when None), and with
+    ``return_state`` the final (v, a, s)."""
+    v, a, s = (torch.zeros_like(x[0]),) * 3 if state is None else state
     spikes, membrane = [], []
     for t in range(x.shape[0]):
         theta = threshold + alpha * a if adaptive else threshold
@@ -53,7 +55,8 @@ def reference(x, weight, beta, threshold, rho, alpha, adaptive, reset, surrogate
             a = rho * a + (1 - rho) * s
         spikes.append(s)
         membrane.append(h)
-    return torch.stack(spikes), torch.stack(membrane)
+    out = torch.stack(spikes), torch.stack(membrane)
+    return (*out, (v, a, s)) if return_state else out
 
 
 SLOPES = {"fast_sigmoid": 25.0, "atan": 2.0, "triangle": 1.0}
@@ -65,7 +68,7 @@ def fused(kind, x, weight, beta, threshold, rho, alpha, reset, surrogate, k):
     return {"lif": lambda: F.lif_sequence(x, beta, **common),
             "alif": lambda: F.alif_sequence(x, beta, **adapt, **common),
             "rlif": lambda: F.rlif_sequence(x, weight, beta, **common),
-            "ralif": lambda: F.ralif_sequence(x, weight, beta, **adapt, **common)}[kind]()
+            "ralif": lambda: F.ralif_sequence(x, weight, beta, **adapt, **common)}[kind]()[:2]
 
 
 def make_inputs(kind, T, B, N, seed, dtype=torch.float64, scale=0.8):
@@ -145,9 +148,9 @@ def test_inference_path_equals_autograd_path(kind, numba_path, monkeypatch):
     with torch.no_grad():
         s0, h0 = fused(kind, *inputs, "zero", "atan", 2.0)
     assert s0.grad_fn is None and torch.equal(s0, s) and torch.equal(h0, h)
-    u = F.li_sequence(inputs[0], inputs[2])
+    u, _ = F.li_sequence(inputs[0], inputs[2])
     with torch.no_grad():
-        u0 = F.li_sequence(inputs[0], inputs[2])
+        u0, _ = F.li_sequence(inputs[0], inputs[2])
     assert u.grad_fn is not None and u0.grad_fn is None and torch.equal(u0, u)
 
 
@@ -228,18 +231,18 @@ def test_gradcheck_leaky_integrator():
 
 def test_leaky_integrator_values():
     x = torch.tensor([1.0, 0.0, 2.0]).reshape(3, 1, 1)
-    assert F.li_sequence(x, 0.5).flatten().tolist() == [1.0, 0.5, 2.25]
+    assert F.li_sequence(x, 0.5)[0].flatten().tolist() == [1.0, 0.5, 2.25]
 
 
 def test_leaky_integrator_torch_path(monkeypatch):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(9, 2, 4, dtype=torch.float64, generator=g).requires_grad_()
     beta = torch.rand(4, dtype=torch.float64, generator=g).requires_grad_()
-    u = F.li_sequence(x, beta)
+    u, _ = F.li_sequence(x, beta)
     gu = torch.randn_like(u)
     grads = torch.autograd.grad((u * gu).sum(), (x, beta))
     monkeypatch.setattr(F, "_use_numba", lambda t: False)
-    u2 = F.li_sequence(x, beta)
+    u2, _ = F.li_sequence(x, beta)
     grads2 = torch.autograd.grad((u2 * gu).sum(), (x, beta))
     assert torch.allclose(u, u2)
     assert all(torch.allclose(a, b) for a, b in zip(grads, grads2))
@@ -284,10 +287,10 @@ def test_saves_one_sequence_tensor():
 def test_learnable_beta_gradient_and_clamp():
     torch.manual_seed(0)
     x = torch.randn(40, 3, 6, dtype=torch.float64) + 0.4
-    layer = snn.ALIF(6, beta=0.8, learn_beta=True, learn_threshold=True).double()
+    layer = snn.ALIF(6, dt=1.0, tau_mem=-1.0 / math.log(0.8), learn_beta=True, learn_threshold=True).double()
     assert {n for n, _ in layer.named_parameters()} == {"beta", "threshold", "rho", "alpha"}
     g = torch.randn(40, 3, 6, dtype=torch.float64)
-    (layer(x) * g).sum().backward()
+    (layer(x)[0] * g).sum().backward()
     beta = layer.beta.detach().requires_grad_()
     s_ref, _ = reference(x, None, beta, layer.threshold, layer.rho, layer.alpha, True, "subtract", "atan", 2.0)
     (grad_ref,) = torch.autograd.grad((s_ref * g).sum(), beta)
@@ -295,21 +298,21 @@ def test_learnable_beta_gradient_and_clamp():
     assert torch.allclose(layer.beta.grad, grad_ref, atol=1e-10)
     with torch.no_grad():
         layer.beta.fill_(1.5)
-    assert torch.equal(layer(x), snn.ALIF(6, beta=1.0, learn_threshold=True).double()(x))
-    fixed = snn.LIF(6)
+    assert torch.equal(layer(x)[0], snn.ALIF(6, dt=1.0, tau_mem=math.inf, learn_threshold=True).double()(x)[0])
+    fixed = snn.LIF(6, dt=1.0)
     assert not list(fixed.parameters()) and fixed.beta.shape == (6,)
 
 
 def test_recurrent_weight_is_used():
     torch.manual_seed(1)
-    layer = snn.RLIF(8)
+    layer = snn.RLIF(8, dt=1.0)
     x = torch.randn(30, 2, 8) + 0.5
-    s = layer(x)
+    s, _ = layer(x)
     s.sum().backward()
     assert layer.weight.grad.abs().sum() > 0
     with torch.no_grad():
         layer.weight.zero_()
-    assert torch.equal(layer(x), snn.LIF(8)(x))
+    assert torch.equal(layer(x)[0], snn.LIF(8, dt=1.0)(x)[0])
 
 
 def test_input_validation():
@@ -325,19 +328,19 @@ def test_input_validation():
     with pytest.raises(ValueError, match="recurrent weight"):
         F.rlif_sequence(x, torch.zeros(3, 3))
     with pytest.raises(ValueError, match="readout"):
-        snn.SRNN(4, 2, readout="last")
+        snn.SRNN(4, 2, readout="last", dt=10.0)
 
 
 def test_empty_sequence():
     for seq in (F.lif_sequence, F.li_sequence):
-        assert seq(torch.zeros(0, 2, 3)).shape == (0, 2, 3)
+        assert seq(torch.zeros(0, 2, 3))[0].shape == (0, 2, 3)
 
 
 # -- layers and models ---------------------------------------------------------------------------
 def test_conv_layer_shapes_and_fan_out():
-    layer = snn.SpikingConv1d(6, 8, kernel_size=5, stride=2)
+    layer = snn.SpikingConv1d(6, 8, kernel_size=5, stride=2, dt=1.0)
     x = (torch.rand(10, 3, 6, 40) < 0.3).float()
-    s = layer(x)
+    s, _ = layer(x)
     assert s.shape == (10, 3, 8, layer.output_length(40)) == (10, 3, 8, 20)
     assert set(s.unique().tolist()) <= {0.0, 1.0}
     # fan-out: for each input map and position, the (output map, window) pairs with a nonzero tap on it
@@ -348,8 +351,8 @@ def test_conv_layer_shapes_and_fan_out():
         lo = o * 2 - 2
         brute[:, max(lo, 0):lo + 5] += 8
     assert torch.equal(fan, brute.reshape(-1))
-    odd = snn.SpikingConv1d(2, 3, kernel_size=4, stride=3, padding=0)
-    assert odd(torch.zeros(2, 1, 2, 11)).shape == (2, 1, 3, odd.output_length(11)) == (2, 1, 3, 3)
+    odd = snn.SpikingConv1d(2, 3, kernel_size=4, stride=3, padding=0, dt=1.0)
+    assert odd(torch.zeros(2, 1, 2, 11))[0].shape == (2, 1, 3, odd.output_length(11)) == (2, 1, 3, 3)
     assert odd.fan_out(11)[:11].tolist() == [3.0, 3, 3, 6, 3, 3, 6, 3, 3, 3, 0]  # windows [0,4) [3,7) [6,10)
     with torch.no_grad():  # prune output map 0 and one tap of input map 1 in map 2: only present synapses count
         odd.conv.weight[0] = 0
@@ -357,28 +360,30 @@ def test_conv_layer_shapes_and_fan_out():
     pruned = odd.fan_out(11).reshape(2, 11)
     assert pruned[0].tolist() == [2.0, 2, 2, 4, 2, 2, 4, 2, 2, 2, 0]
     assert pruned[1].tolist() == [1.0, 2, 2, 3, 2, 2, 3, 2, 2, 2, 0]  # tap 0 sits on positions 0, 3, 6
-    adaptive = snn.SpikingConv1d(2, 3, kernel_size=3, adaptive=True)
+    adaptive = snn.SpikingConv1d(2, 3, kernel_size=3, adaptive=True, dt=1.0)
     assert isinstance(adaptive.neurons, snn.ALIF)
 
 
 def test_conv_layer_shares_parameters_per_map():
     """One neuron per (map, position), parameters per map: same as LIF with repeated betas."""
     torch.manual_seed(2)
-    layer = snn.SpikingConv1d(1, 2, kernel_size=3, beta=torch.tensor([0.2, 0.95]))
+    layer = snn.SpikingConv1d(1, 2, kernel_size=3, dt=1.0, tau_mem=-1.0 / torch.tensor([0.2, 0.95]).log())
     with torch.no_grad():
         layer.conv.weight.uniform_(0.0, 1.0)
     x = 2 * torch.rand(20, 2, 1, 7)
     y = layer.conv(x.reshape(40, 1, 7)).reshape(20, 2, 14)
-    expected = F.lif_sequence(y, torch.tensor([0.2] * 7 + [0.95] * 7))
-    s = layer(x).reshape(20, 2, 14)
+    beta = layer.neurons.beta
+    assert torch.allclose(beta, torch.tensor([0.2, 0.95]))
+    expected, _ = F.lif_sequence(y, beta.repeat_interleave(7))
+    s = layer(x)[0].reshape(20, 2, 14)
     assert torch.equal(s, expected)
-    assert not torch.equal(s, F.lif_sequence(y, torch.tensor([0.2, 0.95] * 7)))
+    assert not torch.equal(s, F.lif_sequence(y, beta.repeat(7))[0])
 
 
-MODELS = [lambda **kw: snn.SRNN(48, 5, hidden=(32, 24), **kw),
-          lambda **kw: snn.SRNN(48, 5, hidden=(16,), adaptive=False, **kw),
-          lambda **kw: snn.ConvSNN(48, 5, channels=(4, 8), hidden=16, **kw),
-          lambda **kw: snn.ConvSNN(48, 5, in_maps=4, channels=(4,), hidden=None, adaptive=True, **kw)]
+MODELS = [lambda **kw: snn.SRNN(48, 5, hidden=(32, 24), dt=10.0, **kw),
+          lambda **kw: snn.SRNN(48, 5, hidden=(16,), adaptive=False, dt=10.0, **kw),
+          lambda **kw: snn.ConvSNN(48, 5, channels=(4, 8), hidden=16, dt=10.0, **kw),
+          lambda **kw: snn.ConvSNN(48, 5, in_maps=4, channels=(4,), hidden=None, adaptive=True, dt=10.0, **kw)]
 
 
 @pytest.mark.parametrize("readout", ["mean", "max", "count"])
@@ -404,7 +409,7 @@ def test_model_shapes_and_padding(make, readout):
 
 def test_activity_counts():
     torch.manual_seed(4)
-    model = snn.SRNN(48, 5, hidden=(32,), threshold=0.3).eval()
+    model = snn.SRNN(48, 5, hidden=(32,), threshold=0.3, dt=10.0).eval()
     x = (torch.rand(50, 2, 48) < 0.2).float()
     lengths = torch.tensor([50, 30])
     with snn.record_activity(model) as act:
@@ -417,7 +422,7 @@ def test_activity_counts():
     assert inp["spikes_per_sample"] == pytest.approx((x * valid[..., None]).sum().item() / 2)
     assert inp["synops_per_sample"] == pytest.approx(inp["spikes_per_sample"] * 32)
     hid = summary["layers"]["hidden0"]
-    spikes = model.neurons[0](model.linears[0](x)) * valid[..., None]
+    spikes = model.neurons[0](model.linears[0](x))[0] * valid[..., None]
     assert hid["spikes_per_sample"] == pytest.approx(spikes.sum().item() / 2)
     assert hid["synops_per_sample"] == pytest.approx(hid["spikes_per_sample"] * (5 + 32))
     assert hid["rate"] == pytest.approx(spikes.sum().item() / (32 * 80))
@@ -429,7 +434,7 @@ def test_activity_counts():
 
 def test_activity_conv_synops():
     torch.manual_seed(5)
-    model = snn.ConvSNN(48, 5, channels=(4,), hidden=16, threshold=0.3).eval()
+    model = snn.ConvSNN(48, 5, channels=(4,), hidden=16, threshold=0.3, dt=10.0).eval()
     x = (torch.rand(30, 2, 48) < 0.3).float()
     with snn.record_activity(model) as act:
         model(x)

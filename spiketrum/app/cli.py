@@ -252,7 +252,7 @@ def cmd_train(args):
         raise ValueError("--teacher needs --distill kd or lasnn")
     with _removed_if_left_empty(args.output), distributed() as rank:  # data-parallel under torchrun, else one process
         m = kws.train(args.dataset, args.data, args.output, split=args.split, model=args.model, encoder=args.encoder,
-                      rate=args.rate, dt=args.dt_ms / 1000, augment=args.augment, config=_train_config(args),
+                      rate=args.rate, dt_ms=args.dt_ms, augment=args.augment, config=_train_config(args),
                       model_kwargs=model_kwargs, cache_dir=args.cache, jobs=args.jobs, resume=args.resume, options=options,
                       noise_dir=args.noise_dir, progress=not args.quiet, force=args.force)
     if rank != 0:
@@ -273,7 +273,7 @@ def cmd_continual(args):
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, patience=0)
     with _removed_if_left_empty(args.output):
         results = continual(args.dataset, args.data, args.output, tasks=args.tasks, methods=args.methods,
-                            split=args.split, encoder=args.encoder, rate=args.rate, dt=args.dt_ms / 1000, config=config,
+                            split=args.split, encoder=args.encoder, rate=args.rate, dt_ms=args.dt_ms, config=config,
                             cache_dir=args.cache, jobs=args.jobs, progress=not args.quiet, force=args.force, **options)
     for m, r in results.items():
         print(f"{m:9s} average accuracy {100 * r['average_accuracy']:5.1f} %  backward transfer "

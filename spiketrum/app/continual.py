@@ -71,7 +71,7 @@ def _saved_result(path, settings):
 
 
 def continual(dataset, data, out, *, tasks="pairs", methods=METHODS, split="official", encoder="spiketrum", rate=1000.0,
-              dt=1e-2, config=TrainConfig(epochs=10, patience=0), cache_dir=None, jobs=1, progress=True, force=False,
+              dt_ms=10.0, config=TrainConfig(epochs=10, patience=0), cache_dir=None, jobs=1, progress=True, force=False,
               **options):
     """Run every method over the task sequence and write ``out/continual.json`` and ``out/continual.png``.
 
@@ -88,7 +88,7 @@ def continual(dataset, data, out, *, tasks="pairs", methods=METHODS, split="offi
     sr = SAMPLE_RATES.get(dataset) or corpus_rate(splits)
     enc = make_config(encoder, sr, rate=rate).for_training()
     settings = {"dataset": dataset, "split": split, "tasks": tasks, "task_list": [dataclasses.asdict(t) for t in task_list],
-                "encoder": json.loads(enc.to_json()), "dt": dt, "train_config": dataclasses.asdict(config), **options}
+                "encoder": json.loads(enc.to_json()), "dt_ms": dt_ms, "train_config": dataclasses.asdict(config), **options}
     summary_path = out / "continual.json"
     if not force and summary_path.exists():
         try:
@@ -98,7 +98,7 @@ def continual(dataset, data, out, *, tasks="pairs", methods=METHODS, split="offi
         if not same:
             raise OutputExists(out, "finished results made with other settings (continual.json)")
     out.mkdir(parents=True, exist_ok=True)
-    base = spike_sets(splits, enc, Path(cache_dir) if cache_dir else out / "cache", dt, jobs, progress)
+    base = spike_sets(splits, enc, Path(cache_dir) if cache_dir else out / "cache", dt_ms, jobs, progress)
     sets = tuple([TaskSet(b, t, k, len(task_list)) for k, t in enumerate(task_list)] for b in base)
     write_json(settings, out / "settings.json")
     results = {}
@@ -109,7 +109,7 @@ def continual(dataset, data, out, *, tasks="pairs", methods=METHODS, split="offi
             results[m] = saved
             continue
         bar.set_postfix(method=m)
-        r = run_method(m, task_list, sets, enc.n_channels, collate_for(dt), config, progress=bar.write if progress else None,
+        r = run_method(m, task_list, sets, enc.n_channels, collate_for(dt_ms), config, dt=dt_ms, progress=bar.write if progress else None,
                        **options)
         r["run_settings"] = settings
         write_json(r, out / f"{m}.json")

@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import inspect
 import json
+import math
 import pickle
 import time
 import warnings
@@ -30,7 +31,7 @@ from spiketrum.perturb import DEFAULT_AUGMENT, Augment
 from .errors import OutputExists
 
 MODEL_FORMAT = "spiketrum-model"
-MODEL_VERSION = 1
+MODEL_VERSION = 2  # 2: dt_ms, and model_kwargs hold dt and time constants in ms (1: dt in s, taus in bins)
 SAMPLE_RATES = {"fsdd": 8000, "speech-commands": 16000}
 
 
@@ -106,8 +107,8 @@ class AugmentedSpikes(torch.utils.data.Dataset):
     carry: a resumed run draws the same augmentations as an uninterrupted one.
     """
 
-    def __init__(self, clean, augment, dt, noisy=()):
-        self.clean, self.augment, self.dt, self.noisy = clean, augment, dt, list(noisy)
+    def __init__(self, clean, augment, dt_ms, noisy=()):
+        self.clean, self.augment, self.dt_ms, self.noisy = clean, augment, dt_ms, list(noisy)
         self.classes, self.labels = clean.classes, clean.labels
 
     def __len__(self):
@@ -118,7 +119,7 @@ class AugmentedSpikes(torch.utils.data.Dataset):
         source = self.clean
         if self.noisy and rng.random() < 0.5:
             source = self.noisy[int(rng.integers(len(self.noisy))) if len(self.noisy) > 1 else 0]
-        return self.augment(source.spikes(i), rng).to_dense(1000 * self.dt, torch=True), self.labels[i]
+        return self.augment(source.spikes(i), rng).to_dense(self.dt_ms, torch=True), self.labels[i]
 
 
 MODELS = {"srnn": SRNN, "conv": ConvSNN, "srnn-scbam": SCBAMSNN, "ann": ANN}
@@ -154,13 +155,13 @@ class Run:
     model_name: str
     model_kwargs: dict
     encoder: object
-    dt: float
+    dt_ms: float
     classes: list
 
     def save(self, path, extra=None):
         atomic_save({"format": MODEL_FORMAT, "version": MODEL_VERSION, "model_name": self.model_name,
                      "model_kwargs": self.model_kwargs, "state_dict": self.model.state_dict(),
-                     "encoder": self.encoder.to_json(), "dt": self.dt, "classes": list(self.classes), **(extra or {})}, path)
+                     "encoder": self.encoder.to_json(), "dt_ms": self.dt_ms, "classes": list(self.classes), **(extra or {})}, path)
 
     @classmethod
     def load(cls, run_dir, device="cpu"):
@@ -175,13 +176,18 @@ class Run:
                 raise ValueError("not a spiketrum model file")
             if state["version"] > MODEL_VERSION:
                 raise ValueError(f"model format {state['version']} is newer than this spiketrum reads; upgrade")
-            dt, classes = state["dt"], state["classes"]
+            version, classes, kwargs = state["version"], state["classes"], state["model_kwargs"]
+            dt = state["dt_ms"] if version >= 2 else state["dt"] * 1000  # version 1 kept seconds
             if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not (np.isfinite(dt) and dt > 0):
-                raise ValueError(f"time bin dt={dt!r} is not a positive number of seconds")
+                raise ValueError(f"time bin {dt!r} ms is not a positive number")
+            if version < 2:  # version 1: time constants in bins of the run's dt, and no dt: both to ms
+                kwargs = {**{k: v * dt if k.startswith("tau_") else v for k, v in kwargs.items()}, "dt": dt}
+            if not math.isclose(kwargs.get("dt", math.nan), dt):
+                raise ValueError(f"its model is built for {kwargs.get('dt')!r} ms bins, its spikes are binned at {dt!r} ms")
             if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
                 raise ValueError("classes are not a list of names")
             encoder = config_from_json(state["encoder"])
-            model = build_model(state["model_name"], encoder.n_channels, len(classes), **state["model_kwargs"])
+            model = build_model(state["model_name"], encoder.n_channels, len(classes), **kwargs)
             try:
                 model.load_state_dict(state["state_dict"])
             except RuntimeError as exc:  # "Error(s) in loading state_dict for SRNN:", then what does not fit
@@ -194,29 +200,29 @@ class Run:
                              "pickled code is never run)") from None
         except Exception as exc:  # noqa: BLE001 - foreign bytes fail torch.load in many ways (IndexError on a WAV)
             raise ValueError(f"{path}: cannot load model ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-        return cls(model.to(device).eval(), state["model_name"], state["model_kwargs"], encoder, dt, classes)
+        return cls(model.to(device).eval(), state["model_name"], kwargs, encoder, float(dt), classes)
 
 
-def input_key(encoder, dt, classes):
+def input_key(encoder, dt_ms, classes):
     """What a model's input is: its encoder, time bin and classes (a teacher must share them with its student)."""
-    return encoder.to_json(), float(dt), list(classes)
+    return encoder.to_json(), float(dt_ms), list(classes)
 
 
 def distiller(kind, run_dir, device="cpu", **kwargs):
     """A :class:`~snn.distill.KD` or :class:`~snn.distill.LaSNN` whose teacher is the model of a trained run."""
     run = Run.load(run_dir, device=device)
-    return kind(run.model, source=run_dir, input_key=input_key(run.encoder, run.dt, run.classes), **kwargs)
+    return kind(run.model, source=run_dir, input_key=input_key(run.encoder, run.dt_ms, run.classes), **kwargs)
 
 
-def spike_sets(splits, encoder, cache_dir, dt, jobs=1, progress=True):
-    sets = [SpikeDataset(s, encoder, cache_dir, dt_ms=1000 * dt, jobs=jobs) for s in splits]
+def spike_sets(splits, encoder, cache_dir, dt_ms, jobs=1, progress=True):
+    sets = [SpikeDataset(s, encoder, cache_dir, dt_ms=dt_ms, jobs=jobs) for s in splits]
     for s in sets:
         s.prepare(progress=progress)
     return sets
 
 
-def collate_for(dt):
-    return lambda batch: collate_spikes(batch, dt_ms=1000 * dt)
+def collate_for(dt_ms):
+    return lambda batch: collate_spikes(batch, dt_ms=dt_ms)
 
 
 def plot_confusion(confusion, classes, path, title):
@@ -257,7 +263,7 @@ class TrainPlan:
     encoder_name: str
     encoder: object
     rate: float
-    dt: float
+    dt_ms: float
     augment: Augment
     no_noise: bool  # the default noise augmentation was dropped: no noise folder found
     noise_dir: object
@@ -298,7 +304,7 @@ def _check_output(out, resume, force):
                            "resume it (resume=True), or pass force=True to start over")
 
 
-def plan_training(dataset, data, out, *, split="official", model="srnn", encoder="spiketrum", rate=1000.0, dt=1e-2,
+def plan_training(dataset, data, out, *, split="official", model="srnn", encoder="spiketrum", rate=1000.0, dt_ms=10.0,
                   augment=None, config=TrainConfig(), model_kwargs=None, cache_dir=None, resume=False, noise_dir=None,
                   options=(), force=False):
     """Step 1 of :func:`train`: check every argument and combination of options, read the corpus's file list,
@@ -320,16 +326,18 @@ def plan_training(dataset, data, out, *, split="official", model="srnn", encoder
     enc = make_config(encoder, sr, rate=rate).for_training()  # the channel layout SNNs train on
     classes = list(splits[0].classes)
     model_kwargs = dict(model_kwargs or {})
+    if not math.isclose(model_kwargs.setdefault("dt", dt_ms), dt_ms):  # the model's bin is the spike tensor's
+        raise ValueError(f"the model is asked for {model_kwargs['dt']!r} ms bins, the spikes are binned at {dt_ms!r} ms")
     if model in ("conv", "srnn-scbam"):
         model_kwargs.setdefault("in_maps", enc.n_channels // enc.kernels)
     net = build_model(model, enc.n_channels, len(classes), **model_kwargs)  # a throwaway: the options look at it
     for o in options:  # before any encoding: a teacher on other input, SCA on a model without convolutions
         if hasattr(o, "check"):
-            o.check(enc.n_channels, len(classes), input_key(enc, dt, classes))
+            o.check(enc.n_channels, len(classes), dt_ms, input_key(enc, dt_ms, classes))
         if hasattr(o, "check_model"):
             o.check_model(net)
     settings = {"dataset": dataset, "split": split, "model": model, "model_kwargs": model_kwargs,
-                "encoder": json.loads(enc.to_json()), "dt": dt, "augment": augment.spec(),
+                "encoder": json.loads(enc.to_json()), "dt_ms": dt_ms, "augment": augment.spec(),
                 "options": [o.settings() for o in options] or None}
     if resume:
         saved = json.loads((out / "settings.json").read_text()) if (out / "settings.json").is_file() else {}
@@ -340,7 +348,7 @@ def plan_training(dataset, data, out, *, split="official", model="srnn", encoder
             differ = sorted(k for k in resume_state["config"] if resume_state["config"][k] != dataclasses.asdict(config).get(k))
             raise ValueError(f"{checkpoint}: checkpoint was trained with other settings ({', '.join(differ)}); cannot resume")
     cache_dir = Path(cache_dir) if cache_dir is not None else out.parent / "cache"
-    return TrainPlan(dataset, Path(data), out, split, model, model_kwargs, encoder, enc, rate, dt, augment, no_noise,
+    return TrainPlan(dataset, Path(data), out, split, model, model_kwargs, encoder, enc, rate, dt_ms, augment, no_noise,
                      noise_dir, config, cache_dir, splits, classes, list(options), resume_state, settings)
 
 
@@ -350,7 +358,7 @@ def prepare_data(plan, jobs=1, progress=True):
     ``{"file", "reason"}``; the training set is wrapped in the augmentation."""
     plan.out.mkdir(parents=True, exist_ok=True)
     with rank_zero_first():  # rank 0 encodes, then the other processes load its cache entries
-        train_set, val_set, test_set = spike_sets(plan.splits, plan.encoder, plan.cache_dir, plan.dt, jobs, progress)
+        train_set, val_set, test_set = spike_sets(plan.splits, plan.encoder, plan.cache_dir, plan.dt_ms, jobs, progress)
         noisy = []
         if plan.augment.noise is not None:
             noise = NoiseFolder(plan.noise_dir, plan.encoder.sr, part="train")
@@ -364,7 +372,7 @@ def prepare_data(plan, jobs=1, progress=True):
                                      f"({noisy[-1].skipped[0][1]})")
     skipped = skipped_files(plan.splits, (train_set, val_set, test_set))
     if plan.augment != Augment():
-        train_set = AugmentedSpikes(train_set, plan.augment, plan.dt, noisy)
+        train_set = AugmentedSpikes(train_set, plan.augment, plan.dt_ms, noisy)
     return train_set, val_set, test_set, skipped
 
 
@@ -386,7 +394,7 @@ def build(plan):
 
 def fit(plan, net, train_set, val_set, callbacks=(), device=None, progress=True):
     """Step 4: train ``net`` (resuming from the plan's checkpoint if any); returns the :class:`Trainer`."""
-    trainer = Trainer(net, train_set, val_set if len(val_set) else None, collate_for(plan.dt), plan.config,
+    trainer = Trainer(net, train_set, val_set if len(val_set) else None, collate_for(plan.dt_ms), plan.config,
                       [*plan.options, *callbacks], run_dir=plan.out, device=device, progress=progress)
     if plan.resume_state is not None:
         trainer.load_checkpoint(plan.out / "checkpoint.pt")
@@ -406,19 +414,19 @@ def report(plan, trainer, test_set, skipped=(), start=None):
     rank, world = rank_and_world()
     classes = plan.classes
     result = trainer.evaluate(test_set, n_classes=len(classes))
-    run = Run(trainer.model, plan.model, plan.model_kwargs, plan.encoder, plan.dt, classes)
+    run = Run(trainer.model, plan.model, plan.model_kwargs, plan.encoder, plan.dt_ms, classes)
     if rank != 0:  # the run folder, its activity and latency are rank 0's
         return {"test_accuracy": result["accuracy"], "n_test": result["n"], "processes": world}
-    dt, options = plan.dt, plan.options
+    dt_ms, options = plan.dt_ms, plan.options
     metrics = {"test_accuracy": result["accuracy"], "n_test": result["n"], "classes": classes,
                "confusion": result["confusion"], "dataset": plan.dataset, "split": plan.split, "model": plan.model,
-               "encoder": plan.encoder_name, "rate": plan.rate, "dt": dt, "augment": plan.augment.spec(),
+               "encoder": plan.encoder_name, "rate": plan.rate, "dt_ms": dt_ms, "augment": plan.augment.spec(),
                "epochs_run": len(trainer.history), "best_val_accuracy": trainer.best_accuracy,
                "parameters": sum(p.numel() for p in run.model.parameters()),
                "parameters_nonzero": sum(int(p.count_nonzero()) for p in run.model.parameters()),
                "history": trainer.history, "train_config": dataclasses.asdict(plan.config),
-               **activity(run.model, test_set, collate_for(dt), trainer.device),
-               "cpu_latency_ms": cpu_latency(run.model, test_set, collate_for(dt)),
+               **activity(run.model, test_set, collate_for(dt_ms), trainer.device),
+               "cpu_latency_ms": cpu_latency(run.model, test_set, collate_for(dt_ms)),
                "skipped_files": list(skipped)}
     if options:
         metrics["options"] = [o.settings() for o in options]
@@ -437,7 +445,7 @@ def report(plan, trainer, test_set, skipped=(), start=None):
     return metrics
 
 
-def train(dataset, data, out, *, split="official", model="srnn", encoder="spiketrum", rate=1000.0, dt=1e-2,
+def train(dataset, data, out, *, split="official", model="srnn", encoder="spiketrum", rate=1000.0, dt_ms=10.0,
           augment=None, config=TrainConfig(), model_kwargs=None, cache_dir=None, jobs=1, resume=False,
           noise_dir=None, options=(), callbacks=(), progress=True, device=None, force=False):
     """Train a keyword-spotting SNN and write the run folder ``out``; returns the metrics dict.
@@ -466,7 +474,7 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
     start = time.perf_counter()
     rank, _ = rank_and_world()
     progress = progress and rank == 0
-    plan = plan_training(dataset, data, out, split=split, model=model, encoder=encoder, rate=rate, dt=dt, augment=augment,
+    plan = plan_training(dataset, data, out, split=split, model=model, encoder=encoder, rate=rate, dt_ms=dt_ms, augment=augment,
                          config=config, model_kwargs=model_kwargs, cache_dir=cache_dir, resume=resume,
                          noise_dir=noise_dir, options=options, force=force)
     train_set, val_set, test_set, skipped = prepare_data(plan, jobs, progress)
@@ -570,8 +578,8 @@ def evaluate(run_dir, dataset, data, split="test", noise_dir=None, cache_dir=Non
     check_split(dataset, split, "score")
     audio, unknown = split_audio(run, dataset, data, split, noise_dir, seed=training_seed(run_dir))
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(run_dir).parent / "cache"
-    (spikes,) = spike_sets([audio], run.encoder, cache_dir, run.dt, progress=progress)
-    trainer = Trainer(run.model, spikes, None, collate_for(run.dt), TrainConfig(), progress=False)
+    (spikes,) = spike_sets([audio], run.encoder, cache_dir, run.dt_ms, progress=progress)
+    trainer = Trainer(run.model, spikes, None, collate_for(run.dt_ms), TrainConfig(), progress=False)
     result = trainer.evaluate(spikes, n_classes=len(run.classes))
     return {"accuracy": result["accuracy"], "n": result["n"], "unknown_classes": unknown,
             "skipped_files": skipped_files([audio], [spikes])}
@@ -595,7 +603,7 @@ def iter_predict(run_dir, files):
     for f in files:
         try:
             x, sr = load_audio(f, allow_silent=True)
-            dense = run.encoder.encode(x, sr).to_dense(1000 * run.dt, torch=True)
+            dense = run.encoder.encode(x, sr).to_dense(1000 * run.dt_ms, torch=True)
         except (ValueError, OSError) as exc:  # InputError names the file
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             yield Prediction(str(f), error=message if message.startswith(str(f)) else f"{f}: {message}")
@@ -654,6 +662,6 @@ def prune_export(run_dir, out, force=False):
               "cpu_latency_ms": before, "cpu_latency_ms_compact": after,
               "cpu_ms_per_clip_batch32": batched[0], "cpu_ms_per_clip_batch32_compact": batched[1]}
     out.mkdir(parents=True, exist_ok=True)
-    Run(small, "conv", kwargs, run.encoder, run.dt, run.classes).save(out / "model.pt")
+    Run(small, "conv", kwargs, run.encoder, run.dt_ms, run.classes).save(out / "model.pt")
     write_json(report, out / "export.json")
     return report

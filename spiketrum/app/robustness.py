@@ -120,7 +120,7 @@ def _perturb(st, kind, level, seed):
 def _predict(run, trains, device, batch_size=64):
     preds = []
     for i in range(0, len(trains), batch_size):
-        x, lengths, _ = collate_spikes([(st, 0) for st in trains[i:i + batch_size]], dt_ms=1000 * run.dt)
+        x, lengths, _ = collate_spikes([(st, 0) for st in trains[i:i + batch_size]], dt_ms=run.dt_ms)
         preds.append(run.model(x.to(device), lengths.to(device)).argmax(1).cpu())
     return torch.cat(preds).numpy() if preds else np.zeros(0, np.int64)
 
