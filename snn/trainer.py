@@ -13,11 +13,12 @@ disjoint shard of every epoch's order and DistributedDataParallel averages the g
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import math
 import os
 import random
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import timedelta
 
 import numpy as np
@@ -161,14 +162,32 @@ def seed_everything(seed):
 
 
 def atomic_save(obj, path):
-    """``torch.save`` to a temporary file beside ``path``, then rename: never half a checkpoint."""
+    """``torch.save`` to a temporary file beside ``path``, then rename: never half a checkpoint. The temporary
+    files of processes killed while writing (``kill -9`` leaves them) are removed."""
     tmp = f"{path}.tmp-{os.getpid()}"
+    for stale in glob.glob(f"{glob.escape(str(path))}.tmp-*"):
+        if not _alive(stale.rpartition("-")[2]):
+            with suppress(FileNotFoundError):
+                os.remove(stale)
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _alive(pid):
+    """Whether the process ``pid`` (a string) runs; a name that is no pid counts as alive (never removed)."""
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Trainer:

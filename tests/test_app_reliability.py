@@ -168,7 +168,7 @@ def test_library_messages_name_no_command_line_flags(tiny_folder):
     from snn.pruning import SCA
 
     with pytest.raises(ValueError) as e:
-        SCA(0.5).check_model(SRNN(10, 3, hidden=(8,)))
+        SCA(0.5).check_model(SRNN(10, 3, hidden=(8,), dt=10.0))
     assert "--" not in str(e.value) and "convolution" in str(e.value)
     for spec, classes in (("pairs", ["a", "b"]), ("rules", ["a", "b"]), ("0,1/9,3", ["0", "1", "3"])):
         with pytest.raises(ValueError) as e:
@@ -377,7 +377,7 @@ def test_train_steps_keep_the_train_signature(tiny_folder, tmp_path):
     import inspect
 
     params = inspect.signature(kws.train).parameters
-    for name in ("dataset", "data", "out", "split", "model", "encoder", "rate", "dt", "augment", "config", "model_kwargs",
+    for name in ("dataset", "data", "out", "split", "model", "encoder", "rate", "dt_ms", "augment", "config", "model_kwargs",
                  "cache_dir", "jobs", "resume", "noise_dir", "options", "callbacks", "progress", "device", "force"):
         assert name in params
     for step in ("prepare_data", "build", "fit", "report"):

@@ -451,8 +451,8 @@ _model_input("other_class_count", _edit_model(lambda s: s.update(classes=["a", "
 _model_input("unknown_model_name", _edit_model(lambda s: s.update(model_name="transformer")))
 _model_input("bad_model_kwargs", _edit_model(lambda s: s.update(model_kwargs={"bogus": 1})))
 _model_input("bad_encoder_json", _edit_model(lambda s: s.update(encoder="{not json")))
-_model_input("missing_dt", _edit_model(lambda s: s.pop("dt")))
-_model_input("bad_dt", _edit_model(lambda s: s.update(dt=-1.0)))
+_model_input("missing_dt", _edit_model(lambda s: s.pop("dt_ms")))
+_model_input("bad_dt", _edit_model(lambda s: s.update(dt_ms=-1.0)))
 _model_input("classes_not_a_list", _edit_model(lambda s: s.update(classes=7)))
 
 

@@ -117,3 +117,20 @@ def test_early_stopping_counts_stale_epochs(tmp_path):
 def test_bad_config(kw):
     with pytest.raises(ValueError):
         TrainConfig(**kw)
+
+
+def test_atomic_save_removes_what_killed_writers_left(tmp_path):
+    """A ``kill -9`` during a checkpoint write leaves ``checkpoint.pt.tmp-<pid>``: the next save removes it, but
+    never a live process's file."""
+    import subprocess
+
+    from snn.trainer import atomic_save
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    path = tmp_path / "checkpoint.pt"
+    stale, live = tmp_path / f"checkpoint.pt.tmp-{dead.pid}", tmp_path / "checkpoint.pt.tmp-1"
+    stale.write_bytes(b"half")
+    live.write_bytes(b"busy")
+    atomic_save({"a": 1}, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", live.name]

@@ -214,6 +214,8 @@ def cmd_train(args):
     # how flags map onto the library's options.
     model_kwargs = {"maps" if args.model == "srnn-scbam" else "hidden": tuple(args.hidden)} if args.hidden else {}
     if args.attention is not None:
+        if args.model != "srnn-scbam":  # the flag's own rule, said in flags; the library checks model options too
+            raise ValueError("--attention needs --model srnn-scbam")
         model_kwargs["attention"] = args.attention
     options = []
     if args.prune == "sca":
