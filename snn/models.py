@@ -107,6 +107,13 @@ def record_activity(model):
             m._activity = None
 
 
+def check_dt(model, dt):
+    """ValueError if spikes binned at ``dt`` ms (None: not said) meet ``model``, built for ``model.dt`` ms bins:
+    its time constants would be off by the ratio."""
+    if dt is not None and not math.isclose(float(dt), model.dt):
+        raise ValueError(f"the spikes are binned at {dt:g} ms, this model was built for {model.dt:g} ms bins")
+
+
 class _SpikingModel(nn.Module):
     _activity = None
 
@@ -174,8 +181,9 @@ class _StepModel(_SpikingModel):
     """A spiking model whose logits reduce its per-step readout; subclasses define ``_run`` and ``_layers``
     (the number of entries of its state)."""
 
-    def steps(self, x, state=None):
-        """Run the network over ``x`` [T, B, n_in] from ``state`` (None: the resting state, zeros).
+    def steps(self, x, state=None, *, dt=None):
+        """Run the network over ``x`` [T, B, n_in] from ``state`` (None: the resting state, zeros); ``dt``, when
+        given, is the spikes' bin in ms, which must be the model's.
 
         Returns
         -------
@@ -186,13 +194,16 @@ class _StepModel(_SpikingModel):
             The state after the last step, one entry per layer (the readout's last); pass it to the next
             call to continue the sequence.
         """
+        check_dt(self, dt)
         self._begin(x, None)
         if state is not None and len(state) != self._layers:
             raise ValueError(f"state must have {self._layers} entries (one per layer), got {len(state)}")
         return self._run(x, (None,) * self._layers if state is None else state, None)
 
-    def forward(self, x, lengths=None):
-        """Logits [B, n_classes] for spikes ``x`` [T, B, n_in] and optional ``lengths`` [B]."""
+    def forward(self, x, lengths=None, *, dt=None):
+        """Logits [B, n_classes] for spikes ``x`` [T, B, n_in], optional ``lengths`` [B] and the spikes' bin ``dt``
+        in ms (checked against the model's when given)."""
+        check_dt(self, dt)
         mask = self._begin(x, lengths)
         u, _ = self._run(x, (None,) * self._layers, mask)
         return self.readout.reduce(u, mask)
@@ -410,11 +421,12 @@ class SCBAMSNN(_StepModel):
         self.readout = _Readout(channels * length, n_classes, readout, dt, tau_out, neuron)
         self._layers = len(self.cells) + 1
 
-    def forward(self, x, lengths=None, return_attention=False):
+    def forward(self, x, lengths=None, return_attention=False, *, dt=None):
         """Logits [B, n_classes] for spikes ``x`` [T, B, n_in]; with ``return_attention`` also each layer's
         forget-gate attention maps (see :meth:`snn.layers.SpikingConvLSTM1d.forward`)."""
         if not return_attention:
-            return super().forward(x, lengths)
+            return super().forward(x, lengths, dt=dt)
+        check_dt(self, dt)
         mask = self._begin(x, lengths)
         maps = []
         u, _ = self._run(x, (None,) * self._layers, mask, maps)
@@ -469,14 +481,15 @@ class ANN(nn.Module):
         self.grus = nn.ModuleList(nn.GRU(a, b) for a, b in zip(sizes, sizes[1:]))
         self.readout = nn.Linear(sizes[-1], n_classes)
 
-    def steps(self, x, state=None):
+    def steps(self, x, state=None, *, dt=None):
         """Readout per step [T, B, n_classes] and the GRUs' last hidden states (each [1, B, units]), from
         ``state`` (zeros when None), as :meth:`SRNN.steps`."""
+        check_dt(self, dt)
         h, out = torch.log1p(x), []
         for gru, h0 in zip(self.grus, state or (None,) * len(self.grus)):
             h, last = gru(h, h0)
             out.append(last)
         return self.readout(h), tuple(out)
 
-    def forward(self, x, lengths=None):
-        return valid_mean(self.steps(x)[0], None if lengths is None else step_mask(x.shape[0], lengths, x.device))
+    def forward(self, x, lengths=None, *, dt=None):
+        return valid_mean(self.steps(x, dt=dt)[0], None if lengths is None else step_mask(x.shape[0], lengths, x.device))

@@ -289,3 +289,15 @@ def test_version_1_model_files_load_with_time_constants_in_ms(tmp_path):
     assert run.model_kwargs == {"hidden": (8,), "tau_mem": 10.0, "dt": 20.0} and run.model.dt == run.dt_ms == 20.0
     run.save(tmp_path / "again.pt")
     assert kws.Run.load(tmp_path / "again.pt").model_kwargs == run.model_kwargs
+
+
+@pytest.mark.parametrize("name", ["srnn", "conv", "srnn-scbam", "ann"])
+def test_a_model_refuses_spikes_binned_at_another_dt(name):
+    from spiketrum.app.kws import build_model
+
+    model = build_model(name, 12, 3, dt=10.0, **({"in_maps": 3} if name in ("conv", "srnn-scbam") else {}))
+    x = torch.zeros(5, 2, 12)
+    assert model(x, dt=10.0).shape == (2, 3) and model.steps(x, dt=10)[0].shape == (5, 2, 3)
+    for call in (lambda: model(x, dt=5.0), lambda: model.steps(x, dt=1.0)):
+        with pytest.raises(ValueError, match="binned at .* ms, this model was built for 10 ms bins"):
+            call()
