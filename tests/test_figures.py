@@ -22,3 +22,29 @@ def test_cochleagram_colour_bar_does_not_claim_sound_level():
     img = plot_cochleagram(cochleagram(x, 8000, center_freqs=cf), 8000, cf)
     label = img.colorbar.ax.get_ylabel()
     assert label != "dB" and "hair-cell" in label
+
+
+def test_confusion_figure_of_few_classes_holds_its_whole_title(tmp_path):
+    import matplotlib.image
+
+    from spiketrum.app.kws import plot_confusion, split_kind
+
+    title = f"folder, {split_kind('folder', 'official')}: srnn on spiketrum spikes: 97.5 %"
+    plot_confusion([[3, 1], [0, 4]], ["yes", "no"], tmp_path / "c.png", title)
+    height, width = matplotlib.image.imread(tmp_path / "c.png").shape[:2]
+    assert width >= 500 and height >= 500
+    assert "official" not in title and "speakers may be on both sides" in title
+
+
+def test_confusion_title_fits_inside_the_figure(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from spiketrum.app import kws
+
+    seen = {}
+    monkeypatch.setattr(plt, "close", lambda fig: seen.setdefault("fig", fig))
+    kws.plot_confusion([[1, 0], [0, 1]], ["a", "b"], tmp_path / "c.png", "x" * 40 + " " + "y" * 40 + " " + "z" * 30)
+    fig = seen["fig"]
+    fig.canvas.draw()
+    box, page = fig.axes[0].title.get_window_extent(), fig.bbox
+    assert box.x0 >= page.x0 and box.x1 <= page.x1

@@ -12,6 +12,7 @@ import inspect
 import json
 import math
 import pickle
+import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -225,6 +226,15 @@ def collate_for(dt_ms):
     return lambda batch: collate_spikes(batch, dt_ms=dt_ms)
 
 
+def split_kind(dataset, split):
+    """How a training split divides the corpus, in words (a folder's hash split may put one speaker on both sides)."""
+    if dataset == "folder":
+        return "hash split of file names (speakers may be on both sides)"
+    if split.startswith("loso:"):
+        return f"leave one speaker out ({split[5:]})"
+    return "official split"
+
+
 def plot_confusion(confusion, classes, path, title):
     import matplotlib
 
@@ -232,7 +242,9 @@ def plot_confusion(confusion, classes, path, title):
     import matplotlib.pyplot as plt
 
     c = np.asarray(confusion)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * len(classes), 0.8 + 0.45 * len(classes)), layout="constrained")
+    side = max(4.5, 1.0 + 0.45 * len(classes))  # a small class set still leaves room for the title
+    fig, ax = plt.subplots(figsize=(side, side), layout="constrained")
+    title = textwrap.fill(title, width=int(side * 12))
     ax.imshow(c / np.maximum(c.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
     for i, j in zip(*np.nonzero(c)):
         ax.text(j, i, str(c[i, j]), ha="center", va="center", fontsize=7, color="k" if i != j else "w")
@@ -419,7 +431,8 @@ def report(plan, trainer, test_set, skipped=(), start=None):
         return {"test_accuracy": result["accuracy"], "n_test": result["n"], "processes": world}
     dt_ms, options = plan.dt_ms, plan.options
     metrics = {"test_accuracy": result["accuracy"], "n_test": result["n"], "classes": classes,
-               "confusion": result["confusion"], "dataset": plan.dataset, "split": plan.split, "model": plan.model,
+               "confusion": result["confusion"], "dataset": plan.dataset, "split": plan.split,
+               "split_kind": split_kind(plan.dataset, plan.split), "model": plan.model,
                "encoder": plan.encoder_name, "rate": plan.rate, "dt_ms": dt_ms, "augment": plan.augment.spec(),
                "epochs_run": len(trainer.history), "best_val_accuracy": trainer.best_accuracy,
                "parameters": sum(p.numel() for p in run.model.parameters()),
@@ -441,7 +454,7 @@ def report(plan, trainer, test_set, skipped=(), start=None):
                                            "split_seed": plan.config.seed})
     write_json(metrics, plan.out / "metrics.json")
     plot_confusion(result["confusion"], classes, plan.out / "confusion.png",
-                   f"{plan.dataset} {plan.split}, {plan.model} on {plan.encoder_name} spikes: {100 * result['accuracy']:.1f} %")
+                   f"{plan.dataset}, {split_kind(plan.dataset, plan.split)}: {plan.model} on {plan.encoder_name} spikes: {100 * result['accuracy']:.1f} %")
     return metrics
 
 
