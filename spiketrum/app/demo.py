@@ -8,11 +8,12 @@ import time
 from pathlib import Path
 
 from datasets.fsdd import fsdd_recordings
-
-from spiketrum import metrics
-from .cli import main as cli_main
-from spiketrum import encode
+from snn.trainer import TrainConfig
+from spiketrum import encode, metrics
 from spiketrum.io import load_audio
+
+from . import kws
+from .cli import main as cli_main
 
 
 def main(argv=None):
@@ -52,14 +53,12 @@ def main(argv=None):
         return rc
     print(f"spike files in {out}; try: spiketrum info {first}")
     if args.epochs > 0:
-        from . import kws
-        from snn.trainer import TrainConfig
-
         # The default `spiketrum train` recipe with half its epochs: a few minutes on a 2-core CPU, encoding included
         print(f"\ndemo: training the default SNN on FSDD spiketrum spikes ({args.epochs} epochs; the corpus is encoded once and cached)")
         t = time.perf_counter()
         run = out / "fsdd-srnn"
-        m = kws.train("fsdd", rec.parents[1], run, config=TrainConfig(epochs=args.epochs), jobs=2, cache_dir=out / "cache")
+        m = kws.train("fsdd", rec.parents[1], run, config=TrainConfig(epochs=args.epochs), jobs=2, cache_dir=out / "cache",
+                      force=True)  # the demo's own folder: a rerun replaces it
         print(f"demo: FSDD test accuracy {100 * m['test_accuracy']:.1f} % on {m['n_test']} clips after {m['epochs_run']} epochs "
               f"({time.perf_counter() - t:.0f} s with encoding) -> {run}")
         print("\ndemo: robustness of that model to spike deletion, jitter and background noise (one seed)")
@@ -67,7 +66,7 @@ def main(argv=None):
         return cli_main(["robustness", str(run), "--dataset", "fsdd", "--data", str(rec.parents[1]), "-o",
                          str(out / "robustness"), "--deletion", "0,0.3,0.6,0.9", "--jitter-ms", "0,1,5", "--insertion",
                          "none", "--noise-snr", "10,0" if noise else "none", "--seeds", "1", "--recon-clips", "30",
-                         "--cache", str(out / "cache"), "-q"])
+                         "--cache", str(out / "cache"), "-q", "--force"])
     return 0
 
 
