@@ -328,6 +328,8 @@ class ConvSNN(_StepModel):
                  threshold=1.0, learn_beta=True, reset="subtract", surrogate="atan", slope=None,
                  dropout=0.0, readout="mean", *, dt):
         super().__init__()
+        if hidden is not None and (isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 0):
+            raise ValueError(f"hidden must be the size of the one hidden layer (an int, 0 or None: none), got {hidden!r}")
         if n_in % in_maps:
             raise ValueError(f"n_in={n_in} is not a multiple of in_maps={in_maps}")
         self.dt = dt

@@ -284,7 +284,7 @@ class Augment:
         for item in spec.split(","):
             key, sep, value = item.strip().partition(":")
             if not sep or key not in names:
-                raise ValueError(f"bad --augment item {item.strip()!r}: use key:value with keys {', '.join(names)}")
+                raise ValueError(f"bad augment item {item.strip()!r}: use key:value with keys {', '.join(names)}")
             unit = cls.UNITS.get(key, "")
             text = value.strip()
             if unit and text.lower().endswith(unit.lower()):
@@ -292,7 +292,7 @@ class Augment:
             try:
                 values[key] = int(text) if key in ("shift", "mask", "copies") else float(text)
             except ValueError:
-                raise ValueError(f"bad --augment value {item.strip()!r}: expected a number{' in ' + unit if unit else ''}") from None
+                raise ValueError(f"bad augment value {item.strip()!r}: expected a number{' in ' + unit if unit else ''}") from None
         return cls(**values)
 
     def spec(self):

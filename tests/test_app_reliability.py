@@ -177,6 +177,23 @@ def test_library_messages_name_no_command_line_flags(tiny_folder):
     with pytest.raises(FileNotFoundError) as e:
         kws.train("folder", tiny_folder, "/nonexistent/never", augment="noise:10dB", progress=False)
     assert "--" not in str(e.value)
+    from spiketrum.perturb import Augment
+
+    for spec in ("bogus:1", "stretch:x"):
+        with pytest.raises(ValueError) as e:
+            Augment.parse(spec)
+        assert "--" not in str(e.value) and "augment" in str(e.value)
+
+
+def test_conv_takes_one_hidden_size(tiny_folder, tmp_path):
+    from snn.models import ConvSNN
+
+    code, _, lines = cli("train", "--dataset", "folder", "--data", tiny_folder, "-o", tmp_path / "r", "--model", "conv",
+                         "--hidden", "16", "8")
+    assert code == 2 and lines == ["spiketrum train: error: --model conv has one hidden layer: give one --hidden size"]
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(ValueError, match="one hidden layer"):
+        ConvSNN(12, 3, in_maps=3, hidden=(16,), dt=10.0)
 
 
 # -- 4. nothing existing is overwritten without --force ------------------------------------------------------

@@ -182,3 +182,20 @@ def test_sigkill_mid_training_then_resume_gives_the_uninterrupted_model(tiny_fol
     wa, wb = (torch.load(d / "model.pt", weights_only=True)["state_dict"] for d in (full, out))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert not [f for f in out.iterdir() if ".tmp" in f.name]
+
+
+def test_predict_gives_the_logits_of_the_evaluated_spikes(tiny_folder, tmp_path):
+    """predict encodes and bins a file exactly as training and evaluate do: the same confidence, to float precision."""
+    from datasets import SpikeDataset, collate_spikes
+
+    out = tmp_path / "run"
+    _train(tiny_folder, out, augment="none")
+    run = kws.Run.load(out)
+    audio, _ = kws.split_audio(run, "folder", tiny_folder, "all")
+    spikes = SpikeDataset(audio.subset(range(4)), run.encoder, tmp_path / "c2", dt_ms=run.dt_ms)
+    spikes.prepare(progress=False)
+    for i, p in enumerate(kws.iter_predict(out, spikes.files)):
+        x, lengths, _ = collate_spikes([spikes[i]], dt_ms=run.dt_ms)
+        with torch.no_grad():
+            probs = torch.softmax(run.model(x, lengths), 1)[0]
+        assert p.keyword == run.classes[int(probs.argmax())] and p.confidence == pytest.approx(float(probs.max()), abs=1e-6)

@@ -194,7 +194,13 @@ def cmd_train(args):
 
     # Which options combine is the library's to say (kws.train checks them all before encoding); here only
     # how flags map onto the library's options.
-    model_kwargs = {"maps" if args.model == "srnn-scbam" else "hidden": tuple(args.hidden)} if args.hidden else {}
+    model_kwargs = {}
+    if args.hidden and args.model == "conv":  # the conv model has one fully connected hidden layer
+        if len(args.hidden) != 1:
+            raise ValueError("--model conv has one hidden layer: give one --hidden size")
+        model_kwargs["hidden"] = args.hidden[0]
+    elif args.hidden:
+        model_kwargs["maps" if args.model == "srnn-scbam" else "hidden"] = tuple(args.hidden)
     if args.attention is not None:
         if args.model != "srnn-scbam":  # the flag's own rule, said in flags; the library checks model options too
             raise ValueError("--attention needs --model srnn-scbam")
@@ -421,7 +427,7 @@ def build_parser():
     datasets = ["fsdd", "speech-commands", "folder"]
     t = sub.add_parser("train", help="train a keyword-spotting SNN on spike-encoded audio",
                        epilog="Data-parallel on N processes (gloo on the CPU, nccl with one GPU each): "
-                              "torchrun --standalone --nproc_per_node N -m spiketrum.cli train ...; "
+                              "torchrun --standalone --nproc_per_node N -m spiketrum.app train ...; "
                               "--batch-size is then the global batch, split evenly between them.")
     t.add_argument("--dataset", choices=datasets, required=True)
     t.add_argument("--data", required=True, help="data root: the FSDD root (holding fsdd/recordings), a Speech Commands "

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from datasets import FSDD, AudioFolder, NoiseFolder, SpeechCommands, SpikeDataset, collate_spikes
-from datasets.base import check_split, hash_split, locate
+from datasets.base import check_split, locate
 from snn.models import ANN, SCBAMSNN, SRNN, ConvSNN, record_activity
 from snn.trainer import (TrainConfig, Trainer, atomic_save, rank_and_world, rank_zero_first, read_checkpoint,
                          seed_everything, write_json)
@@ -53,21 +53,15 @@ def audio_splits(dataset, data, split="official", noise_dir=None, seed=0):
     hash of each file name and ``seed`` (:func:`datasets.base.hash_split`); files whose header does not
     read are left out, listed in each part's ``skipped``.
     """
-    if dataset not in ("fsdd", "speech-commands", "folder"):
-        raise ValueError(f"unknown dataset {dataset!r}: use fsdd, speech-commands or folder")
     check_split(dataset, split, "train")
     if dataset == "fsdd":
-        found = locate("fsdd", data)
-        root = found.parent if found is not None else Path(data)
-        if split == "official":
-            return tuple(FSDD(root, split=s, seed=seed) for s in ("train", "val", "test"))
-        return tuple(FSDD(root, split=f"{split}:{s}", seed=seed) for s in ("train", "val", "test"))
+        parts = ("train", "val", "test") if split == "official" else (f"{split}:{s}" for s in ("train", "val", "test"))
+        return tuple(FSDD(data, split=s, seed=seed) for s in parts)
     if dataset == "speech-commands":
-        noise_dir = noise_dir or default_noise_dir(data)
-        return tuple(SpeechCommands(data, split=s, noise_root=noise_dir, seed=seed) for s in ("train", "val", "test"))
+        root, noise_dir = locate("speech-commands", data) or Path(data), noise_dir or default_noise_dir(data)
+        return tuple(SpeechCommands(root, split=s, noise_root=noise_dir, seed=seed) for s in ("train", "val", "test"))
     full = AudioFolder(data)
-    parts = hash_split(full.files, seed)
-    out = tuple(full.subset(parts[s]) for s in ("train", "val", "test"))
+    out = tuple(full.split(s, seed) for s in ("train", "val", "test"))
     for part in out:
         part.skipped = list(full.skipped)
     return out
@@ -565,9 +559,8 @@ def split_audio(run, dataset, data, split="test", noise_dir=None, seed=0):
         unknown = sorted(set(full.classes) - set(known))
         if not known:
             raise ValueError(f"{data}: none of its class folders ({', '.join(full.classes)}) is a class of this model")
-        part = set(range(len(full))) if split == "all" else set(hash_split(full.files, seed)[split].tolist())
-        keep = [i for i, lab in enumerate(full.labels) if full.classes[lab] in run.classes and i in part]
-        audio = full.subset(keep)
+        audio = full.split(split, seed)
+        audio = audio.subset([i for i, lab in enumerate(audio.labels) if audio.classes[lab] in run.classes])
         remap = {i: run.classes.index(c) for i, c in enumerate(full.classes) if c in run.classes}
         audio.labels = [remap[lab] for lab in audio.labels]
         audio.classes = list(run.classes)
@@ -616,12 +609,12 @@ def iter_predict(run_dir, files):
     for f in files:
         try:
             x, sr = load_audio(f, allow_silent=True)
-            dense = run.encoder.encode(x, sr).to_dense(1000 * run.dt_ms, torch=True)
+            dense = run.encoder.encode(x, sr).to_dense(run.dt_ms, torch=True)
         except (ValueError, OSError) as exc:  # InputError names the file
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             yield Prediction(str(f), error=message if message.startswith(str(f)) else f"{f}: {message}")
             continue
-        probs = torch.softmax(run.model(dense[:, None], torch.tensor([dense.shape[0]])), 1)[0]
+        probs = torch.softmax(run.model(dense[:, None], torch.tensor([dense.shape[0]]), dt=run.dt_ms), 1)[0]
         k = int(probs.argmax())
         yield Prediction(str(f), run.classes[k], float(probs[k]))
 

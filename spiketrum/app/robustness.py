@@ -125,13 +125,21 @@ def _predict(run, trains, device, batch_size=64):
     return torch.cat(preds).numpy() if preds else np.zeros(0, np.int64)
 
 
-def _recon_snr(trains, clean_audio):
+def _clips(spike_set):
+    """What each item of a :class:`~datasets.SpikeDataset` encodes: ``(file, segment)`` (a file may hold several)."""
+    return list(zip(spike_set.base.files, spike_set.base.segments))
+
+
+def _recon_snr(trains, files, clean_audio):
     """Means over clips of the SNR (dB) of each train's decoded audio against the clean audio, and of
-    its decoded envelope against the clean cochleagram (:func:`spiketrum.metrics.envelope_snr_db`)."""
-    if not clean_audio:
+    its decoded envelope against the clean cochleagram (:func:`spiketrum.metrics.envelope_snr_db`).
+    ``trains[j]`` encodes clip ``files[j]``; ``clean_audio`` maps clips to their clean audio (clips a noisy
+    encoding left out are not in ``files``)."""
+    pairs = [(trains[j], clean_audio[f]) for j, f in enumerate(files) if f in clean_audio]
+    if not pairs:
         return [float("nan")] * 2
-    return [float(np.mean([snr_db(x, trains[i].config.decode(trains[i])) for i, x in clean_audio.items()])),
-            float(np.mean([envelope_snr_db(trains[i], x) for i, x in clean_audio.items()]))]
+    return [float(np.mean([snr_db(x, st.config.decode(st)) for st, x in pairs])),
+            float(np.mean([envelope_snr_db(st, x) for st, x in pairs]))]
 
 
 def robustness(run_dir, data, config, partial=None, noise_dir=None, cache_dir=None, jobs=1, device=None, progress=True):
@@ -184,7 +192,8 @@ def robustness(run_dir, data, config, partial=None, noise_dir=None, cache_dir=No
     audio, labels = clean_set.base, np.asarray(clean_set.labels)
     clean = [clean_set.spikes(i) for i in range(len(clean_set))]
     picks = np.unique(np.linspace(0, len(clean) - 1, min(config.recon_clips, len(clean))).round().astype(int)) if clean else []
-    clean_audio = {int(i): clean_set.audio(int(i)) for i in picks}
+    clips = _clips(clean_set)
+    clean_audio = {clips[int(i)]: clean_set.audio(int(i)) for i in picks}
     points = _read_partial(partial)
 
     total = sum(len(v) for v in levels.values()) * config.seeds
@@ -198,13 +207,13 @@ def robustness(run_dir, data, config, partial=None, noise_dir=None, cache_dir=No
                         noisy = SpikeDataset(audio, run.encoder, cache_dir, dt_ms=None, jobs=jobs, noise=noise,
                                              snr_db=float(level), seed=_seed(seed, kind, li) % 2**32)
                         noisy.prepare(progress=False)
-                        trains = [noisy.spikes(i) for i in range(len(noisy))]
+                        trains, files = [noisy.spikes(i) for i in range(len(noisy))], _clips(noisy)
                         truth = np.asarray(noisy.labels)  # a clip that took no noise (silent) is left out
                     else:
                         trains = [_perturb(st, kind, float(level), _seed(seed, kind, li, i)) for i, st in enumerate(clean)]
-                        truth = labels
+                        truth, files = labels, clips
                     acc = float(np.mean(_predict(run, trains, device) == truth)) if len(truth) else float("nan")
-                    points[name] = [acc, *_recon_snr(trains, clean_audio)]
+                    points[name] = [acc, *_recon_snr(trains, files, clean_audio)]
                     if partial is not None:
                         write_json(points, partial)
                 bar.update()
@@ -214,7 +223,7 @@ def robustness(run_dir, data, config, partial=None, noise_dir=None, cache_dir=No
               "dataset": config.dataset, "split": config.split, "n": len(clean), "config": dataclasses.asdict(config),
               "units": {k: UNITS[k] for k in levels}, "skipped_files": skipped_files([audio], [clean_set]),
               "clean_accuracy": float(np.mean(_predict(run, clean, device) == labels)) if len(labels) else float("nan"),
-              **dict(zip(("clean_recon_snr_db", "clean_envelope_snr_db"), _recon_snr(clean, clean_audio)))}
+              **dict(zip(("clean_recon_snr_db", "clean_envelope_snr_db"), _recon_snr(clean, clips, clean_audio)))}
     for kind, kind_levels in config.levels:
         rows = []
         for level in kind_levels:
