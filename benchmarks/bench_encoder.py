@@ -20,7 +20,7 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-from datasets.fsdd import data_root  # noqa: E402
+from datasets import data_root  # noqa: E402
 from spiketrum import decode, encode, metrics  # noqa: E402
 from spiketrum.encoder import dictionary  # noqa: E402
 

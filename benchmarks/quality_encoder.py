@@ -12,7 +12,7 @@ import argparse
 import numpy as np
 import soundfile as sf
 
-from datasets.fsdd import data_root
+from datasets import data_root
 from spiketrum import decode, encode, metrics
 from spiketrum.baselines import METHODS
 from spiketrum.metrics import envelope_snr_db

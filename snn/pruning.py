@@ -19,6 +19,8 @@ import math
 
 import torch
 
+from .layers import SpikingConv1d
+from .models import ConvSNN
 from .trainer import Callback
 
 
@@ -278,8 +280,6 @@ class SCA(Callback):
 
     @staticmethod
     def _layers(model):
-        from .layers import SpikingConv1d
-
         return {name: m for name, m in model.named_modules() if isinstance(m, SpikingConv1d)}
 
     # -- structure -------------------------------------------------------------------------------------
@@ -412,8 +412,6 @@ def compact(model, kwargs):
     (ConvSNN, dict)
         The compact model and its keyword arguments (``channels`` now the kept counts).
     """
-    from .models import ConvSNN
-
     keep = list(kept_channels(model).values())
     if any(k.numel() == 0 for k in keep):
         raise ValueError("a convolution has no channels left; nothing to export")

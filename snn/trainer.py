@@ -161,20 +161,25 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def atomic_save(obj, path):
-    """``torch.save`` to a temporary file beside ``path``, then rename: never half a checkpoint. The temporary
-    files of processes killed while writing (``kill -9`` leaves them) are removed."""
+def _atomic_write(path, write):
+    """``write(tmp)`` to a temporary file beside ``path``, then rename: never half a file, and no temporary file
+    left by a failed write. Those of writers killed mid-write (``kill -9``) are removed."""
     tmp = f"{path}.tmp-{os.getpid()}"
     for stale in glob.glob(f"{glob.escape(str(path))}.tmp-*"):
         if not _alive(stale.rpartition("-")[2]):
             with suppress(FileNotFoundError):
                 os.remove(stale)
     try:
-        torch.save(obj, tmp)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_save(obj, path):
+    """``torch.save`` atomically (see :func:`_atomic_write`)."""
+    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _alive(pid):
@@ -414,7 +419,7 @@ def read_checkpoint(path, device="cpu"):
 
 
 def write_json(obj, path):
-    """JSON written atomically (numpy scalars and arrays become numbers and lists)."""
+    """JSON written atomically, as :func:`atomic_save` (numpy scalars and arrays become numbers and lists)."""
     def default(o):
         if isinstance(o, np.ndarray):
             return o.tolist()
@@ -422,11 +427,8 @@ def write_json(obj, path):
             return o.item()
         raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
+    def dump(tmp):
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=2, default=default)
-        os.replace(tmp, path)
-    finally:  # a failed write (disk full, an unserialisable value) leaves no temporary file
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    _atomic_write(path, dump)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
+from typing import ClassVar
 
 import numpy as np
 import scipy.fft
@@ -70,6 +71,8 @@ class SpiketrumConfig(EncoderConfig):
     >>> len(st), st.n_channels, cfg.for_training().n_channels
     (500, 240, 120)
     """
+
+    codes_waveform: ClassVar[bool] = True
 
     sr: int
     rate: float | None = None

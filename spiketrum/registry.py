@@ -55,6 +55,8 @@ class EncoderConfig:
     """
 
     name: ClassVar[str] = ""
+    #: Whether :meth:`decode` gives back the waveform (else an envelope code: compare envelopes, not waveforms).
+    codes_waveform: ClassVar[bool] = False
     sr: int
     kernels: int
     levels: int

@@ -13,11 +13,10 @@ from tqdm import tqdm
 
 from snn.continual import METHODS, TaskSet, check_options, parse_tasks, run_method
 from snn.trainer import TrainConfig, write_json
-from spiketrum import make_config
 from spiketrum.io import atomic_output
 
 from .errors import OutputExists
-from .kws import SAMPLE_RATES, audio_splits, collate_for, corpus_rate, skipped_files, spike_sets
+from .kws import audio_splits, collate_for, skipped_files, spike_sets, training_encoder
 
 
 def plot(results, tasks, path):
@@ -85,8 +84,7 @@ def continual(dataset, data, out, *, tasks="pairs", methods=METHODS, split="offi
     out = Path(out)
     splits = audio_splits(dataset, data, split, seed=config.seed)  # checks the split; encodes nothing
     task_list = parse_tasks(tasks, splits[0].classes)
-    sr = SAMPLE_RATES.get(dataset) or corpus_rate(splits)
-    enc = make_config(encoder, sr, rate=rate).for_training()
+    enc = training_encoder(dataset, splits, encoder, rate)
     settings = {"dataset": dataset, "split": split, "tasks": tasks, "task_list": [dataclasses.asdict(t) for t in task_list],
                 "encoder": json.loads(enc.to_json()), "dt_ms": dt_ms, "train_config": dataclasses.asdict(config), **options}
     summary_path = out / "continual.json"

@@ -18,11 +18,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 
 from datasets import FSDD, AudioFolder, NoiseFolder, SpeechCommands, SpikeDataset, collate_spikes
 from datasets.base import check_split, locate
 from snn.models import ANN, SCBAMSNN, SRNN, ConvSNN, record_activity
+from snn.pruning import compact
 from snn.trainer import (TrainConfig, Trainer, atomic_save, rank_and_world, rank_zero_first, read_checkpoint,
                          seed_everything, write_json)
 from spiketrum import ENCODERS, config_from_json, make_config
@@ -67,14 +69,18 @@ def audio_splits(dataset, data, split="official", noise_dir=None, seed=0):
     return out
 
 
+def training_encoder(dataset, splits, encoder, rate):
+    """The encoder config a run trains on: ``encoder`` at ``rate`` spikes/s and the corpus's sample rate, in the
+    channel layout SNNs train on (``for_training``)."""
+    return make_config(encoder, SAMPLE_RATES.get(dataset) or corpus_rate(splits), rate=rate).for_training()
+
+
 def corpus_rate(splits):
     """The sample rate a corpus is encoded at: the most common rate over all its files (ties: the higher).
 
     Files at other rates are resampled to it, said once in a warning. ``splits`` is one audio dataset or
     a sequence of them.
     """
-    import soundfile as sf
-
     splits = [splits] if hasattr(splits, "files") else list(splits)
     rates = {}
     for f in dict.fromkeys(f for s in splits for f in s.files):
@@ -121,10 +127,8 @@ MODELS = {"srnn": SRNN, "conv": ConvSNN, "srnn-scbam": SCBAMSNN, "ann": ANN}
 
 
 def build_model(name, n_in, n_classes, **kwargs):
-    models = MODELS
-    if name not in models:
-        raise ValueError(f"unknown model {name!r}: use {', '.join(models)}")
-    return models[name](n_in, n_classes, **kwargs)
+    check_model_kwargs(name, kwargs)
+    return MODELS[name](n_in, n_classes, **kwargs)
 
 
 def check_model_kwargs(name, model_kwargs):
@@ -328,8 +332,7 @@ def plan_training(dataset, data, out, *, split="official", model="srnn", encoder
             raise FileNotFoundError(f"{checkpoint}: nothing to resume")
         resume_state = read_checkpoint(checkpoint)
     splits = audio_splits(dataset, data, split, noise_dir, seed=config.seed)
-    sr = SAMPLE_RATES.get(dataset) or corpus_rate(splits)
-    enc = make_config(encoder, sr, rate=rate).for_training()  # the channel layout SNNs train on
+    enc = training_encoder(dataset, splits, encoder, rate)
     classes = list(splits[0].classes)
     model_kwargs = dict(model_kwargs or {})
     if not math.isclose(model_kwargs.setdefault("dt", dt_ms), dt_ms):  # the model's bin is the spike tensor's
@@ -637,8 +640,6 @@ def prune_export(run_dir, out, force=False):
     (``max_abs_logit_difference``), and both are timed on the CPU. ``out`` is never the source run folder,
     and an ``out`` already holding a model is replaced only with ``force``.
     """
-    from snn.pruning import compact
-
     run = Run.load(run_dir)
     src = Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent
     out = Path(out)

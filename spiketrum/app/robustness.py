@@ -25,7 +25,7 @@ from datasets import NoiseFolder, SpikeDataset, collate_spikes
 from snn.trainer import default_device, write_json
 from spiketrum import perturb
 from datasets.base import check_split
-from spiketrum import SpiketrumConfig, config_from_json
+from spiketrum import config_from_json
 from spiketrum.corpus import file_digest
 from spiketrum.io import atomic_output
 from spiketrum.metrics import envelope_snr_db, snr_db
@@ -297,7 +297,7 @@ def plot_robustness(results, path):
     rows = -(-len(kinds) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), layout="constrained", squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    waveform = all(isinstance(config_from_json(json.dumps(r["encoder"])), SpiketrumConfig) for r in results)
+    waveform = all(config_from_json(json.dumps(r["encoder"])).codes_waveform for r in results)
     snr_key, snr_label = ("recon_snr_db", "waveform") if waveform else ("envelope_snr_db", "envelope")
     for ax in axes.flat[len(kinds):]:
         ax.set_visible(False)
