@@ -304,16 +304,10 @@ def _levels(kind, lo=None, hi=None):
 
 
 def cmd_robustness(args):
-    from datasets.base import check_split
-
     from . import robustness as rb
-    from .kws import Run
 
-    for run_dir in (args.run_dir, *args.compare):
-        Run.load(run_dir)  # a missing or foreign model fails here, before any warning or output
-    check_split(args.dataset, args.split, "score")
-    if not args.force and (Path(args.output) / "robustness.json").exists():
-        raise OutputExists(args.output, "finished results (robustness.json)")
+    # a missing or foreign model, a bad split or finished results fail here, before any warning or output
+    rb.check_inputs([args.run_dir, *args.compare], args.dataset, args.split, args.output, args.force)
     levels = rb.default_levels(args.data, args.noise_dir, deletion=args.deletion, jitter=args.jitter_ms,
                                insertion=args.insertion, noise=args.noise_snr)
     if not levels:

@@ -235,6 +235,16 @@ def robustness(run_dir, data, config, partial=None, noise_dir=None, cache_dir=No
     return result
 
 
+def check_inputs(run_dirs, dataset, split, out_dir, force=False):
+    """What :func:`measure` checks before it writes or warns about anything: every run's model loads, ``split`` is
+    a split of ``dataset``, and ``out_dir`` holds no finished results (unless ``force``)."""
+    for run_dir in run_dirs:
+        Run.load(run_dir)
+    check_split(dataset, split, "score")
+    if not force and (Path(out_dir) / "robustness.json").exists():
+        raise OutputExists(out_dir, "finished results (robustness.json)")
+
+
 def measure(run_dirs, data, config, out_dir, force=False, **kwargs):
     """:func:`robustness` of every run, written as ``out_dir/robustness.json`` and ``robustness.png``.
 
@@ -249,12 +259,8 @@ def measure(run_dirs, data, config, out_dir, force=False, **kwargs):
     dict
         The JSON written.
     """
-    for run_dir in run_dirs:
-        Run.load(run_dir)  # fail before writing anything
-    check_split(config.dataset, config.split, "score")
+    check_inputs(run_dirs, config.dataset, config.split, out_dir, force)
     out_dir = Path(out_dir)
-    if not force and (out_dir / "robustness.json").exists():
-        raise OutputExists(out_dir, "finished results (robustness.json)")
     out_dir.mkdir(parents=True, exist_ok=True)
     partials, results = [], []
     for run_dir in run_dirs:
