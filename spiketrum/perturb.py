@@ -191,23 +191,23 @@ def mask_kernels(st, lo, hi):
     return _subset(st, (st.kernel < lo) | (st.kernel >= hi), {"op": "mask_kernels", "lo": int(lo), "hi": int(hi)})
 
 
-def delay(st, seconds):
-    """Prepend ``seconds`` of silence: every spike moves later and the train grows by as much.
+def delay(st, ms):
+    """Prepend ``ms`` milliseconds of silence: every spike moves later and the train grows by as much.
 
     Examples
     --------
     >>> import numpy as np
     >>> from spiketrum import encode
     >>> st = encode(np.random.default_rng(0).standard_normal(8000), 16000, n_spikes=100, method="lif")
-    >>> later = delay(st, 0.1)
+    >>> later = delay(st, 100)
     >>> later.n_samples - st.n_samples, int(later.samples[0] - st.samples[0])
     (1600, 1600)
     """
-    _check("seconds", seconds, 0)
-    n = int(round(seconds * st.sr))
+    _check("ms", ms, 0)
+    n = int(round(ms * st.sr / 1000))
     fields = {k: getattr(st, k) for k in _FIELDS}
     fields["samples"] = st.samples + n
-    return _rebuild(st, fields, {"op": "delay", "seconds": float(seconds)}, st.n_samples + n)
+    return _rebuild(st, fields, {"op": "delay", "ms": float(ms)}, st.n_samples + n)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,7 +322,7 @@ class Augment:
         if self.insertion:
             st = insert(st, rng.uniform(0, self.insertion), seed())
         if self.delay:
-            st = delay(st, rng.uniform(0, self.delay) / 1000)
+            st = delay(st, rng.uniform(0, self.delay))
         return st
 
 

@@ -180,7 +180,7 @@ def test_mask_kernels_and_delay(train):
 
     out = mask_kernels(train, 5, 9)
     assert len(out) == int(np.sum((train.kernel < 5) | (train.kernel >= 9))) and not np.any((out.kernel >= 5) & (out.kernel < 9))
-    later = delay(train, 0.05)
+    later = delay(train, 50)
     n = round(0.05 * train.sr)
     assert later.n_samples == train.n_samples + n and np.array_equal(later.samples, train.samples + n)
     assert mask_kernels(train, 0, 0) == train and delay(train, 0.0) == train
