@@ -286,7 +286,8 @@ def test_version_1_model_files_load_with_time_constants_in_ms(tmp_path):
                 "model_kwargs": {"hidden": (8,), "tau_mem": 0.5}, "state_dict": model.state_dict(),
                 "encoder": enc.to_json(), "dt": 0.02, "classes": ["a", "b"]}, tmp_path / "model.pt")
     run = kws.Run.load(tmp_path)
-    assert run.model_kwargs == {"hidden": (8,), "tau_mem": 10.0, "dt": 20.0} and run.model.dt == run.dt_ms == 20.0
+    assert run.model_kwargs == {"hidden": (8,), "tau_mem": 10.0, "tau_adapt": 4000.0, "tau_out": 400.0, "dt": 20.0}
+    assert run.model.dt == run.dt_ms == 20.0  # the defaults of version 1 were 200 and 20 bins
     run.save(tmp_path / "again.pt")
     assert kws.Run.load(tmp_path / "again.pt").model_kwargs == run.model_kwargs
 

@@ -35,6 +35,7 @@ from .errors import OutputExists
 
 MODEL_FORMAT = "spiketrum-model"
 MODEL_VERSION = 2  # 2: dt_ms, and model_kwargs hold dt and time constants in ms (1: dt in s, taus in bins)
+V1_TAU_BINS = {"tau_mem": 20.0, "tau_adapt": 200.0, "tau_out": 20.0}  # model.pt version 1's defaults, in bins
 SAMPLE_RATES = {"fsdd": 8000, "speech-commands": 16000}
 
 
@@ -179,8 +180,10 @@ class Run:
             dt = state["dt_ms"] if version >= 2 else state["dt"] * 1000  # version 1 kept seconds
             if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not (np.isfinite(dt) and dt > 0):
                 raise ValueError(f"time bin {dt!r} ms is not a positive number")
-            if version < 2:  # version 1: time constants in bins of the run's dt, and no dt: both to ms
-                kwargs = {**{k: v * dt if k.startswith("tau_") else v for k, v in kwargs.items()}, "dt": dt}
+            if version < 2:  # version 1: time constants in bins of the run's dt (defaults too), and no dt: to ms
+                takes = inspect.signature(MODELS[state["model_name"]]).parameters if state["model_name"] in MODELS else {}
+                bins = {**{k: v for k, v in V1_TAU_BINS.items() if k in takes}, **kwargs}
+                kwargs = {**{k: v * dt if k.startswith("tau_") else v for k, v in bins.items()}, "dt": dt}
             if not math.isclose(kwargs.get("dt", math.nan), dt):
                 raise ValueError(f"its model is built for {kwargs.get('dt')!r} ms bins, its spikes are binned at {dt!r} ms")
             if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
