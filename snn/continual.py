@@ -360,6 +360,8 @@ def run_method(method, tasks, sets, n_in, collate, config, *, dt, hidden=128, sp
     minority of the neurons and the local rule can claim them. The other methods get the neutral pathway
     (every gate near 1/2, learnt by backprop alone).
     """
+    check_options((method,), hidden=hidden, spikes=spikes, rule=rule, hebb_lr=hebb_lr, context_scale=context_scale,
+                  context_init=context_init, gate_bias=gate_bias, ewc_lambda=ewc_lambda, xdg_fraction=xdg_fraction)
     train, val, test = sets
     n_tasks, n_classes = len(tasks), max(max(t.labels) for t in tasks) + 1
     seed_everything(config.seed)
@@ -375,8 +377,6 @@ def run_method(method, tasks, sets, n_in, collate, config, *, dt, hidden=128, sp
     elif method == "xdg":
         model.gates.copy_(xdg_gates(n_tasks, hidden, xdg_fraction, config.seed))
         settings["gated_fraction"] = xdg_fraction
-    elif method not in ("finetune", "joint"):
-        raise ValueError(f"unknown method {method!r}: use {', '.join(METHODS)}")
     stages = ([(list(range(n_tasks)), torch.utils.data.ConcatDataset(train), torch.utils.data.ConcatDataset(val))]
               if method == "joint" else [([k], train[k], val[k]) for k in range(n_tasks)])
     matrix = []
