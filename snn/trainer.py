@@ -377,9 +377,7 @@ class Trainer:
     def load_checkpoint(self, path):
         """Continue from ``path``: the run goes on exactly as if it had not stopped."""
         state = read_checkpoint(path, self.device)
-        if state["config"] != dataclasses.asdict(self.config):
-            diff = sorted(k for k in state["config"] if state["config"][k] != dataclasses.asdict(self.config).get(k))
-            raise ValueError(f"{path}: checkpoint was trained with other settings ({', '.join(diff)}); cannot resume")
+        check_resumable(state, self.config, path)
         if state.get("world_size", 1) != self.world_size:  # other batches per process and another schedule
             raise ValueError(f"{path}: checkpoint was trained on {state.get('world_size', 1)} processes, this run has "
                              f"{self.world_size}; resume with as many")
@@ -416,6 +414,14 @@ def read_checkpoint(path, device="cpu"):
     if not isinstance(state["config"], dict) or not isinstance(state["callbacks"], list):
         raise ValueError(f"{path}: not a training checkpoint (malformed config or options)")
     return state
+
+
+def check_resumable(state, config, path):
+    """ValueError naming ``path`` unless checkpoint ``state`` was trained with this :class:`TrainConfig`."""
+    saved, now = state["config"], dataclasses.asdict(config)
+    if saved != now:
+        diff = sorted(k for k in saved if saved[k] != now.get(k))
+        raise ValueError(f"{path}: checkpoint was trained with other settings ({', '.join(diff)}); cannot resume")
 
 
 def write_json(obj, path):

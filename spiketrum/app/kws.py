@@ -25,8 +25,8 @@ from datasets import FSDD, AudioFolder, NoiseFolder, SpeechCommands, SpikeDatase
 from datasets.base import check_split, locate
 from snn.models import ANN, SCBAMSNN, SRNN, ConvSNN, record_activity
 from snn.pruning import compact
-from snn.trainer import (TrainConfig, Trainer, atomic_save, rank_and_world, rank_zero_first, read_checkpoint,
-                         seed_everything, write_json)
+from snn.trainer import (TrainConfig, Trainer, atomic_save, check_resumable, rank_and_world, rank_zero_first,
+                         read_checkpoint, seed_everything, write_json)
 from spiketrum import ENCODERS, config_from_json, make_config
 from spiketrum.io import atomic_output, load_audio
 from spiketrum.perturb import DEFAULT_AUGMENT, Augment
@@ -157,11 +157,13 @@ class Run:
     encoder: object
     dt_ms: float
     classes: list
+    split_seed: int | None = None  # the seed that chose a folder dataset's hash split (None: not recorded)
 
     def save(self, path, extra=None):
         atomic_save({"format": MODEL_FORMAT, "version": MODEL_VERSION, "model_name": self.model_name,
                      "model_kwargs": self.model_kwargs, "state_dict": self.model.state_dict(),
-                     "encoder": self.encoder.to_json(), "dt_ms": self.dt_ms, "classes": list(self.classes), **(extra or {})}, path)
+                     "encoder": self.encoder.to_json(), "dt_ms": self.dt_ms, "classes": list(self.classes),
+                     **({} if self.split_seed is None else {"split_seed": self.split_seed}), **(extra or {})}, path)
 
     @classmethod
     def load(cls, run_dir, device="cpu"):
@@ -202,7 +204,9 @@ class Run:
                              "pickled code is never run)") from None
         except Exception as exc:  # noqa: BLE001 - foreign bytes fail torch.load in many ways (IndexError on a WAV)
             raise ValueError(f"{path}: cannot load model ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-        return cls(model.to(device).eval(), state["model_name"], kwargs, encoder, float(dt), classes)
+        seed = state.get("split_seed")
+        return cls(model.to(device).eval(), state["model_name"], kwargs, encoder, float(dt), classes,
+                   seed if isinstance(seed, int) and not isinstance(seed, bool) else None)
 
 
 def input_key(encoder, dt_ms, classes):
@@ -356,9 +360,7 @@ def plan_training(dataset, data, out, *, split="official", model="srnn", encoder
         differ = sorted(k for k in settings if saved.get(k) != json.loads(json.dumps(settings[k])))
         if differ:
             raise ValueError(f"{checkpoint}: the run was started with other settings ({', '.join(differ)}); cannot resume")
-        if resume_state["config"] != dataclasses.asdict(config):
-            differ = sorted(k for k in resume_state["config"] if resume_state["config"][k] != dataclasses.asdict(config).get(k))
-            raise ValueError(f"{checkpoint}: checkpoint was trained with other settings ({', '.join(differ)}); cannot resume")
+        check_resumable(resume_state, config, checkpoint)
     cache_dir = Path(cache_dir) if cache_dir is not None else out.parent / "cache"
     return TrainPlan(dataset, Path(data), out, split, model, model_kwargs, encoder, enc, rate, dt_ms, augment, no_noise,
                      noise_dir, config, cache_dir, splits, classes, list(options), resume_state, settings)
@@ -426,7 +428,7 @@ def report(plan, trainer, test_set, skipped=(), start=None):
     rank, world = rank_and_world()
     classes = plan.classes
     result = trainer.evaluate(test_set, n_classes=len(classes))
-    run = Run(trainer.model, plan.model, plan.model_kwargs, plan.encoder, plan.dt_ms, classes)
+    run = Run(trainer.model, plan.model, plan.model_kwargs, plan.encoder, plan.dt_ms, classes, plan.config.seed)
     if rank != 0:  # the run folder, its activity and latency are rank 0's
         return {"test_accuracy": result["accuracy"], "n_test": result["n"], "processes": world}
     dt_ms, options = plan.dt_ms, plan.options
@@ -450,8 +452,7 @@ def report(plan, trainer, test_set, skipped=(), start=None):
         metrics["wall_seconds"] = time.perf_counter() - start  # this call's, encoding included (not summed over resumes)
     if world > 1:
         metrics["processes"] = world
-    run.save(plan.out / "model.pt", extra={"metrics": {k: metrics[k] for k in ("test_accuracy", "n_test")},
-                                           "split_seed": plan.config.seed})
+    run.save(plan.out / "model.pt", extra={"metrics": {k: metrics[k] for k in ("test_accuracy", "n_test")}})
     write_json(metrics, plan.out / "metrics.json")
     plot_confusion(result["confusion"], classes, plan.out / "confusion.png",
                    f"{plan.dataset}, {split_kind(plan.dataset, plan.split)}: {plan.model} on {plan.encoder_name} spikes: {100 * result['accuracy']:.1f} %")
@@ -533,16 +534,12 @@ def cpu_latency(models, dataset, collate, clips=20, batch=1, repeats=5):
     return ms[0] if single else ms
 
 
-def training_seed(run_dir):
-    """The seed a run was trained with (it chose a folder dataset's hash split): ``model.pt``'s
-    ``split_seed``, else ``metrics.json``'s, else 0."""
+def training_seed(run, run_dir):
+    """The seed ``run`` (loaded from ``run_dir``) was trained with, which chose a folder dataset's hash split:
+    its ``split_seed``, else (older model files) the run folder's ``metrics.json``'s, else 0."""
+    if run.split_seed is not None:
+        return run.split_seed
     path = Path(run_dir) / "model.pt" if Path(run_dir).is_dir() else Path(run_dir)
-    try:
-        seed = torch.load(path, map_location="cpu", weights_only=True).get("split_seed")
-        if isinstance(seed, int):
-            return seed
-    except Exception:  # noqa: BLE001 - Run.load has already reported an unreadable model
-        pass
     try:
         seed = json.loads((path.parent / "metrics.json").read_text())["train_config"]["seed"]
         return seed if isinstance(seed, int) else 0
@@ -587,8 +584,7 @@ def evaluate(run_dir, dataset, data, split="test", noise_dir=None, cache_dir=Non
     folder's unknown classes, and files that cannot be read or encoded, are reported and skipped.
     """
     run = Run.load(run_dir)
-    check_split(dataset, split, "score")
-    audio, unknown = split_audio(run, dataset, data, split, noise_dir, seed=training_seed(run_dir))
+    audio, unknown = split_audio(run, dataset, data, split, noise_dir, seed=training_seed(run, run_dir))
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(run_dir).parent / "cache"
     (spikes,) = spike_sets([audio], run.encoder, cache_dir, run.dt_ms, progress=progress)
     trainer = Trainer(run.model, spikes, None, collate_for(run.dt_ms), TrainConfig(), progress=False)
@@ -672,6 +668,6 @@ def prune_export(run_dir, out, force=False):
               "cpu_latency_ms": before, "cpu_latency_ms_compact": after,
               "cpu_ms_per_clip_batch32": batched[0], "cpu_ms_per_clip_batch32_compact": batched[1]}
     out.mkdir(parents=True, exist_ok=True)
-    Run(small, "conv", kwargs, run.encoder, run.dt_ms, run.classes).save(out / "model.pt")
+    Run(small, "conv", kwargs, run.encoder, run.dt_ms, run.classes, training_seed(run, run_dir)).save(out / "model.pt")
     write_json(report, out / "export.json")
     return report

@@ -175,8 +175,7 @@ def robustness(run_dir, data, config, partial=None, noise_dir=None, cache_dir=No
     run_dir = Path(run_dir)
     device = torch.device(device) if device is not None else default_device()
     run = Run.load(run_dir, device=device)
-    check_split(config.dataset, config.split, "score")
-    audio, _ = split_audio(run, config.dataset, data, config.split, noise_dir, seed=training_seed(run_dir))
+    audio, _ = split_audio(run, config.dataset, data, config.split, noise_dir, seed=training_seed(run, run_dir))
     cache_dir = Path(cache_dir) if cache_dir is not None else run_dir.parent / "cache"
     levels = dict(config.levels)
     noise = None
