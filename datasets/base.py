@@ -53,30 +53,27 @@ def locate(corpus, data=None):
     return None
 
 
-#: The splits a dataset accepts: ``train`` for how a corpus is divided into train/val/test, ``score``
-#: for the part a trained model is evaluated on.
+#: The splits a dataset accepts, as (pattern, words for the error): ``train`` for how a corpus is divided into
+#: train/val/test, ``score`` for the part a trained model is evaluated on.
 SPLITS = {
-    ("fsdd", "train"): "official or loso:<speaker>",
-    ("fsdd", "score"): "train, val, test or loso:<speaker>[:train|val|test]",
-    ("speech-commands", "train"): "official",
-    ("speech-commands", "score"): "train, val or test",
-    ("folder", "train"): "official (10 % validation and 10 % test, chosen by a hash of each file name)",
-    ("folder", "score"): "train, val, test (the parts training used) or all (every file)",
+    ("fsdd", "train"): (r"official|loso:[^:]+", "official or loso:<speaker>"),
+    ("fsdd", "score"): (r"train|val|test|loso:[^:]+(:(train|val|test))?",
+                        "train, val, test or loso:<speaker>[:train|val|test]"),
+    ("speech-commands", "train"): (r"official", "official"),
+    ("speech-commands", "score"): (r"train|val|test", "train, val or test"),
+    ("folder", "train"): (r"official", "official (10 % validation and 10 % test, chosen by a hash of each file name)"),
+    ("folder", "score"): (r"train|val|test|all", "train, val, test (the parts training used) or all (every file)"),
 }
 
 
 def check_split(dataset, split, purpose="score"):
     """ValueError unless ``split`` names a split of ``dataset`` for ``purpose`` (``"train"``: how the corpus
     is divided; ``"score"``: the part a model is evaluated on). Returns ``split``."""
-    import re
-
     if (dataset, purpose) not in SPLITS:
         raise ValueError(f"unknown dataset {dataset!r} or purpose {purpose!r}")
-    ok = {("fsdd", "train"): r"official|loso:[^:]+", ("fsdd", "score"): r"train|val|test|loso:[^:]+(:(train|val|test))?",
-          ("speech-commands", "train"): r"official", ("speech-commands", "score"): r"train|val|test",
-          ("folder", "train"): r"official", ("folder", "score"): r"train|val|test|all"}[dataset, purpose]
-    if not isinstance(split, str) or not re.fullmatch(ok, split):
-        raise ValueError(f"unknown {dataset} split {split!r}: use {SPLITS[dataset, purpose]}")
+    pattern, words = SPLITS[dataset, purpose]
+    if not isinstance(split, str) or not re.fullmatch(pattern, split):
+        raise ValueError(f"unknown {dataset} split {split!r}: use {words}")
     return split
 
 
