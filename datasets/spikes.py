@@ -17,8 +17,9 @@ from spiketrum.spiketrain import FORMAT_VERSION, SpikeTrain
 
 
 #: Part of every cache key: bump it when encodings change without their config JSON changing, so that
-#: stale entries are never reused. 2: configs name their encoder (spiketrum 0.2 spike files).
-CACHE_VERSION = 2
+#: stale entries are never reused. 2: configs name their encoder (spiketrum 0.2 spike files); 3: a rate
+#: rule's chunk budgets are rounded from the start of the file (files longer than ``chunk_s`` changed).
+CACHE_VERSION = 3
 
 
 class SpikeDataset(torch.utils.data.Dataset):

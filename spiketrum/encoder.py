@@ -162,6 +162,10 @@ class SpiketrumConfig(EncoderConfig):
 
             return _pursue(read, f.frames, self)
 
+    def stream(self):
+        """An :class:`EncoderStream`: this encoder, causal, over audio pushed a piece at a time."""
+        return EncoderStream(self)
+
     def decode(self, spike_train, exact=False):
         """Sum the atoms back into audio of the encoded length.
 
@@ -230,7 +234,8 @@ def _correlation_map(r, phi, T, dtype=np.float64, block=8192):
     Overlap-save with one FFT of the input blocks shared by all kernels.
     """
     M, lmax = phi.shape
-    nb = max(block, scipy.fft.next_fast_len(4 * lmax, real=True))
+    # one block for a short map (a stream's chunk), else blocks of `block` samples
+    nb = min(max(block, scipy.fft.next_fast_len(4 * lmax, real=True)), scipy.fft.next_fast_len(T + lmax - 1, real=True))
     hop = nb - lmax + 1
     nblk = -(-T // hop)
     seg = np.zeros(nblk * hop + lmax - 1, dtype)
@@ -243,31 +248,40 @@ def _correlation_map(r, phi, T, dtype=np.float64, block=8192):
     return C
 
 
+def _chunk_len(cfg):
+    """(samples per chunk of onsets, samples per frame); a chunk holds whole frames."""
+    if cfg.frame_ms is not None:
+        frame = max(1, int(round(cfg.frame_ms * cfg.sr / 1000)))
+        return frame * max(1, int(cfg.chunk_s * cfg.sr) // frame), frame
+    chunk = max(1, int(cfg.chunk_s * cfg.sr))
+    return chunk, chunk
+
+
+def _budgets(cfg, a, b, frame, n=None):
+    """Spikes the onsets of chunk ``[a, b)`` take, one entry per frame.
+
+    Counts are cumulatively rounded from the start, ``round(rate x edge)`` at every frame or chunk edge,
+    so every frame and the total are exact, and a chunk's budget does not depend on what follows it
+    (a stream knows no ``n``). Only ``n_spikes`` needs the length ``n``.
+    """
+    sr = cfg.sr
+    if cfg.snr_db is not None:
+        return np.array([np.iinfo(np.int64).max // 4])
+    edges = np.unique(np.minimum(np.arange(a, b + frame, frame), b)) if cfg.frame_ms is not None else np.array([a, b])
+    total = cfg.rate / sr if cfg.n_spikes is None else int(cfg.n_spikes) / n
+    return np.diff(np.round(total * edges).astype(np.int64))
+
+
 def _chunks(cfg, n):
     """Plan of the pursuit: (start, stop, per-frame budgets, frame length) for each chunk of onsets.
 
-    Frame budgets are cumulatively rounded over the whole file, so every frame and the total are
-    exact. A count rule (``n_spikes`` or ``rate``) on a file longer than ``chunk_s`` becomes a per-chunk
-    budget in proportion to the chunk's length: memory stays bounded, at the price of pursuit not
-    moving spikes between chunks.
+    A count rule on a file longer than ``chunk_s`` becomes a per-chunk budget in proportion to the
+    chunk's length (:func:`_budgets`): memory stays bounded, at the price of pursuit not moving spikes
+    between chunks.
     """
-    sr = cfg.sr
-    if cfg.frame_ms is not None:
-        frame = max(1, int(round(cfg.frame_ms * sr / 1000)))
-        chunk = frame * max(1, int(cfg.chunk_s * sr) // frame)
-    else:
-        chunk = frame = max(1, int(cfg.chunk_s * sr))
+    chunk, frame = _chunk_len(cfg)
     edges = np.unique(np.minimum(np.arange(0, n + chunk, chunk), n))
-    if cfg.frame_ms is not None:
-        fe = np.unique(np.minimum(np.arange(0, n + frame, frame), n))
-        per_frame = np.diff(np.round(cfg.rate * fe / sr).astype(np.int64))
-        per_chunk = [per_frame[a // frame : -(-b // frame)] for a, b in zip(edges[:-1], edges[1:])]
-    elif cfg.snr_db is not None:
-        per_chunk = [np.array([np.iinfo(np.int64).max // 4])] * (edges.size - 1)
-    else:
-        total = int(cfg.n_spikes) if cfg.n_spikes is not None else int(round(cfg.rate * n / sr))
-        per_chunk = [np.array([c]) for c in np.diff(np.round(total * (edges / n)).astype(np.int64))]
-    return [(int(a), int(b), bud.copy(), frame) for a, b, bud in zip(edges[:-1], edges[1:], per_chunk)]
+    return [(int(a), int(b), _budgets(cfg, int(a), int(b), frame, n), frame) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def _warn_no_spikes(cfg, n, energy):
@@ -304,41 +318,41 @@ def quantize_levels(kernel, amplitude, n_kernels, levels, iterations=30):
     return level.astype(np.int16), book
 
 
-def _pursue(read, n, cfg):
-    """Chunked matching pursuit of ``n`` samples, ``read(a, b)`` giving float64 samples ``[a, min(b, n))``."""
-    phi, lengths = dictionary(cfg.sr, cfg.kernels, cfg.fmin, cfg.resolved_fmax, cfg.floor_db)
-    fast = cfg.mode == "fast"
-    dtype, itype = (np.float32, np.int32) if fast else (np.float64, np.int64)
-    mask = itype(np.iinfo(itype).max)  # all bits but the sign: |x| as an integer
-    table = cross_correlations(cfg.sr, cfg.kernels, cfg.fmin, cfg.resolved_fmax, cfg.floor_db,
-                               cfg.xcorr_floor_db if fast else None, np.dtype(dtype).name)
-    w = np.ones(cfg.kernels) if cfg.gains is None else np.asarray(cfg.gains, dtype=np.float64)
-    lmax = phi.shape[1]
-    target = 10 ** (-cfg.snr_db / 10) if cfg.snr_db is not None else None
-    resync = int(FAST_RESYNC_S * cfg.sr)
-    plan = _chunks(cfg, n)
-    if target is None:  # a count rule must not stop short of its count: refuse one the signal cannot hold
-        asked = sum(int(budgets.sum()) for _, _, budgets, _ in plan)
-        limit = sum(SPIKES_PER_SAMPLE * (b - a) + SPIKES_PER_CHUNK for a, b, _, _ in plan)
-        if any(budgets.sum() > SPIKES_PER_SAMPLE * (b - a) + SPIKES_PER_CHUNK for a, b, budgets, _ in plan):
-            raise ValueError(f"{asked} spikes asked of {n / cfg.sr:.3g} s of audio, more than it can hold (at most "
-                             f"{limit} here, {SPIKES_PER_SAMPLE} per sample); lower the rate or spike count")
-    out, energy = [], 0.0
-    spill = np.zeros(lmax - 1)  # what earlier chunks' atoms took from the samples after their chunk
-    for a, b, budgets, frame in plan:
+class _Pursuit:
+    """Matching pursuit one chunk of onsets at a time, carrying what atoms spill into the next chunk."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.phi, self.lengths = dictionary(cfg.sr, cfg.kernels, cfg.fmin, cfg.resolved_fmax, cfg.floor_db)
+        self.fast = cfg.mode == "fast"
+        self.dtype, self.itype = (np.float32, np.int32) if self.fast else (np.float64, np.int64)
+        self.mask = self.itype(np.iinfo(self.itype).max)  # all bits but the sign: |x| as an integer
+        self.table = cross_correlations(cfg.sr, cfg.kernels, cfg.fmin, cfg.resolved_fmax, cfg.floor_db,
+                                        cfg.xcorr_floor_db if self.fast else None, np.dtype(self.dtype).name)
+        self.w = np.ones(cfg.kernels) if cfg.gains is None else np.asarray(cfg.gains, dtype=np.float64)
+        self.lookahead = self.phi.shape[1] - 1  # samples after a chunk its atoms reach into
+        self.target = 10 ** (-cfg.snr_db / 10) if cfg.snr_db is not None else None
+        self.spill = np.zeros(self.lookahead)  # what earlier chunks' atoms took from the samples after their chunk
+        self.energy = 0.0
+
+    def chunk(self, a, b, budgets, frame, seg):
+        """Spikes ``(kernel, onset, amplitude)`` with onsets in ``[a, b)``; ``seg`` holds samples ``[a, b +
+        lookahead)``, cut short only at the end of the audio."""
+        cfg, phi, lmax = self.cfg, self.phi, self.lookahead + 1
         r = np.zeros(b - a + lmax - 1)
-        seg = read(a, b + lmax - 1)
         r[: seg.size] = seg
-        r[: lmax - 1] -= spill
-        energy += float(seg[: b - a] @ seg[: b - a])
+        r[: lmax - 1] -= self.spill
+        self.energy += float(seg[: b - a] @ seg[: b - a])
         region = float(r @ r)
-        min_energy = target * float(seg @ seg) if target is not None else -1.0
+        min_energy = self.target * float(seg @ seg) if self.target is not None else -1.0
         cap = int(min(budgets.sum(), SPIKES_PER_SAMPLE * (b - a) + SPIKES_PER_CHUNK))
-        C = _correlation_map(r, phi, b - a, dtype)
-        tol, last = FAST_DRIFT_TOLERANCE, -1
+        C = _correlation_map(r, phi, b - a, self.dtype)
+        tol, last, out = FAST_DRIFT_TOLERANCE, -1, []
+        resync = int(FAST_RESYNC_S * cfg.sr)
         while True:  # more than one pass only when the fast mode resyncs its correlation map
-            k, tau, amp, res, at = _kernels.matching_pursuit(C, C.view(itype), mask, r, phi, lengths, *table, w, budgets,
-                                                             frame, min_energy, region, fast, tol, cap)
+            k, tau, amp, res, at = _kernels.matching_pursuit(C, C.view(self.itype), self.mask, r, phi, self.lengths,
+                                                             *self.table, self.w, budgets, frame, min_energy, region,
+                                                             self.fast, tol, cap)
             out.append((k, tau + a, amp))
             cap -= k.size
             region = res[-1] if res.size else region
@@ -347,14 +361,26 @@ def _pursue(read, n, cfg):
             # a freshly recomputed spot that still disagrees is float32 noise, not drift: take it
             tol, last = (np.inf if k.size == 0 and at == last else FAST_DRIFT_TOLERANCE), at
             lo, hi = max(0, at - resync), min(b - a, at + resync)
-            C[:, lo:hi] = _correlation_map(r[lo:], phi, hi - lo, dtype)
-        del C
+            C[:, lo:hi] = _correlation_map(r[lo:], phi, hi - lo, self.dtype)
         tail = seg[b - a :]
-        spill = np.zeros(lmax - 1)
-        spill[: tail.size] = tail - r[b - a : b - a + tail.size]
-    k, tau, amp = (np.concatenate(z) for z in zip(*out))
-    if k.size == 0:
-        _warn_no_spikes(cfg, n, energy)
+        self.spill = np.zeros(lmax - 1)
+        self.spill[: tail.size] = tail - r[b - a : b - a + tail.size]
+        return tuple(np.concatenate(z) for z in zip(*out))
+
+
+def _check_capacity(cfg, plan, n):
+    """A count rule must not stop short of its count: refuse one the signal cannot hold."""
+    if cfg.snr_db is not None:
+        return
+    if any(budgets.sum() > SPIKES_PER_SAMPLE * (b - a) + SPIKES_PER_CHUNK for a, b, budgets, _ in plan):
+        asked = sum(int(budgets.sum()) for _, _, budgets, _ in plan)
+        limit = sum(SPIKES_PER_SAMPLE * (b - a) + SPIKES_PER_CHUNK for a, b, _, _ in plan)
+        raise ValueError(f"{asked} spikes asked of {n / cfg.sr:.3g} s of audio, more than it can hold (at most "
+                         f"{limit} here, {SPIKES_PER_SAMPLE} per sample); lower the rate or spike count")
+
+
+def _spike_train(cfg, k, tau, amp, n, energy):
+    """The SpikeTrain of pursued spikes, levels quantised over the whole train."""
     res = energy - np.cumsum(amp * amp)  # unit-norm atoms: each spike removes exactly s^2
     level, book = quantize_levels(k, amp, cfg.kernels, cfg.levels)
     meta = {"signal_energy": float(energy), "residual_energy": float(res[-1]) if res.size else float(energy)}
@@ -363,3 +389,85 @@ def _pursue(read, n, cfg):
     return st
 
 
+def _pursue(read, n, cfg):
+    """Chunked matching pursuit of ``n`` samples, ``read(a, b)`` giving float64 samples ``[a, min(b, n))``."""
+    plan = _chunks(cfg, n)
+    _check_capacity(cfg, plan, n)
+    p = _Pursuit(cfg)
+    out = [p.chunk(a, b, budgets, frame, read(a, b + p.lookahead)) for a, b, budgets, frame in plan]
+    k, tau, amp = (np.concatenate(z) for z in zip(*out))
+    if k.size == 0:
+        _warn_no_spikes(cfg, n, p.energy)
+    return _spike_train(cfg, k, tau, amp, n, p.energy)
+
+
+class EncoderStream:
+    """Causal spiketrum encoding of an open-ended stream: push audio, get back the spikes decided so far.
+
+    The pursuit of a whole file (:meth:`SpiketrumConfig.encode`) works on ``chunk_s`` chunks of
+    onsets, each seeing its own samples and the :attr:`lookahead` after them (the longest kernel). A
+    stream runs the same chunks as soon as their samples and look-ahead have arrived, so the spikes
+    of any pushes equal those of encoding the concatenated audio in one call, spike for spike. A spike
+    is known at most :attr:`latency_s` after the sample where its atom starts. Get one with
+    :meth:`SpiketrumConfig.stream`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> cfg = SpiketrumConfig(sr=8000, rate=1000, levels=1, chunk_s=0.1)
+    >>> x = np.random.default_rng(0).standard_normal(8000)
+    >>> s = cfg.stream()
+    >>> parts = [s.push(x[:3000]), s.push(x[3000:]), s.close()]
+    >>> whole = cfg.encode(x, 8000)
+    >>> bool(np.array_equal(np.concatenate([p.samples for p in parts]), whole.samples))
+    True
+    """
+
+    def __init__(self, cfg):
+        if cfg.n_spikes is not None:
+            raise ValueError("a stream has no length to spread n_spikes over: use rate or snr_db")
+        if cfg.levels != 1:
+            raise ValueError(f"a stream needs levels=1 (got {cfg.levels}): level codebooks are chosen over a "
+                             "whole spike train")
+        self.config = cfg
+        self._pursuit = _Pursuit(cfg)
+        self._chunk, self._frame = _chunk_len(cfg)
+        self.lookahead = self._pursuit.lookahead
+        self._buf = np.zeros(0)  # samples from self.decided on
+        self.decided = 0  # onsets before this sample are final
+        self.closed = False
+
+    @property
+    def latency_s(self):
+        """Longest wait, in seconds, from an atom's first sample to its spike: a chunk plus the look-ahead."""
+        return (self._chunk + self.lookahead) / self.config.sr
+
+    def _run(self, end):
+        """Pursue every chunk whose look-ahead the buffer holds (all of them when ``end``)."""
+        out, n = [], self._buf.size
+        while (n >= self._chunk + self.lookahead) or (end and n > 0):
+            a, b = self.decided, self.decided + min(self._chunk, n)
+            budgets = _budgets(self.config, a, b, self._frame)
+            _check_capacity(self.config, [(a, b, budgets, None)], b - a)
+            out.append(self._pursuit.chunk(a, b, budgets, self._frame, self._buf[: b - a + self.lookahead]))
+            self._buf, self.decided, n = self._buf[b - a :], b, n - (b - a)
+        k, tau, amp = (np.concatenate(z) for z in zip(*out)) if out else (np.zeros(0, np.int64),) * 2 + (np.zeros(0),)
+        return _spike_train(self.config, k, tau, amp, self.decided, self._pursuit.energy)
+
+    def push(self, x):
+        """Spikes of the chunks that ``x`` (audio at the config's rate) completes; onsets count from the
+        stream's first sample, and the train's ``n_samples`` is :attr:`decided`."""
+        if self.closed:
+            raise ValueError("the stream is closed")
+        x = np.asarray(x, np.float64).reshape(-1)
+        if not np.all(np.isfinite(x)):
+            raise ValueError("audio contains NaN or inf samples")
+        self._buf = np.concatenate([self._buf, x])
+        return self._run(end=False)
+
+    def close(self):
+        """Spikes of the rest: the last chunks, pursued without more look-ahead than there is."""
+        if self.closed:
+            raise ValueError("the stream is closed")
+        self.closed = True
+        return self._run(end=True)
