@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch.utils.data
 
-from spiketrum.io import InputError, load_audio
+from spiketrum.io import InputError, load_audio, resample
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 
@@ -315,6 +315,21 @@ class NoiseFolder:
             cut = int(self.TRAIN_FRACTION * n.size)
             self.noise.append(n if part is None else n[:cut] if part == "train" else n[cut:])
 
+    @classmethod
+    def from_audio(cls, dataset, sr):
+        """The items of an audio dataset (e.g. a :class:`Background` part) as noise to mix, resampled to ``sr``;
+        silent items are left out."""
+        self = cls.__new__(cls)
+        self.sr, self.part, self.files, self.noise = int(sr), None, [], []
+        for i in range(len(dataset)):
+            x, rate = dataset.load(i)
+            if np.any(x):
+                self.files.append(dataset.files[i])
+                self.noise.append(x if rate == sr else resample(x, rate, sr))
+        if not self.noise:
+            raise ValueError(f"{dataset!r}: no audio that is not silent")
+        return self
+
     def __repr__(self):
         return (f"NoiseFolder({len(self.files)} clips, {sum(n.size for n in self.noise) / self.sr:.1f} s, sr={self.sr}"
                 f"{'' if self.part is None else ', part=' + repr(self.part)})")
@@ -353,3 +368,72 @@ class NoiseFolder:
             raise ValueError(f"{self.files[k]}: the noise segment at sample {start} is all zeros")
         y = x64 + np.sqrt(signal / (noise * 10.0 ** (snr_db / 10.0))) * seg
         return y if x.dtype == np.float64 else y.astype(np.float32)
+
+
+class Background(AudioDataset):
+    """Audio of anything but the keywords (speech, noise, music; any length), as items of class 0, cut into
+    disjoint parts: ``train`` (70 %), ``calibrate`` (10 %: a detector's threshold) and ``test`` (20 %).
+
+    A file of at least ``long_s`` seconds is cut by time (its first 70 % trains, and so on) into items of
+    at most ``item_s`` seconds. Shorter files fall on one side whole, by a hash of their group: the first
+    capture group of ``group_by`` (a regex searched in the file name; e.g. ``^\\d_([a-z]+)_`` puts each FSDD
+    speaker on one side) or else the file name. Files whose header does not read are left out and
+    listed in ``skipped``.
+
+    Parameters
+    ----------
+    sources : sequence of str or os.PathLike
+        Audio files, or folders searched recursively for them.
+    part : {"train", "calibrate", "test"}
+    group_by : str, optional
+    long_s, item_s : float
+    """
+
+    PARTS = {"train": (0.0, 0.7), "calibrate": (0.7, 0.8), "test": (0.8, 1.0)}
+
+    def __init__(self, sources, part, group_by=None, long_s=30.0, item_s=30.0, classes=("_none_",),
+                 extensions=AUDIO_EXTENSIONS):
+        import soundfile as sf
+
+        if part not in self.PARTS:
+            raise ValueError(f"part must be one of {', '.join(self.PARTS)}, got {part!r}")
+        pattern = re.compile(group_by) if group_by else None
+        if pattern is not None and pattern.groups < 1:
+            raise ValueError(f"group_by {group_by!r} has no capture group (the group is its first one)")
+        lo, hi = self.PARTS[part]
+        files, segments, self.skipped = [], [], []
+        for src in sources:
+            src = Path(src)
+            if not src.exists():
+                raise FileNotFoundError(f"{src}: background audio not found")
+            for f in (_audio_files(src, extensions, recursive=True) if src.is_dir() else [src]):
+                try:
+                    info = sf.info(os.fspath(f))
+                except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
+                    self.skipped.append((f, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+                    continue
+                if info.frames == 0:
+                    self.skipped.append((f, "no samples"))
+                elif info.frames >= long_s * info.samplerate:
+                    a, b, step = int(lo * info.frames), int(hi * info.frames), int(item_s * info.samplerate)
+                    for s in range(a, b, step):
+                        files.append(f)
+                        segments.append((s, min(s + step, b)))
+                else:
+                    m = pattern.search(f.name) if pattern is not None else None
+                    key = m.group(1) if m else f.name
+                    u = int(hashlib.sha256(f"background:{key}".encode()).hexdigest()[:8], 16) / 2**32
+                    if lo <= u < hi:
+                        files.append(f)
+                        segments.append(None)
+        if not files:
+            raise ValueError(f"no readable background audio in the {part} part of {', '.join(map(str, sources))}")
+        super().__init__(files, [0] * len(files), classes, segments)
+        self.part = part
+
+    def seconds(self):
+        """Total duration of the part in seconds (read from the headers)."""
+        import soundfile as sf
+
+        return sum((seg[1] - seg[0]) / sf.info(os.fspath(f)).samplerate if seg else sf.info(os.fspath(f)).duration
+                   for f, seg in zip(self.files, self.segments))

@@ -200,13 +200,14 @@ class _StepModel(_SpikingModel):
             raise ValueError(f"state must have {self._layers} entries (one per layer), got {len(state)}")
         return self._run(x, (None,) * self._layers if state is None else state, None)
 
-    def forward(self, x, lengths=None, *, dt=None):
+    def forward(self, x, lengths=None, *, dt=None, per_step=False):
         """Logits [B, n_classes] for spikes ``x`` [T, B, n_in], optional ``lengths`` [B] and the spikes' bin ``dt``
-        in ms (checked against the model's when given)."""
+        in ms (checked against the model's when given); with ``per_step`` the readout of every step
+        [T, B, n_classes] instead (padding steps included), as :meth:`steps` gives it."""
         check_dt(self, dt)
         mask = self._begin(x, lengths)
         u, _ = self._run(x, (None,) * self._layers, mask)
-        return self.readout.reduce(u, mask)
+        return u if per_step else self.readout.reduce(u, mask)
 
 
 class _Dense(nn.Sequential):
@@ -423,16 +424,17 @@ class SCBAMSNN(_StepModel):
         self.readout = _Readout(channels * length, n_classes, readout, dt, tau_out, neuron)
         self._layers = len(self.cells) + 1
 
-    def forward(self, x, lengths=None, return_attention=False, *, dt=None):
-        """Logits [B, n_classes] for spikes ``x`` [T, B, n_in]; with ``return_attention`` also each layer's
-        forget-gate attention maps (see :meth:`snn.layers.SpikingConvLSTM1d.forward`)."""
+    def forward(self, x, lengths=None, return_attention=False, *, dt=None, per_step=False):
+        """Logits [B, n_classes] for spikes ``x`` [T, B, n_in] (``per_step``: as :meth:`_StepModel.forward`); with
+        ``return_attention`` also each layer's forget-gate attention maps (see
+        :meth:`snn.layers.SpikingConvLSTM1d.forward`)."""
         if not return_attention:
-            return super().forward(x, lengths, dt=dt)
+            return super().forward(x, lengths, dt=dt, per_step=per_step)
         check_dt(self, dt)
         mask = self._begin(x, lengths)
         maps = []
         u, _ = self._run(x, (None,) * self._layers, mask, maps)
-        return self.readout.reduce(u, mask), maps
+        return (u if per_step else self.readout.reduce(u, mask)), maps
 
     def _run(self, x, state, mask, maps=None):
         """As :meth:`steps`; appends each layer's attention maps to ``maps`` when given."""
@@ -493,5 +495,6 @@ class ANN(nn.Module):
             out.append(last)
         return self.readout(h), tuple(out)
 
-    def forward(self, x, lengths=None, *, dt=None):
-        return valid_mean(self.steps(x, dt=dt)[0], None if lengths is None else step_mask(x.shape[0], lengths, x.device))
+    def forward(self, x, lengths=None, *, dt=None, per_step=False):
+        u = self.steps(x, dt=dt)[0]
+        return u if per_step else valid_mean(u, None if lengths is None else step_mask(x.shape[0], lengths, x.device))

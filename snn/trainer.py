@@ -87,6 +87,75 @@ class Callback:
         pass
 
 
+class Classification:
+    """What the Trainer minimises by default: one label per clip, cross-entropy on the model's logits.
+
+    An objective tells the loop how to run the model (``per_step``: the readout of every step
+    [T, B, C] rather than logits [B, C]), its loss, its prediction per item, and the item labels
+    that prediction is scored against.
+    """
+
+    per_step = False
+
+    def loss(self, out, y, lengths, config):
+        return F.cross_entropy(out, y, label_smoothing=config.label_smoothing)
+
+    def predict(self, out, lengths):
+        return out.argmax(1)
+
+    def labels(self, y):
+        return y
+
+
+class Detection(Classification):
+    """Keyword spotting in time: a max-pooling loss (Sun et al., Interspeech 2016) on the per-step readout.
+
+    Class 0 is "no keyword". Labels ``y`` are ``[B, 3]``: ``(class, start, stop)`` in steps. For a clip
+    of keyword ``k > 0`` the step in ``[start, stop)`` where ``k`` has its highest log-probability is
+    pulled towards ``k`` (the model picks its own moment), and every other valid step towards 0. A
+    clip of class 0 pulls every valid step towards 0. Each clip's two terms weigh 1 each, however
+    long the clip.
+
+    A clip is predicted as the keyword with the highest per-step probability over its valid steps
+    when that probability exceeds ``threshold``, else 0.
+
+    Examples
+    --------
+    >>> u = torch.zeros(5, 1, 3)
+    >>> u[2, 0, 1] = 4.0  # keyword 1 stands out at step 2
+    >>> y = torch.tensor([[1, 1, 4]])
+    >>> Detection().predict(u, torch.tensor([5])).tolist(), Detection().labels(y).tolist()
+    ([1], [1])
+    """
+
+    per_step = True
+
+    def __init__(self, threshold=0.5):
+        self.threshold = threshold
+
+    def loss(self, u, y, lengths, config):
+        T, B, _ = u.shape
+        logp = F.log_softmax(u, -1)
+        t = torch.arange(T, device=u.device)[:, None]
+        valid = t < lengths[None, :]
+        window = valid & (t >= y[None, :, 1]) & (t < y[None, :, 2]) & (y[None, :, 0] > 0)
+        rest = (valid & ~window).to(u.dtype)
+        own = logp.gather(2, y[None, :, 0, None].expand(T, B, 1))[..., 0]
+        best = own.masked_fill(~window, -math.inf).amax(0)
+        keyword = -torch.where(window.any(0), best, torch.zeros_like(best))
+        silence = -(logp[..., 0] * rest).sum(0) / rest.sum(0).clamp(min=1)
+        return (keyword + silence).mean()
+
+    def predict(self, u, lengths):
+        p = torch.softmax(u, -1)[..., 1:]
+        valid = torch.arange(u.shape[0], device=u.device)[:, None] < lengths[None, :]
+        peak, k = (p * valid[..., None]).amax(0).max(1)
+        return torch.where(peak > self.threshold, k + 1, torch.zeros_like(k))
+
+    def labels(self, y):
+        return y[:, 0]
+
+
 def default_device():
     if torch.cuda.is_available() and rank_and_world()[1] > 1:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))  # one GPU per process
@@ -213,6 +282,9 @@ class Trainer:
         CUDA when present, else the CPU.
     progress : bool
         Show a tqdm bar with loss and accuracy.
+    objective : Classification or Detection, optional
+        The loss and the per-item prediction (default :class:`Classification`); a per-step objective
+        runs ``model(x, lengths, per_step=True)``, and callbacks' ``loss`` hook then gets that output.
 
     Inside a process group (:func:`distributed`) every process runs the same loop: ``batch_size`` is
     the global batch, split evenly between the processes (``batch_size // world_size`` each), so an
@@ -221,8 +293,9 @@ class Trainer:
     """
 
     def __init__(self, model, train_set, val_set, collate, config=TrainConfig(), callbacks=(), run_dir=None,
-                 device=None, progress=True):
+                 device=None, progress=True, objective=None):
         self.config = config
+        self.objective = objective or Classification()
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device)
         self.train_set, self.val_set, self.collate = train_set, val_set, collate
@@ -262,6 +335,9 @@ class Trainer:
         return torch.utils.data.DataLoader(dataset, batch_size=self.config.batch_size, shuffle=shuffle, generator=g,
                                            collate_fn=self.collate)
 
+    def _forward(self, net, x, lengths):
+        return net(x, lengths, per_step=True) if self.objective.per_step else net(x, lengths)
+
     def _to_device(self, x, lengths, y):
         return x.to(self.device, non_blocking=True), lengths.to(self.device), y.to(self.device)
 
@@ -284,10 +360,10 @@ class Trainer:
                 x, lengths, y = self._to_device(x, lengths, y)
                 for cb in self.callbacks:
                     x, lengths, y = cb.on_batch(self, x, lengths, y)
-                logits = (self.ddp or self.model)(x, lengths)  # DDP all-reduces the gradients in backward()
-                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                out = self._forward(self.ddp or self.model, x, lengths)  # DDP all-reduces the gradients in backward()
+                loss = self.objective.loss(out, y, lengths, cfg)
                 for cb in self.callbacks:
-                    loss = cb.loss(self, logits, y, x, lengths, loss)
+                    loss = cb.loss(self, out, y, x, lengths, loss)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 for cb in self.callbacks:
@@ -299,9 +375,10 @@ class Trainer:
                 self.step += 1
                 for cb in self.callbacks:
                     cb.on_step_end(self)
-                n = y.numel()
+                labels = self.objective.labels(y)
+                n = labels.numel()
                 total += n
-                correct += int((logits.argmax(1) == y).sum())
+                correct += int((self.objective.predict(out.detach(), lengths) == labels).sum())
                 loss_sum += float(loss.detach()) * n
                 bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{correct / total:.3f}")
             if self.world_size > 1:  # the epoch's metrics over every rank's items
@@ -341,8 +418,8 @@ class Trainer:
         preds, labels = [], []
         for x, lengths, y in self.loader(part, False):
             x, lengths, y = self._to_device(x, lengths, y)
-            preds.append(self.model(x, lengths).argmax(1).cpu())
-            labels.append(y.cpu())
+            preds.append(self.objective.predict(self._forward(self.model, x, lengths), lengths).cpu())
+            labels.append(self.objective.labels(y).cpu())
         # A rank's part may be empty when there are fewer items than processes.
         p, t = (torch.cat(preds).numpy(), torch.cat(labels).numpy()) if preds else (np.zeros(0, np.int64),) * 2
         if world > 1:  # interleave the ranks' parts back into the dataset's order

@@ -70,3 +70,115 @@ def test_stream_refuses_nan_and_pushes_after_close():
     s.close()
     with pytest.raises(ValueError, match="closed"):
         s.push(np.zeros(10))
+
+
+# -- the detection objective --------------------------------------------------------------------------
+
+def reference_detection_loss(u, y, lengths):
+    """Step by step: -max log p_k over the keyword's window, minus the mean log p_0 of every other valid step."""
+    import torch
+
+    total = 0.0
+    for b in range(u.shape[1]):
+        k, a, e = (int(v) for v in y[b])
+        logp = torch.log_softmax(u[: int(lengths[b]), b], -1)
+        inside = [t for t in range(int(lengths[b])) if k > 0 and a <= t < e]
+        rest = [t for t in range(int(lengths[b])) if t not in inside]
+        term = -max(logp[t, k] for t in inside) if inside else 0.0
+        total = total + term + (-sum(logp[t, 0] for t in rest) / max(len(rest), 1))
+    return total / u.shape[1]
+
+
+@given(seed=st.integers(0, 10**6))
+def test_detection_loss_equals_a_step_by_step_reference(seed):
+    import torch
+
+    from snn.trainer import Detection, TrainConfig
+
+    g = torch.Generator().manual_seed(seed)
+    T, B, C = 12, 4, 3
+    u = torch.randn(T, B, C, generator=g, dtype=torch.float64, requires_grad=True)
+    lengths = torch.randint(3, T + 1, (B,), generator=g)
+    y = torch.stack([torch.randint(0, C, (B,), generator=g), torch.randint(0, 4, (B,), generator=g),
+                     torch.randint(4, T + 2, (B,), generator=g)], 1)
+    got = Detection().loss(u, y, lengths, TrainConfig())
+    want = reference_detection_loss(u, y, lengths)
+    assert torch.allclose(got, torch.as_tensor(want, dtype=got.dtype))
+    got.backward()
+    pad = torch.arange(T)[:, None] >= lengths[None, :]
+    assert torch.all(u.grad[pad] == 0)  # padding steps never pull on the model
+
+
+def test_detection_gradcheck():
+    import torch
+
+    from snn.trainer import Detection, TrainConfig
+
+    u = torch.randn(6, 2, 3, dtype=torch.float64, requires_grad=True)
+    y, lengths = torch.tensor([[2, 1, 4], [0, 0, 0]]), torch.tensor([6, 5])
+    assert torch.autograd.gradcheck(lambda v: Detection().loss(v, y, lengths, TrainConfig()), (u,))
+
+
+# -- the streaming detector ----------------------------------------------------------------------------
+
+def untrained_detector(keywords=("yes", "no"), **settings):
+    import torch
+
+    from spiketrum import make_config
+    from spiketrum.app import detect
+    from spiketrum.app.kws import Run, build_model
+
+    torch.manual_seed(0)
+    enc = make_config("spiketrum", detect.DETECT_SR, **detect.DETECT_ENCODER)
+    net = build_model("srnn", enc.n_channels, len(keywords) + 1, hidden=(32,), dt=10.0).eval()
+    return Run(net, "srnn", {"hidden": (32,), "dt": 10.0}, enc, 10.0, [detect.NO_KEYWORD, *keywords], 0,
+               {"thresholds": {k: 0.0 for k in keywords}, "smooth_ms": 50.0, "refractory_ms": 200.0, **settings})
+
+
+def detect_in_pieces(run, x, sr, cuts):
+    from spiketrum.app.detect import Detector
+
+    det = Detector(run, sr)
+    edges = [0, *sorted(set(int(c) for c in cuts if 0 < c < x.size)), x.size]
+    events = [e for a, b in zip(edges[:-1], edges[1:]) for e in det.push(x[a:b])]
+    return events + det.close()
+
+
+@pytest.fixture(scope="module")
+def stream_audio(data_root):
+    parts = [load_audio(data_root / "fsdd" / "recordings" / f"{d}_nicolas_7.wav")[0] for d in range(6)]
+    return np.concatenate([np.concatenate([p, np.zeros(1200, np.float32)]) for p in parts]), 8000
+
+
+@given(cuts=st.lists(st.integers(1, 40000), max_size=10))
+def test_detector_in_pieces_equals_whole(stream_audio, cuts):
+    x, sr = stream_audio
+    run = untrained_detector()
+    whole = detect_in_pieces(run, x, sr, [])
+    got = detect_in_pieces(run, x, sr, cuts)
+    assert len(whole) > 5  # threshold 0: every peak is an event
+    assert [(e.keyword, e.time) for e in got] == [(e.keyword, e.time) for e in whole]
+    np.testing.assert_allclose([e.score for e in got], [e.score for e in whole], atol=1e-6)
+
+
+def test_detector_events_respect_threshold_refractory_and_latency(stream_audio):
+    from spiketrum.app.detect import Detector
+
+    x, sr = stream_audio
+    run = untrained_detector()
+    det = Detector(run, sr)
+    det.trace = []
+    events = [e for i in range(0, x.size, 800) for e in det.push(x[i:i + 800])] + det.close()
+    trace = np.asarray(det.trace)
+    assert trace.shape == (int(np.ceil(x.size / 80)), 2)
+    for j, kw in enumerate(det.keywords):
+        mine = [e for e in events if e.keyword == kw]
+        assert np.all(np.diff([e.step for e in mine]) >= 20)  # refractory 200 ms of 10 ms steps
+        for e in mine:  # a peak of the smoothed trace, fired once the step after it was known
+            v = trace[:, j]
+            assert v[e.step] == e.score and (e.step == 0 or v[e.step - 1] < e.score)
+            assert e.step + 1 == len(v) or v[e.step + 1] <= e.score
+            assert e.time >= min((e.step + 2) * 0.01 + det._encoder.lookahead / sr, x.size / sr) - 1e-9
+    assert max(e.time for e in events) <= x.size / sr + 1e-9
+    high = Detector(run, sr, thresholds=1.0)
+    assert [e for i in range(0, x.size, 4000) for e in high.push(x[i:i + 4000])] + high.close() == []

@@ -354,6 +354,43 @@ def cmd_predict(args):
     return 2 if failed else 0
 
 
+def cmd_detect(args):
+    """One line (or JSON object) per detection as it is made; one error line per input that fails, exit 2 at the end."""
+    from . import detect
+
+    failed = 0
+    thresholds = args.threshold if args.threshold is None or len(args.threshold) > 1 or "=" in args.threshold[0] else args.threshold[0]
+    if isinstance(thresholds, list):
+        thresholds = _keyword_values(thresholds, "--threshold")
+    elif thresholds is not None:
+        thresholds = _unit(thresholds)
+    for name, e in detect.detect_inputs(args.run_dir, args.input, sr=args.sr, thresholds=thresholds,
+                                        smooth_ms=args.smooth_ms, refractory_ms=args.refractory_ms):
+        if isinstance(e, str):
+            failed += 1
+            print(f"spiketrum detect: error: {e}", file=sys.stderr, flush=True)
+        elif args.json:
+            print(json.dumps({"file": name, "keyword": e.keyword, "time": round(e.time, 3), "score": round(e.score, 4)}),
+                  flush=True)
+        else:
+            print(f"{name}\t{e.keyword}\t{e.time:.2f} s\t{e.score:.3f}", flush=True)
+    return 2 if failed else 0
+
+
+def _keyword_values(items, flag):
+    """``KEYWORD=VALUE ...`` as a dict of numbers."""
+    out = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise ValueError(f"{flag}: expected one number or KEYWORD=VALUE pairs, got {item!r}")
+        try:
+            out[k] = float(v)
+        except ValueError:
+            raise ValueError(f"{flag}: {item!r} is not KEYWORD=NUMBER") from None
+    return out
+
+
 def build_parser():
     p = _Parser(
         prog="spiketrum",
@@ -568,6 +605,20 @@ def build_parser():
     pr.add_argument("run_dir")
     pr.add_argument("input", nargs="+", help="audio files")
     pr.set_defaults(func=cmd_predict)
+
+    dd = sub.add_parser("detect", help="keywords in audio streams: one line per detection, as it is made")
+    dd.add_argument("run_dir", help="a detector run (train with --background)")
+    dd.add_argument("input", nargs="+", help="audio files, or - for raw 16-bit mono PCM on stdin (at --sr)")
+    dd.add_argument("--threshold", nargs="+", metavar="T", help="score from 0 to 1 that fires, one for all keywords or "
+                    "KEYWORD=T pairs (default: the run's, calibrated to its false alarms per hour); 0 lists every "
+                    "candidate peak")
+    dd.add_argument("--json", action="store_true", help="JSON Lines: {file, keyword, time (s), score}")
+    dd.add_argument("--sr", type=_positive_int, help="sample rate of stdin's PCM (default: the model's)")
+    dd.add_argument("--smooth-ms", type=_number(float, lambda v: 0 <= v < math.inf, "a number of ms >= 0"),
+                    help="moving average of the scores (default: the run's)")
+    dd.add_argument("--refractory-ms", type=_number(float, lambda v: 0 <= v < math.inf, "a number of ms >= 0"),
+                    help="least time between two detections of one keyword (default: the run's)")
+    dd.set_defaults(func=cmd_detect)
     return p
 
 

@@ -158,12 +158,14 @@ class Run:
     dt_ms: float
     classes: list
     split_seed: int | None = None  # the seed that chose a folder dataset's hash split (None: not recorded)
+    detector: dict | None = None  # a keyword detector's streaming settings (see spiketrum.app.detect); None: clips
 
     def save(self, path, extra=None):
         atomic_save({"format": MODEL_FORMAT, "version": MODEL_VERSION, "model_name": self.model_name,
                      "model_kwargs": self.model_kwargs, "state_dict": self.model.state_dict(),
                      "encoder": self.encoder.to_json(), "dt_ms": self.dt_ms, "classes": list(self.classes),
-                     **({} if self.split_seed is None else {"split_seed": self.split_seed}), **(extra or {})}, path)
+                     **({} if self.split_seed is None else {"split_seed": self.split_seed}),
+                     **({} if self.detector is None else {"detector": self.detector}), **(extra or {})}, path)
 
     @classmethod
     def load(cls, run_dir, device="cpu"):
@@ -204,9 +206,11 @@ class Run:
                              "pickled code is never run)") from None
         except Exception as exc:  # noqa: BLE001 - foreign bytes fail torch.load in many ways (IndexError on a WAV)
             raise ValueError(f"{path}: cannot load model ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-        seed = state.get("split_seed")
+        seed, detector = state.get("split_seed"), state.get("detector")
+        if detector is not None and not (isinstance(detector, dict) and {"thresholds", "smooth_ms", "refractory_ms"} <= set(detector)):
+            raise ValueError(f"{path}: cannot load model (its detector settings are incomplete)")
         return cls(model.to(device).eval(), state["model_name"], kwargs, encoder, float(dt), classes,
-                   seed if isinstance(seed, int) and not isinstance(seed, bool) else None)
+                   seed if isinstance(seed, int) and not isinstance(seed, bool) else None, detector)
 
 
 def input_key(encoder, dt_ms, classes):
