@@ -182,15 +182,20 @@ def _removed_if_left_empty(folder):
         raise
 
 
-def _train_config(args):
+def _train_config(args, epochs=80, patience=30):
+    """The flags' TrainConfig; ``epochs`` and ``patience`` are the defaults of what is trained."""
     from snn.trainer import TrainConfig
 
-    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, patience=args.patience)
+    return TrainConfig(epochs=args.epochs or epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                       patience=patience if args.patience is None else args.patience)
 
 
 def cmd_train(args):
     from . import kws
     from snn.trainer import distributed
+
+    if args.background or args.keywords:
+        return _train_detector(args)
 
     # Which options combine is the library's to say (kws.train checks them all before encoding); here only
     # how flags map onto the library's options.
@@ -251,6 +256,32 @@ def cmd_train(args):
     print(f"test accuracy {100 * m['test_accuracy']:.2f} % on {m['n_test']} clips ({m['epochs_run']} epochs); "
           f"wrote {args.output}/model.pt, metrics.json, confusion.png"
           + (f"; skipped {skipped} unreadable file(s), listed in metrics.json" if skipped else ""))
+
+
+def _train_detector(args):
+    from . import detect
+
+    if not args.background:
+        raise ValueError("--keywords trains a detector, which needs --background audio")
+    if args.dataset != "folder":
+        raise ValueError("a detector trains on --dataset folder (a folder per keyword class)")
+    clip_only = [f for f, v in (("--prune", args.prune), ("--distill", args.distill), ("--resume", args.resume),
+                                ("--augment", args.augment), ("--attention", args.attention)) if v]
+    if clip_only or args.model != "srnn" or args.encoder != "spiketrum":
+        raise ValueError(f"{(clip_only or ['--model/--encoder'])[0]} is not available for a detector (an srnn on the "
+                         "causal spiketrum encoder)")
+    fa = _one_or_per_keyword(args.target_fa_per_hour, "--target-fa-per-hour")
+    config = _train_config(args, epochs=30, patience=10)
+    m = detect.train(args.data, args.output, keywords=args.keywords.split(",") if args.keywords else None,
+                     background=args.background, group_by=args.group_by, hidden=tuple(args.hidden or (256,)),
+                     dt_ms=args.dt_ms, config=config, target_fa_per_hour=fa,
+                     smooth_ms=detect.SMOOTH_MS if args.smooth_ms is None else args.smooth_ms,
+                     refractory_ms=detect.REFRACTORY_MS if args.refractory_ms is None else args.refractory_ms,
+                     cache_dir=args.cache, jobs=args.jobs, progress=not args.quiet, force=args.force)
+    cal = m["calibration"]
+    print(f"detector for {', '.join(m['keywords'])}: validation accuracy {100 * m['best_val_accuracy']:.1f} % "
+          f"({m['epochs_run']} epochs); thresholds {', '.join(f'{k} {v:.3f}' for k, v in cal['thresholds'].items())} "
+          f"set on {60 * cal['hours']:.0f} min of held-back background; wrote {args.output}/model.pt, metrics.json")
 
 
 def cmd_continual(args):
@@ -359,11 +390,7 @@ def cmd_detect(args):
     from . import detect
 
     failed = 0
-    thresholds = args.threshold if args.threshold is None or len(args.threshold) > 1 or "=" in args.threshold[0] else args.threshold[0]
-    if isinstance(thresholds, list):
-        thresholds = _keyword_values(thresholds, "--threshold")
-    elif thresholds is not None:
-        thresholds = _unit(thresholds)
+    thresholds = _one_or_per_keyword(args.threshold, "--threshold")
     for name, e in detect.detect_inputs(args.run_dir, args.input, sr=args.sr, thresholds=thresholds,
                                         smooth_ms=args.smooth_ms, refractory_ms=args.refractory_ms):
         if isinstance(e, str):
@@ -377,17 +404,40 @@ def cmd_detect(args):
     return 2 if failed else 0
 
 
-def _keyword_values(items, flag):
-    """``KEYWORD=VALUE ...`` as a dict of numbers."""
+def cmd_detect_eval(args):
+    from datasets import locate
+
+    from . import detect
+
+    noise = args.noise_dir or locate("noise", args.data)
+    r = detect.detect_eval(args.run_dir, args.data, args.background, args.output, noise, args.hours, args.placements,
+                           args.snr, args.group_by, args.seed, progress=not args.quiet, force=args.force)
+    print(f"{r['negative_hours']:.2f} h of streams without keywords ({r['unique_background_minutes']:.0f} unique minutes), "
+          f"{r['keyword_instances']} keywords at {r['snr_db']:g} dB; real-time factor {r['real_time_factor']:.0f}x")
+    for kw, row in r["keywords"].items():
+        at = ", ".join(f"{100 * m:.1f} % at {x}" for x, m in row["miss_rate_at"].items())
+        print(f"{kw}: miss rate {at} false alarms/h")
+    print(f"wrote {args.output}/detect.json, det.png")
+
+
+def _one_or_per_keyword(items, flag):
+    """A flag's values as one number (``["0.5"]``), a ``{keyword: number}`` dict (``["a=0.5", "b=0.7"]``), or None."""
+    if items is None:
+        return None
     out = {}
     for item in items:
-        k, sep, v = item.partition("=")
-        if not sep or not k:
-            raise ValueError(f"{flag}: expected one number or KEYWORD=VALUE pairs, got {item!r}")
+        k, sep, v = item.rpartition("=")
         try:
-            out[k] = float(v)
+            value = float(v)
         except ValueError:
-            raise ValueError(f"{flag}: {item!r} is not KEYWORD=NUMBER") from None
+            value = math.nan
+        if not math.isfinite(value) or value < 0 or (sep and not k):
+            raise ValueError(f"{flag}: expected a number >= 0 or KEYWORD=NUMBER pairs, got {item!r}")
+        if not sep:
+            if len(items) > 1:
+                raise ValueError(f"{flag}: give one number, or KEYWORD=NUMBER for every value")
+            return value
+        out[k] = value
     return out
 
 
@@ -510,15 +560,28 @@ def build_parser():
     t.add_argument("--at-beta", type=_positive_float, default=100.0, help="lasnn: weight of attention transfer (default 100)")
     t.add_argument("--distill-schedule", choices=["layerwise", "single"], default="layerwise",
                    help="lasnn: one layer after another for the first quarter of training, then all (default), or all throughout")
-    t.add_argument("--epochs", type=_positive_int, default=80)
+    t.add_argument("--epochs", type=_positive_int, help="default 80 (a detector: 30)")
     t.add_argument("--batch-size", type=_positive_int, default=32, help="clips per step, over all processes (default 32)")
     t.add_argument("--lr", type=_positive_float, default=2e-3)
-    t.add_argument("--patience", type=int, default=30, help="early stopping: epochs without a better validation accuracy "
-                   "(default 30; 0 never stops early)")
+    t.add_argument("--patience", type=int, help="early stopping: epochs without a better validation accuracy "
+                   "(default 30, a detector 10; 0 never stops early)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--jobs", type=_positive_int, default=1, help="processes encoding the corpus")
     t.add_argument("--cache", help="encoding cache folder (default: cache/ beside the run folder)")
     t.add_argument("--noise-dir", help="background noise for Speech Commands silence and --augment noise")
+    t.add_argument("--keywords", help="a detector (needs --background): the class folders, comma-separated, it "
+                   "detects in streams (default: every class); the others are non-keywords")
+    t.add_argument("--background", nargs="+", metavar="DIR", help="train a streaming keyword detector (--dataset folder): "
+                   "audio of anything but the keywords, any length; 70 %% trains, 10 %% sets the threshold, 20 %% is "
+                   "left for detect-eval")
+    t.add_argument("--group-by", metavar="REGEX", help="detector: the first group of this regex in a short background "
+                   "file's name is its speaker, kept on one side of the split (e.g. '^\\d_([a-z]+)_' for FSDD)")
+    t.add_argument("--target-fa-per-hour", nargs="+", default=["1"], metavar="F",
+                   help="detector: false alarms per hour its thresholds are set for, one number or KEYWORD=F pairs (default 1)")
+    t.add_argument("--smooth-ms", type=_number(float, lambda v: 0 <= v < math.inf, "a number of ms >= 0"),
+                   help=f"detector: moving average of its scores (default 50)")
+    t.add_argument("--refractory-ms", type=_number(float, lambda v: 0 <= v < math.inf, "a number of ms >= 0"),
+                   help="detector: least time between two detections of one keyword (default 1000)")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     t.add_argument("--force", action="store_true", help="replace a finished (or unfinished) run in the output folder")
     t.add_argument("-q", "--quiet", action="store_true")
@@ -619,6 +682,22 @@ def build_parser():
     dd.add_argument("--refractory-ms", type=_number(float, lambda v: 0 <= v < math.inf, "a number of ms >= 0"),
                     help="least time between two detections of one keyword (default: the run's)")
     dd.set_defaults(func=cmd_detect)
+
+    de = sub.add_parser("detect-eval", help="misses per false alarm per hour of a detector on long test streams")
+    de.add_argument("run_dir", help="a detector run")
+    de.add_argument("--data", required=True, help="the keyword folder the detector was trained on (its held-out 20 %% "
+                    "is placed into the streams)")
+    de.add_argument("--background", nargs="+", required=True, help="background audio (its test part is used)")
+    de.add_argument("--group-by", help="regex whose first group names a short background file's speaker (as in training)")
+    de.add_argument("--noise-dir", help="noise mixed under the background (its last 20 %%; default: found beside --data)")
+    de.add_argument("--hours", type=_positive_float, default=3.0, help="hours of stream outside the keywords (default 3)")
+    de.add_argument("--placements", type=_positive_int, default=3, help="times each held-out clip is placed (default 3)")
+    de.add_argument("--snr", type=float, default=10.0, help="keyword to background SNR in dB (default 10)")
+    de.add_argument("--seed", type=int, default=0)
+    de.add_argument("-o", "--output", required=True, help="folder for the streams, truth.json, detect.json and det.png")
+    de.add_argument("--force", action="store_true", help="replace an earlier detect.json")
+    de.add_argument("-q", "--quiet", action="store_true")
+    de.set_defaults(func=cmd_detect_eval)
     return p
 
 

@@ -19,7 +19,7 @@ import torch
 from datasets import AudioDataset, AudioFolder, Background, NoiseFolder, SpikeDataset, collate_spikes, hash_split
 from snn.trainer import Detection, TrainConfig, Trainer, rank_and_world, seed_everything, write_json
 from spiketrum import make_config
-from spiketrum.io import resample
+from spiketrum.io import atomic_output, resample
 
 from .errors import OutputExists
 from .kws import Run, build_model, skipped_files
@@ -216,16 +216,23 @@ class Detector:
         return min(need, self._heard) / enc.sr
 
 
-def _thresholds(keywords, given):
-    """One threshold per keyword from a number or a ``{keyword: threshold}`` dict."""
+def _per_keyword(keywords, given, what, default):
+    """One value per keyword from a number or a ``{keyword: value}`` dict (a keyword left out: ``default``)."""
     if isinstance(given, dict):
         unknown = sorted(set(given) - set(keywords))
         if unknown:
-            raise ValueError(f"no keyword {unknown[0]!r} in this detector (it knows {', '.join(keywords)})")
-        out = [float(given.get(k, np.inf)) for k in keywords]
+            raise ValueError(f"{what}: no keyword {unknown[0]!r} in this detector (it knows {', '.join(keywords)})")
+        out = [float(given.get(k, default)) for k in keywords]
     else:
         out = [float(given)] * len(keywords)
-    if any(not (0 <= t <= 1 or t == np.inf) for t in out):
+    if any(not v >= 0 for v in out):
+        raise ValueError(f"{what} must be >= 0")
+    return out
+
+
+def _thresholds(keywords, given):
+    out = _per_keyword(keywords, given, "thresholds", np.inf)  # a keyword left out never fires
+    if any(not (t <= 1 or t == np.inf) for t in out):
         raise ValueError("thresholds are scores from 0 to 1")
     return out
 
@@ -323,7 +330,7 @@ def calibrate(run, audio, target_fa_per_hour, progress=False):
     det.close()
     trace = np.asarray(det.trace)
     hours = samples / run.encoder.sr / 3600
-    targets = _thresholds(det.keywords, target_fa_per_hour)
+    targets = _per_keyword(det.keywords, target_fa_per_hour, "target_fa_per_hour", 1.0)
     refractory = det.refractory_ms / run.dt_ms
     thresholds, alarms = [], []
     for j in range(len(det.keywords)):
@@ -363,7 +370,7 @@ def train(data, out, *, keywords=None, background=(), group_by=None, hidden=(256
         raise ValueError("smooth_ms and refractory_ms must be >= 0 ms")
     train_audio, val_audio, _ = keyword_parts(data, keywords, config.seed)
     classes = train_audio.classes
-    _thresholds(classes[1:], target_fa_per_hour)  # a keyword the detector does not have fails before any work
+    _per_keyword(classes[1:], target_fa_per_hour, "target_fa_per_hour", 1.0)  # a keyword it lacks fails before any work
     bg_train, bg_cal = (Background(background, p, group_by=group_by) for p in ("train", "calibrate"))
     enc = make_config("spiketrum", DETECT_SR, **DETECT_ENCODER)
     cache = Path(cache_dir) if cache_dir is not None else out.parent / "cache"
@@ -463,3 +470,277 @@ def detect_inputs(run_dir, inputs, sr=None, thresholds=None, smooth_ms=None, ref
         except (ValueError, OSError) as exc:  # InputError names the input
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             yield name, msg if msg.startswith(str(name)) or msg.startswith("stdin") else f"{name}: {msg}"
+
+
+# -- evaluation on long streams: misses per false alarm per hour ------------------------------------------
+
+FA_POINTS = (0.5, 1.0, 2.0, 5.0)  # false alarms per hour at which the miss rate is reported
+HIT_AFTER_S = 1.0  # a detection counts for a keyword up to this long after the keyword's end
+STREAM_S = 600.0  # seconds per test-stream file
+
+
+def make_streams(run, data, background, out, noise_dir=None, hours=3.0, placements=3, snr_db=10.0, group_by=None,
+                 seed=0, progress=True):
+    """Test streams for a detector: the held-out keyword clips of ``data`` placed into long background audio.
+
+    The background is the test part of ``background`` (:class:`~datasets.Background`) and the held-out
+    clips of the non-keyword classes, played in shuffled order (reshuffled when used up) with 0.1-1 s
+    pauses, the test part (last 20 %) of the noise in ``noise_dir`` mixed under each piece at a random
+    5-20 dB. Each held-out keyword clip is added ``placements`` times at random places, at ``snr_db``
+    to the audio under it; the streams hold ``hours`` of audio outside the keywords (each from its
+    start to :data:`HIT_AFTER_S` after its end). Writes ``STREAM_S`` second WAV files at the
+    detector's rate into ``out/streams`` and returns the ground truth (also ``out/truth.json``): per
+    file each keyword's ``start``, ``end`` (its clip) and ``word_end`` (the energy-based end of the
+    word) in seconds.
+    """
+    import soundfile as sf
+    from tqdm.auto import tqdm
+
+    sr = run.encoder.sr
+    rng = np.random.default_rng(seed)
+    _, _, test = keyword_parts(data, run.classes[1:], run.split_seed or 0)
+    bg = Background(background, "test", group_by=group_by)
+    noise = NoiseFolder(noise_dir, sr, part="test") if noise_dir else None
+    skipped = list(bg.skipped)
+
+    def load(audio, i):
+        try:
+            x, rate = audio.load(i)
+        except ValueError as exc:  # a corrupt file: listed, the others go on
+            skipped.append((str(audio.files[i]), str(exc).splitlines()[0]))
+            return None
+        return x if rate == sr else resample(x, rate, sr)
+
+    pieces = [x for x in (load(bg, i) for i in range(len(bg))) if x is not None and np.any(x)]
+    pieces += [x for x in (load(test, i) for i in range(len(test)) if test.labels[i] == 0) if x is not None and np.any(x)]
+    unique_s = sum(x.size for x in pieces) / sr
+    clips = [(test.classes[test.labels[i]], x, str(test.files[i]))
+             for i, x in ((i, load(test, i)) for i in range(len(test)) if test.labels[i] > 0) if x is not None]
+    if not pieces or not clips:
+        raise ValueError(f"{data}: no held-out keyword clips or no background audio to make test streams of")
+    instances = [clips[j] for j in rng.permutation(np.repeat(np.arange(len(clips)), placements))]
+    total_s = hours * 3600 + sum(x.size / sr + HIT_AFTER_S for _, x, _ in instances)
+    slot = total_s / len(instances)
+    starts = (np.arange(len(instances)) + rng.uniform(0.1, 0.9 - min(0.8, 6.0 / slot), len(instances))) * slot
+    n_total = int(total_s * sr)
+    level = float(np.median([np.sqrt(np.mean(np.square(x, dtype=np.float64))) for x in pieces]))
+
+    def background_audio():
+        while True:
+            for j in rng.permutation(len(pieces)):
+                x = np.concatenate([pieces[j], np.zeros(int(rng.uniform(0.1, 1.0) * sr), np.float32)]).astype(np.float64)
+                yield noise.mix(x, rng.uniform(5.0, 20.0), rng) if noise is not None else x
+
+    source, carry = background_audio(), np.zeros(0)
+    out = Path(out)
+    (out / "streams").mkdir(parents=True, exist_ok=True)
+    files, k = [], 0
+    per_file = int(STREAM_S * sr)
+    for f0 in tqdm(range(0, n_total, per_file), desc="test streams", disable=not progress):
+        n = min(per_file, n_total - f0)
+        parts, have = [carry], carry.size
+        while have < n:
+            parts.append(next(source))
+            have += parts[-1].size
+        y = np.concatenate(parts)
+        y, carry = y[:n], y[n:]
+        truth = []
+        while k < len(instances) and starts[k] * sr < f0 + n:
+            name, x, clip = instances[k]
+            a = min(int(starts[k] * sr) - f0, n - x.size - int(0.5 * sr))  # a clip never straddles two files
+            under = y[a : a + x.size]
+            e_under, e_kw = float(under @ under), float(x.astype(np.float64) @ x)
+            gain = math.sqrt(e_under * 10 ** (snr_db / 10) / e_kw) if e_under > 1e-9 * x.size else level / math.sqrt(e_kw / x.size)
+            y[a : a + x.size] += gain * x
+            truth.append({"keyword": name, "start": a / sr, "end": (a + x.size) / sr,
+                          "word_end": a / sr + word_bounds(x, sr)[1], "clip": clip})
+            k += 1
+        peak = float(np.abs(y).max())
+        path = out / "streams" / f"stream-{len(files):03d}.wav"
+        with atomic_output(path) as tmp:
+            sf.write(tmp, (y / max(1.0, peak / 0.99)).astype(np.float32), sr, subtype="PCM_16", format="WAV")
+        files.append({"file": str(path.relative_to(out)), "seconds": n / sr, "keywords": truth})
+    windows_s = sum(t["end"] - t["start"] + HIT_AFTER_S for f in files for t in f["keywords"])
+    truth = {"sr": sr, "snr_db": snr_db, "placements": placements, "seed": seed, "files": files,
+             "negative_hours": (sum(f["seconds"] for f in files) - windows_s) / 3600,
+             "unique_background_minutes": unique_s / 60, "keyword_clips": len(clips),
+             "keyword_instances": len(instances), "background": [str(b) for b in background],
+             "noise_dir": None if noise_dir is None else str(noise_dir),
+             "skipped_files": [{"file": str(f), "reason": r} for f, r in skipped]}
+    write_json(truth, out / "truth.json")
+    return truth
+
+
+def _refractory(steps, refractory):
+    """The steps kept when each must come at least ``refractory`` after the last one kept (in time order)."""
+    keep, last = [], None
+    for t in steps:
+        if last is None or t - last >= refractory:
+            keep.append(t)
+            last = t
+    return keep
+
+
+def stream_traces(run, truth, root, progress=True):
+    """Per stream file, the detector's smoothed scores and the fire time of each step; also the real-time
+    factor of the streaming detector (encoder and network) over all of them, on this process's threads."""
+    import soundfile as sf
+    from tqdm.auto import tqdm
+
+    traces, busy, heard = [], 0.0, 0.0
+    for f in tqdm(truth["files"], desc="detecting", disable=not progress):
+        x, sr = sf.read(Path(root) / f["file"], dtype="float32")
+        det = Detector(run, sr, thresholds=0.0)
+        det.trace = []
+        t0 = time.perf_counter()
+        for a in range(0, x.size, sr):  # a second at a time, as a live stream
+            det.push(x[a : a + sr])
+        det.close()
+        busy += time.perf_counter() - t0
+        heard += x.size / sr
+        steps = np.arange(len(det.trace))
+        traces.append((np.asarray(det.trace), np.array([det._fire_time(s + 2) for s in steps])))
+    return traces, heard / busy
+
+
+def det_points(run, truth, traces, refractory_ms=None, max_fa_per_hour=20.0):
+    """Per keyword, the detection-error trade-off over thresholds: ``[(threshold, false alarms per hour,
+    miss rate)]``, from the highest threshold down to where false alarms pass ``max_fa_per_hour``, and the
+    latencies (fire time minus the word's end, s) of the hits at each threshold."""
+    keywords = run.classes[1:]
+    refractory = (run.detector["refractory_ms"] if refractory_ms is None else refractory_ms) / run.dt_ms
+    hours = truth["negative_hours"]
+    out = {}
+    for j, kw in enumerate(keywords):
+        cands = []  # (score, file index, step) of every peak
+        for fi, (trace, _) in enumerate(traces):
+            v = np.concatenate([[-np.inf], trace[:, j], [-np.inf]])
+            c = np.flatnonzero((v[1:-1] > v[:-2]) & (v[1:-1] >= v[2:]))
+            cands += [(float(trace[t, j]), fi, int(t)) for t in c]
+        cands.sort(key=lambda c: -c[0])
+        n_true = sum(t["keyword"] == kw for f in truth["files"] for t in f["keywords"])
+        points = []
+        for i, (thr, _, _) in enumerate(cands):
+            if i + 1 < len(cands) and cands[i + 1][0] == thr:
+                continue  # all peaks of one score come in together
+            fa, hits, lat = 0, set(), []
+            above = sorted(cands[: i + 1], key=lambda c: (c[1], c[2]))
+            for fi in sorted({c[1] for c in above}):
+                fire = traces[fi][1]
+                for step in _refractory([c[2] for c in above if c[1] == fi], refractory):
+                    t_fire = fire[step]
+                    inside = [(n, g) for n, g in enumerate(truth["files"][fi]["keywords"])
+                              if g["start"] <= t_fire <= g["end"] + HIT_AFTER_S]
+                    mine = [(n, g) for n, g in inside if g["keyword"] == kw]
+                    if mine:
+                        if (fi, mine[0][0]) not in hits:
+                            hits.add((fi, mine[0][0]))
+                            lat.append(t_fire - mine[0][1]["word_end"])
+                    else:
+                        fa += 1
+            points.append({"threshold": thr, "fa_per_hour": fa / hours, "miss_rate": 1 - len(hits) / max(n_true, 1),
+                           "false_alarms": fa, "latency_s": lat})
+            if fa / hours > max_fa_per_hour:
+                break
+        out[kw] = {"instances": n_true, "points": points}
+    return out
+
+
+def poisson_interval(k, hours, level=0.95):
+    """Exact (Garwood) confidence interval of a rate from ``k`` events in ``hours``, per hour."""
+    from scipy.stats import chi2
+
+    a = (1 - level) / 2
+    lo = chi2.ppf(a, 2 * k) / 2 if k > 0 else 0.0
+    return lo / hours, chi2.ppf(1 - a, 2 * k + 2) / 2 / hours
+
+
+def summarize(run, truth, det, rtf):
+    """``detect.json``'s content: per keyword the miss rate at :data:`FA_POINTS`, the latency quantiles at 1
+    false alarm per hour and at the run's own threshold, and the DET points."""
+    hours = truth["negative_hours"]
+    result = {"negative_hours": hours, "unique_background_minutes": truth["unique_background_minutes"],
+              "keyword_clips": truth["keyword_clips"], "keyword_instances": truth["keyword_instances"],
+              "snr_db": truth["snr_db"], "real_time_factor": rtf, "encoder": json.loads(run.encoder.to_json()),
+              "dt_ms": run.dt_ms, "detector": run.detector, "keywords": {}}
+    for kw, d in det.items():
+        pts = d["points"]
+        row = {"instances": d["instances"], "miss_rate_at": {}, "fa_per_hour_interval_at": {}}
+        for x in FA_POINTS:
+            ok = [p for p in pts if p["fa_per_hour"] <= x]
+            best = ok[-1] if ok else None  # the lowest threshold within the false-alarm rate
+            row["miss_rate_at"][f"{x:g}"] = best["miss_rate"] if best else 1.0
+            row["fa_per_hour_interval_at"][f"{x:g}"] = poisson_interval(best["false_alarms"] if best else 0, hours)
+            if x == 1.0 and best:
+                row["threshold_at_1"] = best["threshold"]
+                row["latency_s_at_1"] = _quantiles(best["latency_s"])
+        own = run.detector["thresholds"][kw]
+        at_own = [p for p in pts if p["threshold"] >= own]
+        if at_own:
+            p = at_own[-1]
+            row["at_run_threshold"] = {"threshold": own, "fa_per_hour": p["fa_per_hour"], "miss_rate": p["miss_rate"],
+                                       "latency_s": _quantiles(p["latency_s"])}
+        row["det"] = [(p["threshold"], p["fa_per_hour"], p["miss_rate"]) for p in pts]
+        result["keywords"][kw] = row
+    return result
+
+
+def _quantiles(values):
+    v = np.asarray(values, float)
+    return {q: float(np.quantile(v, float(q[1:]) / 100)) for q in ("p10", "p50", "p90")} if v.size else None
+
+
+def plot_det(curves, path, title):
+    """DET curves: ``curves`` maps a label to ``[(fa_per_hour, miss_rate), ...]``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5), layout="constrained")
+    for label, pts in curves.items():
+        pts = sorted(pts)
+        ax.step([max(p[0], 0.05) for p in pts], [100 * p[1] for p in pts], where="post", label=label)
+    ax.set_xscale("log")
+    ax.set_xlim(0.05, 20)
+    ax.set_ylim(0, 100)
+    ax.axvline(1.0, color="0.7", lw=0.8)
+    ax.set_xlabel("false alarms per hour")
+    ax.set_ylabel("miss rate (%)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+    finally:
+        plt.close(fig)
+
+
+def detect_eval(run_dir, data, background, out, noise_dir=None, hours=3.0, placements=3, snr_db=10.0, group_by=None,
+                seed=0, progress=True, force=False):
+    """Make the test streams (:func:`make_streams`; kept and reused when ``out/truth.json`` was made with the same
+    settings), run the detector over them, and write ``out/detect.json`` (:func:`summarize`) and ``out/det.png``."""
+    run = Run.load(run_dir)
+    if not run.detector:
+        raise ValueError(f"{run_dir}: a clip classifier, not a detector (train one with --background)")
+    out = Path(out)
+    if (out / "detect.json").exists() and not force:
+        raise OutputExists(out, "an evaluation (detect.json)")
+    wanted = {"snr_db": snr_db, "placements": placements, "seed": seed, "background": [str(b) for b in background],
+              "noise_dir": None if noise_dir is None else str(noise_dir)}
+    truth = None
+    if (out / "truth.json").is_file():
+        truth = json.loads((out / "truth.json").read_text())
+        if any(truth.get(k) != v for k, v in wanted.items()) or truth["negative_hours"] < hours * 0.999 or \
+                not all((out / f["file"]).is_file() for f in truth["files"]):
+            truth = None
+    if truth is None:
+        truth = make_streams(run, data, background, out, noise_dir, hours, placements, snr_db, group_by, seed, progress)
+    traces, rtf = stream_traces(run, truth, out, progress)
+    det = det_points(run, truth, traces)
+    result = summarize(run, truth, det, rtf)
+    result["streams"] = str(out / "streams")
+    write_json(result, out / "detect.json")
+    plot_det({kw: [(p[1], p[2]) for p in r["det"]] for kw, r in result["keywords"].items()}, out / "det.png",
+             f"spiketrum detector, {hours:g} h of streams at {snr_db:g} dB SNR")
+    return result

@@ -1,0 +1,103 @@
+"""Synthetic background speech for keyword detection: many voices, rates and texts, none of them a keyword.
+
+Writes one long WAV per (voice, speaking rate) into OUT, each of different sentences taken from the
+docstrings of Python's standard library (so no sentence is spoken twice), with every sentence that
+holds a word like a keyword left out. A long file falls into the train, calibrate and test parts of
+``datasets.Background`` by time, so no sentence is in two parts.
+
+Needs the Debian packages flite and festival (a benchmark tool, not a dependency of spiketrum):
+
+    apt-get install flite festival
+    python benchmarks/tts_background.py out/tts --minutes 17
+
+Voices: flite's kal (8 kHz), kal16, awb, rms and slt (16 kHz) and festival's default kal_diphone
+(16 kHz), each at 3 speaking rates (duration stretch 0.85, 1.0 and 1.2).
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import random
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
+STRETCH = (0.85, 1.0, 1.2)
+WORDS_PER_MINUTE = 150
+#: Word starts that sound like a keyword of the wake-word benchmark (alexa, computer, jarvis, snowboy).
+KEYWORD_LIKE = re.compile(r"\b(alex|comput|jarv|snow)", re.I)
+
+
+def sentences(seed=0):
+    """Plain English sentences of 6-24 words from the standard library's docstrings, shuffled."""
+    seen, out = set(), []
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
+        if {"test", "idlelib", "site-packages"} & set(path.parts):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, OSError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node)
+                for s in re.split(r"(?<=[.!?])\s+", " ".join((doc or "").split())):
+                    words = s.split()
+                    if (6 <= len(words) <= 24 and re.fullmatch(r"[A-Za-z ,;'.!?-]+", s) and not KEYWORD_LIKE.search(s)
+                            and s[0].isupper() and s not in seen):
+                        seen.add(s)
+                        out.append(s)
+    random.Random(seed).shuffle(out)
+    return out
+
+
+def synthesize(voice, stretch, text, wav):
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write(text)
+    try:
+        if voice == "festival":
+            cmd = ["text2wave", "-eval", f"(Parameter.set 'Duration_Stretch {stretch})", f.name, "-o", str(wav)]
+        else:
+            cmd = ["flite", "-voice", voice, "-f", f.name, "-o", str(wav), "--setf", f"duration_stretch={stretch}"]
+        subprocess.run(cmd, check=True, capture_output=True)
+    finally:
+        Path(f.name).unlink()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("out", type=Path)
+    p.add_argument("--minutes", type=float, default=17.0, help="speech per (voice, rate) file (default 17: 5 h in all)")
+    p.add_argument("--jobs", type=int, default=2)
+    args = p.parse_args(argv)
+    missing = [t for t in ("flite", "text2wave") if shutil.which(t) is None]
+    if missing:
+        sys.exit(f"tts_background: error: {', '.join(missing)} not found (apt-get install flite festival)")
+    pool = sentences()
+    args.out.mkdir(parents=True, exist_ok=True)
+    jobs, k = [], 0
+    for voice in (*FLITE_VOICES, "festival"):
+        for stretch in STRETCH:
+            words, text = 0, []
+            while words < args.minutes * WORDS_PER_MINUTE * stretch and k < len(pool):
+                text.append(pool[k])
+                words += len(pool[k].split())
+                k += 1
+            wav = args.out / f"tts_{voice}_{stretch:g}.wav"
+            if not wav.exists():
+                jobs.append((voice, stretch, "\n".join(text), wav))
+    print(f"{len(pool)} sentences available, {k} used; synthesizing {len(jobs)} files", flush=True)
+    with ThreadPoolExecutor(args.jobs) as ex:
+        for _ in ex.map(lambda j: synthesize(*j), jobs):
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Keyword detection end to end: a detector trained on a synthetic keyword, streamed through the detect command."""
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+SR = 8000
+
+
+def beep(rng):
+    """The keyword: a rising two-tone call (500 then 1500 Hz, 0.2 s each), at a random level."""
+    t = np.arange(int(0.2 * SR)) / SR
+    call = np.concatenate([np.sin(2 * np.pi * 500 * t), np.sin(2 * np.pi * 1500 * t)]) * np.hanning(2 * t.size)
+    return call * rng.uniform(0.2, 0.5)
+
+
+def in_silence(x, rng, before, after):
+    return np.concatenate([0.002 * rng.standard_normal(int(before * SR)), x, 0.002 * rng.standard_normal(int(after * SR))])
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, data_root):
+    """``kw/beep`` (60 clips of the call in light noise), ``kw/digit`` (FSDD digits: a non-keyword class) and a
+    background folder of FSDD digits by other speakers."""
+    root = tmp_path_factory.mktemp("detect")
+    rng = np.random.default_rng(0)
+    (root / "kw" / "beep").mkdir(parents=True)
+    (root / "kw" / "digit").mkdir()
+    (root / "bg").mkdir()
+    for i in range(60):
+        sf.write(root / "kw" / "beep" / f"{i}.wav", in_silence(beep(rng), rng, rng.uniform(0.3, 1.0), rng.uniform(0.3, 0.8)), SR)
+    rec = data_root / "fsdd" / "recordings"
+    for i, f in enumerate(sorted(rec.glob("*_jackson_*.wav"))[:40]):
+        (root / "kw" / "digit" / f.name).symlink_to(f)
+    for f in sorted(rec.glob("*_[tn]*_1[0-9].wav")):  # theo and nicolas, takes 10-19
+        (root / "bg" / f.name).symlink_to(f)
+    return root
+
+
+@pytest.fixture(scope="module")
+def detector_run(corpus, tmp_path_factory):
+    from snn.trainer import TrainConfig
+    from spiketrum.app import detect
+
+    out = tmp_path_factory.mktemp("runs") / "det"
+    m = detect.train(corpus / "kw", out, keywords=["beep"], background=[corpus / "bg"], hidden=(64,),
+                     config=TrainConfig(epochs=8, patience=0, lr=5e-3), cache_dir=out.parent / "cache", progress=False)
+    assert m["keywords"] == ["beep"] and m["classes"] == [detect.NO_KEYWORD, "beep"]
+    return out, m
+
+
+def background_stream(corpus, seconds=20.0):
+    parts, n = [], 0
+    for f in sorted((corpus / "bg").glob("*.wav")):
+        x, _ = sf.read(f, dtype="float32")
+        parts += [x, np.zeros(int(0.3 * SR), np.float32)]
+        n += x.size + int(0.3 * SR)
+        if n > seconds * SR:
+            break
+    return np.concatenate(parts)
+
+
+def test_detector_fires_on_an_inserted_keyword_and_not_on_background(detector_run, corpus):
+    from spiketrum.app.detect import Detector
+    from spiketrum.app.kws import Run
+
+    run = Run.load(detector_run[0])
+    x = background_stream(corpus)
+    rng = np.random.default_rng(7)
+    det = Detector(run)
+    events_bg = det.push(x) + det.close()
+    assert events_bg == []
+    y = x.copy()
+    at = [4.0, 11.0, 16.5]
+    for t in at:
+        call = beep(rng)
+        y[int(t * SR): int(t * SR) + call.size] += call
+    det = Detector(run)
+    events = det.push(y) + det.close()
+    assert [e.keyword for e in events] == ["beep"] * 3
+    for e, t in zip(events, at):
+        assert t <= e.time <= t + 0.4 + 1.0  # between the call's start and 1 s after its end
+
+
+def run_cli(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "spiketrum.app", *map(str, args)], input=stdin, capture_output=True)
+
+
+def test_detect_json_lines_contract_and_stdin(detector_run, corpus, tmp_path):
+    rng = np.random.default_rng(3)
+    y = background_stream(corpus, 8.0)
+    call = beep(rng)
+    y[3 * SR: 3 * SR + call.size] += call
+    pcm = (np.clip(y, -1, 1 - 2**-15) * 32768).astype("<i2")
+    wav = tmp_path / "stream.wav"
+    sf.write(wav, pcm, SR, subtype="PCM_16")
+    r = run_cli("detect", detector_run[0], wav, "--json")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    assert len(lines) == 1
+    assert set(lines[0]) == {"file", "keyword", "time", "score"}
+    assert lines[0]["file"] == str(wav) and lines[0]["keyword"] == "beep"
+    assert 3.0 <= lines[0]["time"] <= 4.4 and 0 < lines[0]["score"] <= 1
+    piped = run_cli("detect", detector_run[0], "-", "--json", "--sr", SR, stdin=pcm.tobytes())
+    assert piped.returncode == 0, piped.stderr
+    got = [json.loads(line) for line in piped.stdout.decode().splitlines()]
+    assert [(g["keyword"], g["time"], g["score"]) for g in got] == [(g["keyword"], g["time"], g["score"]) for g in lines]
+    # threshold 0 lists every candidate peak, the run's threshold among them
+    every = run_cli("detect", detector_run[0], wav, "--json", "--threshold", "0")
+    assert len(every.stdout.decode().splitlines()) > 1
+
+
+def test_detect_bad_inputs_one_line_each_and_good_results_kept(detector_run, corpus, tmp_path):
+    good = tmp_path / "good.wav"
+    y = background_stream(corpus, 6.0)
+    y[2 * SR: 2 * SR + 3200] += beep(np.random.default_rng(5))
+    sf.write(good, y, SR, subtype="PCM_16")
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF" + bytes(range(256)) * 4)
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    nan = tmp_path / "nan.wav"
+    sf.write(nan, np.full(SR, np.nan, np.float32), SR, subtype="FLOAT")
+    r = run_cli("detect", detector_run[0], corrupt, good, empty, nan, tmp_path / "missing.wav")
+    assert r.returncode == 2
+    err = r.stderr.decode().splitlines()
+    assert len(err) == 4 and "Traceback" not in r.stderr.decode()
+    for name, line in zip(["corrupt", "empty", "nan", "missing"], err):
+        assert f"{name}.wav: " in line
+    assert [line.split("\t")[:2] for line in r.stdout.decode().splitlines()] == [[str(good), "beep"]]
+    cut = run_cli("detect", detector_run[0], "-", stdin=(y[: 3 * SR] * 3000).astype("<i2").tobytes() + b"\x01")
+    assert cut.returncode == 2 and cut.stderr.decode().count("\n") == 1 and "cut off" in cut.stderr.decode()
+    assert "beep" in cut.stdout.decode()  # what was heard before the cut is kept
+    bad = run_cli("detect", detector_run[0], good, "--threshold", "nope=0.5")
+    assert bad.returncode == 2 and "nope" in bad.stderr.decode() and bad.stderr.decode().count("\n") == 1
+
+
+def test_a_clip_classifier_is_not_a_detector(tmp_path):
+    from spiketrum.app.detect import Detector
+    from test_stream import untrained_detector
+
+    run = untrained_detector()
+    run.detector = None
+    with pytest.raises(ValueError, match="not a detector"):
+        Detector(run)
+
+
+def test_calibrated_threshold_meets_its_false_alarm_target(detector_run, corpus):
+    """On the audio it was set on, the threshold gives at most target x hours false alarms."""
+    from datasets import Background
+    from spiketrum.app.detect import calibrate
+    from spiketrum.app.kws import Run
+
+    run = Run.load(detector_run[0])
+    cal = calibrate(run, Background([corpus / "bg"], "calibrate"), 1000.0)  # a target the short audio can measure
+    allowed = int(np.floor(1000.0 * cal["hours"]))
+    assert cal["false_alarms"]["beep"] <= allowed
+    assert cal == calibrate(run, Background([corpus / "bg"], "calibrate"), 1000.0)  # deterministic
