@@ -477,6 +477,9 @@ def detect_inputs(run_dir, inputs, sr=None, thresholds=None, smooth_ms=None, ref
 FA_POINTS = (0.5, 1.0, 2.0, 5.0)  # false alarms per hour at which the miss rate is reported
 HIT_AFTER_S = 1.0  # a detection counts for a keyword up to this long after the keyword's end
 STREAM_S = 600.0  # seconds per test-stream file
+#: Rate of the test streams: the keywords' own, so a peer that listens at 16 kHz (PocketSphinx) hears them whole;
+#: the detector resamples them to its own rate as it would a live 16 kHz microphone.
+STREAM_SR = 16000
 
 
 def make_streams(run, data, background, out, noise_dir=None, hours=3.0, placements=3, snr_db=10.0, group_by=None,
@@ -488,15 +491,15 @@ def make_streams(run, data, background, out, noise_dir=None, hours=3.0, placemen
     pauses, the test part (last 20 %) of the noise in ``noise_dir`` mixed under each piece at a random
     5-20 dB. Each held-out keyword clip is added ``placements`` times at random places, at ``snr_db``
     to the audio under it; the streams hold ``hours`` of audio outside the keywords (each from its
-    start to :data:`HIT_AFTER_S` after its end). Writes ``STREAM_S`` second WAV files at the
-    detector's rate into ``out/streams`` and returns the ground truth (also ``out/truth.json``): per
+    start to :data:`HIT_AFTER_S` after its end). Writes ``STREAM_S`` second WAV files at
+    :data:`STREAM_SR` into ``out/streams`` and returns the ground truth (also ``out/truth.json``): per
     file each keyword's ``start``, ``end`` (its clip) and ``word_end`` (the energy-based end of the
     word) in seconds.
     """
     import soundfile as sf
     from tqdm.auto import tqdm
 
-    sr = run.encoder.sr
+    sr = STREAM_SR
     rng = np.random.default_rng(seed)
     _, _, test = keyword_parts(data, run.classes[1:], run.split_seed or 0)
     bg = Background(background, "test", group_by=group_by)
@@ -578,7 +581,7 @@ def _refractory(steps, refractory):
         if last is None or t - last >= refractory:
             keep.append(t)
             last = t
-    return keep
+    return np.array(keep, np.int64)
 
 
 def stream_traces(run, truth, root, progress=True):
@@ -603,46 +606,62 @@ def stream_traces(run, truth, root, progress=True):
     return traces, heard / busy
 
 
-def det_points(run, truth, traces, refractory_ms=None, max_fa_per_hour=20.0):
-    """Per keyword, the detection-error trade-off over thresholds: ``[(threshold, false alarms per hour,
-    miss rate)]``, from the highest threshold down to where false alarms pass ``max_fa_per_hour``, and the
-    latencies (fire time minus the word's end, s) of the hits at each threshold."""
-    keywords = run.classes[1:]
-    refractory = (run.detector["refractory_ms"] if refractory_ms is None else refractory_ms) / run.dt_ms
+def score_detections(truth, keyword, detections):
+    """``(false alarms, hits, latencies)`` of ``keyword``'s detections against the ground truth.
+
+    ``detections[i]`` lists the fire times (s) in stream file ``i``. A detection between a ``keyword``
+    instance's start and :data:`HIT_AFTER_S` after its end hits it (once: later ones are ignored);
+    any other is a false alarm, the wrong keyword's window included. Latency is the fire time minus
+    the word's energy-based end, per hit.
+    """
+    fa, hits, latency = 0, set(), []
+    for fi, times in enumerate(detections):
+        truth_file = truth["files"][fi]["keywords"]
+        for t in times:
+            mine = [n for n, g in enumerate(truth_file)
+                    if g["keyword"] == keyword and g["start"] <= t <= g["end"] + HIT_AFTER_S]
+            if not mine:
+                fa += 1
+            elif (fi, mine[0]) not in hits:
+                hits.add((fi, mine[0]))
+                latency.append(t - truth_file[mine[0]]["word_end"])
+    return fa, hits, latency
+
+
+def det_curve(truth, keyword, thresholds, detections_at, max_fa_per_hour=20.0):
+    """``{"instances", "points"}``: at each of ``thresholds`` (from the highest down, until false alarms pass
+    ``max_fa_per_hour``) the false alarms per hour, miss rate and hit latencies of ``detections_at(threshold)``
+    (fire times per stream file, see :func:`score_detections`). Works for any detector: a peer's too."""
     hours = truth["negative_hours"]
+    n_true = sum(t["keyword"] == keyword for f in truth["files"] for t in f["keywords"])
+    points = []
+    for thr in sorted(set(thresholds), reverse=True):
+        fa, hits, lat = score_detections(truth, keyword, detections_at(thr))
+        points.append({"threshold": thr, "fa_per_hour": fa / hours, "miss_rate": 1 - len(hits) / max(n_true, 1),
+                       "false_alarms": fa, "latency_s": lat})
+        if fa / hours > max_fa_per_hour:
+            break
+    return {"instances": n_true, "points": points}
+
+
+def det_points(run, truth, traces, refractory_ms=None, max_fa_per_hour=20.0):
+    """Per keyword, :func:`det_curve` of the detector's smoothed scores: at each threshold, the peaks at or above
+    it, one per refractory period, fire when the step after them is known."""
+    refractory = (run.detector["refractory_ms"] if refractory_ms is None else refractory_ms) / run.dt_ms
     out = {}
-    for j, kw in enumerate(keywords):
-        cands = []  # (score, file index, step) of every peak
-        for fi, (trace, _) in enumerate(traces):
+    for j, kw in enumerate(run.classes[1:]):
+        peaks = []  # per file: (steps, scores) of every peak
+        for trace, _ in traces:
             v = np.concatenate([[-np.inf], trace[:, j], [-np.inf]])
             c = np.flatnonzero((v[1:-1] > v[:-2]) & (v[1:-1] >= v[2:]))
-            cands += [(float(trace[t, j]), fi, int(t)) for t in c]
-        cands.sort(key=lambda c: -c[0])
-        n_true = sum(t["keyword"] == kw for f in truth["files"] for t in f["keywords"])
-        points = []
-        for i, (thr, _, _) in enumerate(cands):
-            if i + 1 < len(cands) and cands[i + 1][0] == thr:
-                continue  # all peaks of one score come in together
-            fa, hits, lat = 0, set(), []
-            above = sorted(cands[: i + 1], key=lambda c: (c[1], c[2]))
-            for fi in sorted({c[1] for c in above}):
-                fire = traces[fi][1]
-                for step in _refractory([c[2] for c in above if c[1] == fi], refractory):
-                    t_fire = fire[step]
-                    inside = [(n, g) for n, g in enumerate(truth["files"][fi]["keywords"])
-                              if g["start"] <= t_fire <= g["end"] + HIT_AFTER_S]
-                    mine = [(n, g) for n, g in inside if g["keyword"] == kw]
-                    if mine:
-                        if (fi, mine[0][0]) not in hits:
-                            hits.add((fi, mine[0][0]))
-                            lat.append(t_fire - mine[0][1]["word_end"])
-                    else:
-                        fa += 1
-            points.append({"threshold": thr, "fa_per_hour": fa / hours, "miss_rate": 1 - len(hits) / max(n_true, 1),
-                           "false_alarms": fa, "latency_s": lat})
-            if fa / hours > max_fa_per_hour:
-                break
-        out[kw] = {"instances": n_true, "points": points}
+            peaks.append((c, trace[c, j]))
+
+        def detections_at(thr):
+            return [fire[_refractory(steps[scores >= thr], refractory)] if len(steps) else []
+                    for (steps, scores), (_, fire) in zip(peaks, traces)]
+
+        scores = np.concatenate([p[1] for p in peaks]) if peaks else np.zeros(0)
+        out[kw] = det_curve(truth, kw, scores, detections_at, max_fa_per_hour)
     return out
 
 
@@ -726,7 +745,7 @@ def detect_eval(run_dir, data, background, out, noise_dir=None, hours=3.0, place
     out = Path(out)
     if (out / "detect.json").exists() and not force:
         raise OutputExists(out, "an evaluation (detect.json)")
-    wanted = {"snr_db": snr_db, "placements": placements, "seed": seed, "background": [str(b) for b in background],
+    wanted = {"sr": STREAM_SR, "snr_db": snr_db, "placements": placements, "seed": seed, "background": [str(b) for b in background],
               "noise_dir": None if noise_dir is None else str(noise_dir)}
     truth = None
     if (out / "truth.json").is_file():
