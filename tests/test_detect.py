@@ -1,5 +1,4 @@
 """Keyword detection end to end: a detector trained on a synthetic keyword, streamed through the detect command."""
-import io
 import json
 import subprocess
 import sys

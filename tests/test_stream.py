@@ -182,3 +182,33 @@ def test_detector_events_respect_threshold_refractory_and_latency(stream_audio):
     assert max(e.time for e in events) <= x.size / sr + 1e-9
     high = Detector(run, sr, thresholds=1.0)
     assert [e for i in range(0, x.size, 4000) for e in high.push(x[i:i + 4000])] + high.close() == []
+
+
+def test_detect_reads_a_long_file_in_bounded_pieces(tmp_path, monkeypatch):
+    """A long input is read a second at a time and leaves the detector's buffers as small as a minute's."""
+    import soundfile as sf
+
+    from spiketrum import io as sio
+    from spiketrum.app import detect
+
+    run = untrained_detector()
+    path = tmp_path / "long.wav"
+    rng = np.random.default_rng(0)
+    with sf.SoundFile(path, "w", 8000, 1, "PCM_16") as f:
+        for _ in range(10):  # 10 minutes of quiet noise, written a minute at a time
+            f.write(0.05 * rng.standard_normal(60 * 8000))
+    reads, sizes = [], []
+    real_read = sio.AudioStream.read
+    monkeypatch.setattr(sio.AudioStream, "read", lambda self, a, b: reads.append(b - a) or real_read(self, a, b))
+    real_feed = detect.Detector._feed
+
+    def feed(self, st, final):
+        out = real_feed(self, st, final)
+        sizes.append(self._pending[0].size + self._probs.size + self._encoder._buf.size)
+        return out
+    monkeypatch.setattr(detect.Detector, "_feed", feed)
+    monkeypatch.setattr(detect.Run, "load", classmethod(lambda cls, d: run))
+    events = list(detect.detect_inputs("unused", [str(path)], thresholds=1.0))
+    assert events == []
+    assert max(reads) == 8000 and len(reads) == 10 * 60
+    assert max(sizes) == max(sizes[: len(sizes) // 10])  # buffers do not grow with the length heard

@@ -579,7 +579,7 @@ def build_parser():
     t.add_argument("--target-fa-per-hour", nargs="+", default=["1"], metavar="F",
                    help="detector: false alarms per hour its thresholds are set for, one number or KEYWORD=F pairs (default 1)")
     t.add_argument("--smooth-ms", type=_number(float, lambda v: 0 <= v < math.inf, "a number of ms >= 0"),
-                   help=f"detector: moving average of its scores (default 50)")
+                   help="detector: moving average of its scores (default 50)")
     t.add_argument("--refractory-ms", type=_number(float, lambda v: 0 <= v < math.inf, "a number of ms >= 0"),
                    help="detector: least time between two detections of one keyword (default 1000)")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")

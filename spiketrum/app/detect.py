@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from datasets import AudioDataset, AudioFolder, Background, NoiseFolder, SpikeDataset, collate_spikes, hash_split
-from snn.trainer import Detection, TrainConfig, Trainer, rank_and_world, seed_everything, write_json
+from snn.trainer import Detection, TrainConfig, Trainer, seed_everything, write_json
 from spiketrum import make_config
 from spiketrum.io import atomic_output, resample
 
@@ -51,7 +52,7 @@ def word_bounds(x, sr, frame_ms=10.0, range_db=35.0):
     loud = np.flatnonzero(e >= max(e.max() - range_db, np.percentile(e, 10) + 10.0))
     if loud.size == 0:
         return 0.0, len(x) / sr
-    return loud[0] * hop / sr, (loud[-1] + 1) * hop / sr
+    return float(loud[0] * hop / sr), float((loud[-1] + 1) * hop / sr)
 
 
 @dataclasses.dataclass
@@ -199,7 +200,7 @@ class Detector:
     def _peaks(self, smoothed, final):
         """Events of the peaks whose next step is now known (at the end of the stream: all of them)."""
         v = np.concatenate([self._tail, smoothed, np.full((1, smoothed.shape[1]), -np.inf)] if final else [self._tail, smoothed])
-        first = self._steps - (len(self._tail) - 1) - 1  # the step v[0] is (-1: the virtual step before the stream)
+        first = self._steps - len(self._tail)  # the step v[0] is (-1: the virtual step before the stream)
         events = []
         for j, kw in enumerate(self.keywords):
             last = None if self._last[j] is None else self._last[j] - first
@@ -442,7 +443,7 @@ def detect_inputs(run_dir, inputs, sr=None, thresholds=None, smooth_ms=None, ref
             if name == "-":
                 rate = int(sr or run.encoder.sr)
                 det = Detector(run, rate, thresholds, smooth_ms, refractory_ms)
-                pipe = stdin if stdin is not None else __import__("sys").stdin.buffer
+                pipe = stdin if stdin is not None else sys.stdin.buffer
                 block, left = int(READ_S * rate) * 2, b""
                 while True:
                     data = pipe.read(block)
@@ -710,16 +711,17 @@ def _quantiles(values):
 
 
 def plot_det(curves, path, title):
-    """DET curves: ``curves`` maps a label to ``[(fa_per_hour, miss_rate), ...]``."""
+    """DET curves: ``curves`` maps a label to ``[(fa_per_hour, miss_rate), ...]`` from the highest threshold down,
+    or to ``(points, line_style)`` with matplotlib line options (e.g. ``{"ls": "--", "color": "C1"}``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4.5), layout="constrained")
-    for label, pts in curves.items():
-        pts = sorted(pts)
-        ax.step([max(p[0], 0.05) for p in pts], [100 * p[1] for p in pts], where="post", label=label)
+    fig, ax = plt.subplots(figsize=(6.5, 4.8), layout="constrained")
+    for label, pts in curves.items():  # in threshold order: several thresholds may share one false-alarm rate
+        pts, style = pts if isinstance(pts, tuple) else (pts, {})
+        ax.step([max(p[0], 0.05) for p in pts], [100 * p[1] for p in pts], where="post", label=label, **style)
     ax.set_xscale("log")
     ax.set_xlim(0.05, 20)
     ax.set_ylim(0, 100)
@@ -727,7 +729,7 @@ def plot_det(curves, path, title):
     ax.set_xlabel("false alarms per hour")
     ax.set_ylabel("miss rate (%)")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, ncol=2 if len(curves) > 4 else 1)
     try:
         with atomic_output(path) as tmp:
             fig.savefig(tmp, dpi=120, format="png")
