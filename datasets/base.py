@@ -435,5 +435,8 @@ class Background(AudioDataset):
         """Total duration of the part in seconds (read from the headers)."""
         import soundfile as sf
 
-        return sum((seg[1] - seg[0]) / sf.info(os.fspath(f)).samplerate if seg else sf.info(os.fspath(f)).duration
-                   for f, seg in zip(self.files, self.segments))
+        total = 0.0
+        for f, seg in zip(self.files, self.segments):
+            info = sf.info(os.fspath(f))
+            total += (seg[1] - seg[0]) / info.samplerate if seg else info.duration
+        return total

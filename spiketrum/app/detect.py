@@ -66,22 +66,30 @@ class Event:
     step: int
 
 
-def pick_peaks(v, threshold, refractory, last=None):
-    """Steps where the smoothed score ``v`` [n] peaks at or above ``threshold``, at least ``refractory`` steps
-    after the previous detection (``last``, the step of the one before ``v[0]``, or None).
-
-    A peak is a step higher than the one before and not lower than the one after (the first step of a
-    plateau); ``v`` holds one step before its first candidate and one after its last. Returns the
-    candidate offsets into ``v`` and the step of the last detection.
-    """
+def peak_steps(v):
+    """Offsets into ``v`` [n] of its peaks: a step higher than the one before and not lower than the one after
+    (the first step of a plateau); ``v`` holds one step before its first candidate and one after its last."""
     v = np.asarray(v)
-    cand = np.flatnonzero((v[1:-1] > v[:-2]) & (v[1:-1] >= v[2:]) & (v[1:-1] >= threshold)) + 1
+    return np.flatnonzero((v[1:-1] > v[:-2]) & (v[1:-1] >= v[2:])) + 1
+
+
+def refractory_steps(steps, refractory, last=None):
+    """The ``steps`` (ascending) kept when each must come at least ``refractory`` after the last one kept
+    (``last`` at first, or None); returns them and the last one kept."""
     keep = []
-    for t in cand:
+    for t in steps:
         if last is None or t - last >= refractory:
             keep.append(t)
             last = t
     return np.array(keep, np.int64), last
+
+
+def pick_peaks(v, threshold, refractory, last=None):
+    """Peaks of the smoothed score ``v`` (:func:`peak_steps`) at or above ``threshold``, at least ``refractory``
+    steps after the previous detection (``last``, in offsets into ``v``, or None). Returns their offsets and
+    the offset of the last detection."""
+    cand = peak_steps(v)
+    return refractory_steps(cand[np.asarray(v)[cand] >= threshold], refractory, last)
 
 
 class Detector:
@@ -206,15 +214,15 @@ class Detector:
             last = None if self._last[j] is None else self._last[j] - first
             cand, last = pick_peaks(v[:, j], self.thresholds[j], self.refractory_ms / self.run.dt_ms, last)
             self._last[j] = None if last is None else int(last) + first
-            events += [Event(kw, self._fire_time(first + t + 2), float(v[t, j]), int(first + t)) for t in cand]
+            events += [Event(kw, float(self._fire_time(first + t + 2)), float(v[t, j]), int(first + t)) for t in cand]
         self._tail = v[-2:]
         return sorted(events, key=lambda e: e.time)
 
     def _fire_time(self, bins):
-        """Seconds into the input when ``bins`` bins of spikes are known: their chunks and the look-ahead heard."""
-        enc = self.run.encoder
-        need = -(-bins * self._bin // self._chunk) * self._chunk + self._encoder.lookahead
-        return min(need, self._heard) / enc.sr
+        """Seconds into the input when ``bins`` (a number or an array) bins of spikes are known: their chunks and
+        the look-ahead heard."""
+        need = -(-np.asarray(bins) * self._bin // self._chunk) * self._chunk + self._encoder.lookahead
+        return np.minimum(need, self._heard) / self.run.encoder.sr
 
 
 def _per_keyword(keywords, given, what, default):
@@ -300,7 +308,7 @@ def keyword_parts(data, keywords=None, seed=0):
     return tuple(out)
 
 
-def marks(audio, dt_ms, sr=DETECT_SR):
+def marks(audio, dt_ms):
     """Per clip ``(class, (start, stop))``: the steps where a keyword may be detected, from its spoken start to
     :data:`TAIL_MS` after its end (``(0, (0, 0))`` for a non-keyword clip)."""
     out = []
@@ -336,15 +344,21 @@ def calibrate(run, audio, target_fa_per_hour, progress=False):
     thresholds, alarms = [], []
     for j in range(len(det.keywords)):
         v = np.concatenate([[-np.inf], trace[:, j], [-np.inf]])
+        steps = peak_steps(v)
+        scores = v[steps]
+
+        def alarms_at(thr):
+            return len(refractory_steps(steps[scores >= thr], refractory)[0])
+
         allowed = math.floor(targets[j] * hours + 1e-9)
-        peaks = np.sort(v[pick_peaks(v, 0.0, 0)[0]])[::-1]
+        peaks = np.sort(scores)[::-1]
         t = float(np.nextafter(peaks[0], 2.0)) if peaks.size else 0.5
         for p in peaks:  # lower the threshold while the false alarms stay within the allowance
-            if len(pick_peaks(v, p, refractory)[0]) > allowed:
+            if alarms_at(p) > allowed:
                 break
             t = float(p)
         thresholds.append(min(t, 1.0))
-        alarms.append(len(pick_peaks(v, t, refractory)[0]))
+        alarms.append(alarms_at(t))
     return {"thresholds": dict(zip(det.keywords, thresholds)), "hours": hours,
             "false_alarms": dict(zip(det.keywords, alarms))}
 
@@ -575,16 +589,6 @@ def make_streams(run, data, background, out, noise_dir=None, hours=3.0, placemen
     return truth
 
 
-def _refractory(steps, refractory):
-    """The steps kept when each must come at least ``refractory`` after the last one kept (in time order)."""
-    keep, last = [], None
-    for t in steps:
-        if last is None or t - last >= refractory:
-            keep.append(t)
-            last = t
-    return np.array(keep, np.int64)
-
-
 def stream_traces(run, truth, root, progress=True):
     """Per stream file, the detector's smoothed scores and the fire time of each step; also the real-time
     factor of the streaming detector (encoder and network) over all of them, on this process's threads."""
@@ -602,8 +606,7 @@ def stream_traces(run, truth, root, progress=True):
         det.close()
         busy += time.perf_counter() - t0
         heard += x.size / sr
-        steps = np.arange(len(det.trace))
-        traces.append((np.asarray(det.trace), np.array([det._fire_time(s + 2) for s in steps])))
+        traces.append((np.asarray(det.trace), det._fire_time(np.arange(len(det.trace)) + 2)))
     return traces, heard / busy
 
 
@@ -653,12 +656,11 @@ def det_points(run, truth, traces, refractory_ms=None, max_fa_per_hour=20.0):
     for j, kw in enumerate(run.classes[1:]):
         peaks = []  # per file: (steps, scores) of every peak
         for trace, _ in traces:
-            v = np.concatenate([[-np.inf], trace[:, j], [-np.inf]])
-            c = np.flatnonzero((v[1:-1] > v[:-2]) & (v[1:-1] >= v[2:]))
+            c = peak_steps(np.concatenate([[-np.inf], trace[:, j], [-np.inf]])) - 1
             peaks.append((c, trace[c, j]))
 
         def detections_at(thr):
-            return [fire[_refractory(steps[scores >= thr], refractory)] if len(steps) else []
+            return [fire[refractory_steps(steps[scores >= thr], refractory)[0]]
                     for (steps, scores), (_, fire) in zip(peaks, traces)]
 
         scores = np.concatenate([p[1] for p in peaks]) if peaks else np.zeros(0)
