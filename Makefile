@@ -32,6 +32,7 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 	  $(BIN)/python -m pip install -q "$(TORCH)" --index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple; \
 	fi
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps $(NIR_PEERS)
 	touch $@
 
 install: $(VENV)/.installed
@@ -43,7 +44,10 @@ test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
 
 # SNN peers for the side-by-side benchmark only: --no-deps, so they never replace the CPU torch.
-PEERS ?= spikingjelly==2.0.0 snntorch==1.0.0 norse==1.1.0 loguru nir nirtorch
+PEERS ?= spikingjelly==2.0.0 snntorch==1.0.0 loguru
+# NIR round trip (tests and benchmarks/nir_roundtrip.py): Norse's NIR import; pinned, as NIR readers change
+# between releases. --no-deps: both declare torch.
+NIR_PEERS ?= nirtorch==2.6 norse==1.1.0
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m pip install -q --no-deps $(PEERS)

@@ -210,6 +210,12 @@ def cmd_train(args):
         if args.model != "srnn-scbam":  # the flag's own rule, said in flags; the library checks model options too
             raise ValueError("--attention needs --model srnn-scbam")
         model_kwargs["attention"] = args.attention
+    for flag, key, value in (("--neuron", "adaptive", None if args.neuron is None else args.neuron == "alif"),
+                             ("--reset", "reset", args.reset)):
+        if value is not None:
+            if args.model not in ("srnn", "conv"):
+                raise ValueError(f"{flag} needs --model srnn or conv")
+            model_kwargs[key] = value
     options = []
     if args.prune == "sca":
         from snn.pruning import SCA
@@ -371,6 +377,26 @@ def cmd_prune_export(args):
           f"{r['max_abs_logit_difference']:.1e}")
 
 
+def cmd_export(args):
+    from . import export
+
+    r = export.export(args.run_dir, args.output, int8=args.int8, force=args.force)
+    check = (f"argmax agreement with the float model {100 * r['argmax_agreement']:.1f} % on random spikes" if r["int8"]
+             else f"readout equal to {r['max_abs_readout_difference']:.1e} on random spikes")
+    print(f"wrote {r['graph']}: {r['model']} at {r['dt_ms']:g} ms, {len(r['nodes'])} NIR nodes"
+          f"{', int8 weights' if r['int8'] else ''}; read back: {check}")
+
+
+def cmd_import_nir(args):
+    from . import export
+
+    classes = None if args.classes is None else [c for c in args.classes.split(",") if c]
+    r = export.import_graph(args.graph, args.output, dt_ms=args.dt_ms, classes=classes, like=args.like,
+                            sidecar=args.sidecar, readout=args.readout, force=args.force)
+    print(f"wrote {args.output}/model.pt: {r['model']} {r['model_kwargs']} at {r['dt_ms']:g} ms, "
+          f"{len(r['classes'])} classes, {r['parameters']} parameters")
+
+
 def cmd_predict(args):
     """Each result as it comes; one error line per file that fails, and exit code 2 at the end if any did."""
     from . import kws
@@ -523,6 +549,10 @@ def build_parser():
     t.add_argument("--attention", choices=["cbam", "channel", "spatial", "temporal", "none"],
                    help="srnn-scbam: forget-gate attention (default cbam), one of its two gates, the temporal (TA) "
                         "comparator, or none")
+    t.add_argument("--neuron", choices=["alif", "lif"], help="srnn, conv: adaptive-threshold (alif; the srnn's default) "
+                   "or plain LIF neurons (conv's default); `spiketrum export` (NIR) needs lif")
+    t.add_argument("--reset", choices=["subtract", "zero"], help="srnn, conv: at a spike, subtract the threshold "
+                   "(default) or reset the membrane to 0; `spiketrum export` (NIR) needs zero")
     t.add_argument("--encoder", choices=list(ENCODERS), default="spiketrum")
     t.add_argument("--rate", type=_positive_float, default=1000.0, help="spikes per second (default 1000)")
     t.add_argument("--dt-ms", type=_positive_float, default=10.0, help="time bin of the spike tensor in ms (default 10)")
@@ -663,6 +693,26 @@ def build_parser():
     pe.add_argument("-o", "--output", required=True, help="run folder to write (model.pt, export.json); never the source")
     pe.add_argument("--force", action="store_true", help="replace a model already in the output folder")
     pe.set_defaults(func=cmd_prune_export)
+
+    ex = sub.add_parser("export", help="a trained run as a NIR graph (Neuromorphic Intermediate Representation) for "
+                        "other simulators and chips; srnn and conv models trained with --neuron lif --reset zero")
+    ex.add_argument("run_dir")
+    ex.add_argument("-o", "--output", required=True, help="graph file to write (e.g. model.nir)")
+    ex.add_argument("--int8", action="store_true", help="integer weights in [-127, 127] per layer, biases on the same "
+                    "scale and thresholds divided by it")
+    ex.add_argument("--force", action="store_true", help="replace an existing output file")
+    ex.set_defaults(func=cmd_export)
+
+    im = sub.add_parser("import-nir", help="a run folder from a NIR graph, for evaluate, predict and robustness")
+    im.add_argument("graph", help="NIR file (.nir)")
+    im.add_argument("-o", "--output", required=True, help="run folder to write (model.pt, import.json)")
+    im.add_argument("--like", metavar="RUN_DIR", help="take the encoder, time bin and classes from this run")
+    im.add_argument("--sidecar", metavar="JSON", help="a JSON object with dt_ms, classes, encoder (and readout)")
+    im.add_argument("--dt-ms", type=_positive_float, help="the time step the graph runs at, in ms")
+    im.add_argument("--classes", help="class names in output order, comma-separated")
+    im.add_argument("--readout", choices=["mean", "max"], help="reduction over time of an LI readout (default mean)")
+    im.add_argument("--force", action="store_true", help="replace a model already in the output folder")
+    im.set_defaults(func=cmd_import_nir)
 
     pr = sub.add_parser("predict", help="keyword and confidence for audio files")
     pr.add_argument("run_dir")
