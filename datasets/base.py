@@ -77,18 +77,68 @@ def check_split(dataset, split, purpose="score"):
     return split
 
 
-def hash_split(files, seed=0, val=0.1, test=0.1):
-    """Deterministic per-file split of a folder dataset: ``{"train", "val", "test"}`` -> indices into ``files``.
+def group_pattern(group_by):
+    """``group_by`` compiled: a regex whose first capture group, searched in a file name, is the file's group
+    (its speaker, e.g. ``^([0-9a-f]{8})_nohash`` for Speech Commands, ``^\\d_([a-z]+)_`` for FSDD)."""
+    try:
+        pattern = re.compile(group_by)
+    except (re.error, TypeError) as exc:
+        raise ValueError(f"group_by {group_by!r} is not a regular expression ({exc})") from None
+    if pattern.groups < 1:
+        raise ValueError(f"group_by {group_by!r} has no capture group (the group is its first one)")
+    return pattern
+
+
+def file_groups(files, group_by):
+    r"""The group of every file: the first capture group of ``group_by`` searched in its name.
+
+    Raises ValueError naming the first file whose name does not match: a file without a group could land on
+    both sides of a split with its speaker's other files.
+
+    Examples
+    --------
+    >>> file_groups(["0_george_1.wav", "3_jackson_12.wav"], r"^\d_([a-z]+)_")
+    ['george', 'jackson']
+    """
+    pattern = group_pattern(group_by)
+    groups = []
+    for f in files:
+        m = pattern.search(Path(f).name)
+        if m is None or m.group(1) is None:
+            raise ValueError(f"{f}: the file name does not match the group pattern {group_by!r}")
+        groups.append(m.group(1))
+    return groups
+
+
+def hash_split(files, seed=0, val=0.1, test=0.1, groups=None):
+    """Deterministic split of a folder dataset: ``{"train", "val", "test"}`` -> indices into ``files``.
 
     Each file's side is chosen by a hash of ``seed`` and its name alone, so the same file always lands on
-    the same side whatever else is in the folder (and a file left out does not move the others).
+    the same side whatever else is in the folder (and a file left out does not move the others). With
+    ``groups`` (one key per file, e.g. its speaker) the hash is the group's: every file of a group lands on
+    one side, and ``val`` and ``test`` are shares of the groups, not of the files.
     """
+    keys = [Path(f).name for f in files] if groups is None else [f"group:{g}" for g in groups]
+    if len(keys) != len(files):
+        raise ValueError(f"groups has {len(keys)} entries for {len(files)} files")
+
     def below(fraction, salt):
-        h = [int(hashlib.sha256(f"{salt}:{Path(f).name}".encode()).hexdigest()[:8], 16) / 2**32 for f in files]
+        h = [int(hashlib.sha256(f"{salt}:{k}".encode()).hexdigest()[:8], 16) / 2**32 for k in keys]
         return np.array(h, dtype=float).reshape(-1) < fraction
     is_test = below(test, f"test{seed}")
     is_val = ~is_test & below(val / (1 - test), f"val{seed}")
     return {"train": np.flatnonzero(~is_test & ~is_val), "val": np.flatnonzero(is_val), "test": np.flatnonzero(is_test)}
+
+
+def check_disjoint_groups(groups, parts):
+    """ValueError naming a group found in two of ``parts`` (name -> indices into ``groups``)."""
+    seen = {}
+    for part, idx in parts.items():
+        for g in {groups[i] for i in idx}:
+            if g in seen:
+                raise ValueError(f"group {g!r} is in both the {seen[g]} and the {part} split: a speaker would be "
+                                 "scored on clips of a voice the model trained on")
+            seen[g] = part
 
 
 def existing_dir(root, what):
@@ -163,10 +213,15 @@ class AudioDataset(torch.utils.data.Dataset):
         file, like Speech Commands' silence), or None for the whole file.
     transform : callable, optional
         Applied to the audio of every item.
+    groups : sequence of str, optional
+        Per item, its group (speaker) when known; None otherwise.
     """
 
-    def __init__(self, files, labels, classes, segments=None, transform=None):
+    def __init__(self, files, labels, classes, segments=None, transform=None, groups=None):
         self.files = [Path(f) for f in files]
+        self.groups = None if groups is None else [str(g) for g in groups]
+        if self.groups is not None and len(self.groups) != len(self.files):
+            raise ValueError("files and groups differ in length")
         self.labels = [int(y) for y in labels]
         self.classes = list(classes)
         self.segments = list(segments) if segments is not None else [None] * len(self.files)
@@ -198,7 +253,8 @@ class AudioDataset(torch.utils.data.Dataset):
         """A plain :class:`AudioDataset` of the items at ``indices``, with the same classes and transform."""
         idx = [int(i) for i in indices]
         return AudioDataset([self.files[i] for i in idx], [self.labels[i] for i in idx], self.classes,
-                            [self.segments[i] for i in idx], self.transform)
+                            [self.segments[i] for i in idx], self.transform,
+                            None if self.groups is None else [self.groups[i] for i in idx])
 
     def __getitem__(self, i):
         x, _ = self.load(i)
@@ -223,11 +279,16 @@ class AudioFolder(AudioDataset):
         File suffixes taken as audio (case-insensitive); class folders are searched recursively.
     transform : callable, optional
         Applied to the audio of every item.
+    group_by : str, optional
+        A regex whose first capture group in a file's name is its group (speaker): see :func:`file_groups`.
+        Splits then keep every group on one side.
 
     Attributes
     ----------
     skipped : list of (pathlib.Path, str)
         Files with an audio suffix that could not be read, and why.
+    groups : list of str or None
+        Every file's group, with ``group_by``.
 
     Raises
     ------
@@ -237,8 +298,9 @@ class AudioFolder(AudioDataset):
         No class folders, or a class folder without a readable audio file.
     """
 
-    def __init__(self, root, classes=None, extensions=AUDIO_EXTENSIONS, transform=None):
+    def __init__(self, root, classes=None, extensions=AUDIO_EXTENSIONS, transform=None, group_by=None):
         root = existing_dir(root, "audio folder")
+        self.root = root
         if classes is None:
             classes = sorted(d.name for d in root.iterdir() if d.is_dir() and d.name[0] not in "._")
         if not classes:
@@ -258,15 +320,52 @@ class AudioFolder(AudioDataset):
                 raise ValueError(f"{folder}: class folder {name!r} has no readable audio file ({', '.join(extensions)})")
         for p, problem in self.skipped:  # one line each: the user can find and fix every one
             warnings.warn(f"{p}: {problem}; skipped this unreadable audio file", stacklevel=2)
-        super().__init__(files, labels, classes, transform=transform)
+        super().__init__(files, labels, classes, transform=transform,
+                         groups=None if group_by is None else file_groups(files, group_by))
 
     def split(self, part, seed=0):
         """The ``part`` (``train``, ``val``, ``test`` or ``all``) of this folder by :func:`hash_split` with
-        ``seed``: 10 % validation and 10 % test, the split ``spiketrum train`` uses."""
+        ``seed``: 10 % validation and 10 % test (of the groups, when the folder has them), the split
+        ``spiketrum train`` uses."""
         check_split("folder", part, "score")
         if part == "all":
             return self.subset(range(len(self)))
-        return self.subset(hash_split(self.files, seed)[part])
+        return self.subset(hash_split(self.files, seed, groups=self.groups)[part])
+
+    def split_by_lists(self, part, lists):
+        """The ``part`` (``train``, ``val`` or ``test``) of this folder named by split lists.
+
+        ``lists`` is ``(train, val, test)``: text files of paths relative to the folder, one per line (Speech
+        Commands' ``validation_list.txt`` and ``testing_list.txt`` are such lists). A ``train`` of None means
+        every file in neither of the others. Listed files that are not here are ignored (a sample of a
+        corpus); a file in two lists, or a group (with ``group_by``) in two parts, is a ValueError.
+        """
+        if part not in ("train", "val", "test"):
+            raise ValueError(f"unknown split list part {part!r}: use train, val or test")
+        if len(lists) != 3:
+            raise ValueError(f"give three split lists (train, val, test; train may be None), got {len(lists)}")
+        index = {f.relative_to(self.root).as_posix(): i for i, f in enumerate(self.files)}
+        parts, owner = {}, {}
+        for name, path in zip(("train", "val", "test"), lists):
+            if path is None:
+                continue
+            try:
+                lines = Path(path).read_text().splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"{path}: cannot read the {name} split list ({exc})") from None
+            idx = []
+            for line in (x.strip() for x in lines):
+                if line in index:
+                    if line in owner and owner[line] != name:
+                        raise ValueError(f"{path}: {line} is also in the {owner[line]} list")
+                    owner[line] = name
+                    idx.append(index[line])
+            parts[name] = idx
+        if lists[0] is None:
+            parts["train"] = [i for f, i in index.items() if f not in owner]
+        if self.groups is not None:
+            check_disjoint_groups(self.groups, parts)
+        return self.subset(sorted(parts[part]))
 
 
 class NoiseFolder:
@@ -397,9 +496,7 @@ class Background(AudioDataset):
 
         if part not in self.PARTS:
             raise ValueError(f"part must be one of {', '.join(self.PARTS)}, got {part!r}")
-        pattern = re.compile(group_by) if group_by else None
-        if pattern is not None and pattern.groups < 1:
-            raise ValueError(f"group_by {group_by!r} has no capture group (the group is its first one)")
+        pattern = group_pattern(group_by) if group_by else None
         lo, hi = self.PARTS[part]
         files, segments, self.skipped = [], [], []
         for src in sources:

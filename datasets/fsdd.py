@@ -92,8 +92,8 @@ class FSDD(AudioDataset):
       5-49 in training (2700), from which ``val_fraction`` of every (speaker, digit) pair is held out
       for validation (2400 / 300 by default);
     * ``"loso:<speaker>"`` (or ``"loso:<speaker>:test"``): all 500 clips of the held-out speaker;
-      ``"loso:<speaker>:train"`` and ``"loso:<speaker>:val"``: the other 2500 clips, with validation
-      carved the same way.
+      ``"loso:<speaker>:val"``: all 500 clips of the next speaker in sorted order (cyclically), so that model
+      choice never sees a voice it trained on either; ``"loso:<speaker>:train"``: the other 2000 clips.
 
     Parameters
     ----------
@@ -103,7 +103,7 @@ class FSDD(AudioDataset):
     download : bool
         Fetch and verify a missing copy (see :func:`fsdd_recordings`).
     val_fraction : float
-        Share of every (speaker, digit) pair held out for validation, in [0, 1).
+        Share of every (speaker, digit) pair held out for validation in the official split, in [0, 1).
     seed : int
         Seeds which takes go to validation.
     transform : callable, optional
@@ -112,7 +112,7 @@ class FSDD(AudioDataset):
     Attributes
     ----------
     speakers : list of str
-        Speaker of every item.
+        Speaker of every item (also its ``groups``).
     all_speakers : list of str
         Every speaker in the corpus, sorted.
 
@@ -147,9 +147,13 @@ class FSDD(AudioDataset):
         is_test = (lambda it: it[3] < 5) if held_out is None else (lambda it: it[2] == held_out)
         if part == "test":
             chosen = [it for it in items if is_test(it)]
+        elif held_out is not None:
+            val_speaker = self.all_speakers[(self.all_speakers.index(held_out) + 1) % len(self.all_speakers)]
+            chosen = [it for it in items if not is_test(it) and (it[2] == val_speaker) == (part == "val")]
         else:
             pool = [it for it in items if not is_test(it)]
             val = _carve_val(pool, val_fraction, seed)
             chosen = [it for j, it in enumerate(pool) if (j in val) == (part == "val")]
         self.speakers = [it[2] for it in chosen]
-        super().__init__([it[0] for it in chosen], [it[1] for it in chosen], [str(d) for d in range(10)], transform=transform)
+        super().__init__([it[0] for it in chosen], [it[1] for it in chosen], [str(d) for d in range(10)],
+                         transform=transform, groups=self.speakers)

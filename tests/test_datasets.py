@@ -88,11 +88,11 @@ def test_fsdd_leave_one_speaker_out(data_root):
     assert speakers == ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
     for spk in speakers:
         test, train, val = (FSDD(data_root, f"loso:{spk}{s}") for s in ("", ":train", ":val"))
-        assert len(test) == 500 and set(test.speakers) == {spk}
-        assert len(train) + len(val) == 2500 and len(val) == 250
-        assert spk not in set(train.speakers) | set(val.speakers)
-        assert not set(train.files) & set(val.files)
-        assert set(Counter((s, d) for d, s, _ in _fsdd_parts(val)).values()) == {5}
+        assert len(test) == 500 and set(test.speakers) == {spk} and test.groups == test.speakers
+        # validation is one whole held-out training speaker, never takes of the training speakers
+        nxt = speakers[(speakers.index(spk) + 1) % len(speakers)]
+        assert len(val) == 500 and set(val.speakers) == {nxt}
+        assert len(train) == 2000 and set(train.speakers) == set(speakers) - {spk, nxt}
     assert FSDD(data_root, "loso:theo:test").files == FSDD(data_root, "loso:theo").files
 
 
