@@ -368,6 +368,9 @@ class SpikingConvLSTM1d(nn.Module):
     """
 
     ATTENTION = ("none", "channel", "spatial", "cbam", "temporal")
+    #: Multiplies per state element and step of the cell update on non-spiking values: ``f * c``, ``i * g`` and
+    #: ``o * tanh(c)`` (the gates' sigmoids and tanh are not counted).
+    STATE_UPDATES = 3
 
     def __init__(self, in_maps, maps, kernel_size=5, stride=2, attention="cbam", reduction=4, attention_kernel=7,
                  temporal_window=5, threshold=0.1, surrogate="atan", slope=None):
@@ -387,6 +390,31 @@ class SpikingConvLSTM1d(nn.Module):
     def output_length(self, length):
         (k,), (s,), (p,) = self.conv_x.kernel_size, self.conv_x.stride, self.conv_x.padding
         return (length + 2 * p - k) // s + 1
+
+    def attention_macs(self, length):
+        """Multiply-accumulates per time step of the attention, on non-spiking values, for a state of ``length``
+        frequency bins (the gate drives ``conv_x`` and ``conv_h`` are spike-driven: SynOps).
+
+        CBAM: the channel MLP on the forget gate's mean and its max (weights present, twice), ``f * M_c``, the
+        frequency convolution (its connections present) and ``* M_s``; temporal: its gate's convolution over the
+        input statistics and the product with the ``4 * maps`` gate drives. The means, maxima and sigmoids are
+        not counted.
+
+        Examples
+        --------
+        >>> cell = SpikingConvLSTM1d(6, 8, attention="channel", reduction=4)
+        >>> cell.attention_macs(10) == 2 * (8 * 2 + 2 * 8) + 8 * 10
+        True
+        """
+        macs, cells = 0, self.maps * length
+        if self.cbam is not None:
+            if self.cbam.mlp is not None:
+                macs += 2 * sum(int(m.weight.count_nonzero()) for m in self.cbam.mlp if isinstance(m, nn.Linear)) + cells
+            if self.cbam.conv is not None:
+                macs += int(conv_fan_out(self.cbam.conv, length).sum()) + cells
+        if self.temporal is not None:
+            macs += int(self.temporal.weight.count_nonzero()) + 4 * cells
+        return macs
 
     def forward(self, x, state=None, return_attention=False):
         """Spikes [T, B, maps, L_out] for input [T, B, in_maps, L] and the state after the last step, starting

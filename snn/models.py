@@ -1,4 +1,4 @@
-"""Spiking classifiers for spike-coded audio, and per-layer activity (spike rates, SynOps).
+"""Spiking classifiers for spike-coded audio, and per-layer activity (spike rates, SynOps, energy per inference).
 
 The models take a dense spike tensor ``x`` [T, B, C] (counts per time bin and channel, e.g.
 ``SpikeTrain.to_dense``) and optional ``lengths`` [B] (valid time bins per sample; the rest is
@@ -32,12 +32,65 @@ def valid_mean(x, mask):
     return (x * m).sum(0) / m.sum(0).clamp(min=1)
 
 
+#: Energy per operation in pJ, 45 nm CMOS (Horowitz, "Computing's energy problem (and what we can do about it)",
+#: ISSCC 2014): an accumulate (AC, a 32-bit float add: a synaptic operation driven by a spike) and a
+#: multiply-accumulate (MAC, a 32-bit float multiply 3.7 pJ + add 0.9 pJ: arithmetic on non-spiking values).
+PJ_PER_AC, PJ_PER_MAC = 0.9, 4.6
+ENERGY_CONVENTION = ("Horowitz, ISSCC 2014, 45 nm: 0.9 pJ per accumulate (a SynOp, driven by a spike), "
+                     "4.6 pJ per multiply-accumulate (non-spiking values); 32-bit float")
+
+
+def energy(synops=0.0, macs=0.0, state_updates=0.0):
+    """Energy of one inference from its operation counts, by the :data:`ENERGY_CONVENTION` (Horowitz 2014).
+
+    Parameters
+    ----------
+    synops : float
+        Accumulates driven by spikes (SynOps), at :data:`PJ_PER_AC` each.
+    macs : float
+        Multiply-accumulates on non-spiking values (dense layers, attention on float gates, an ANN's
+        weighted sums), at :data:`PJ_PER_MAC` each.
+    state_updates : float
+        Neuron-state updates (the decay multiplies of membranes, adaptations, readout integrators and
+        cell states, per unit and valid step), at :data:`PJ_PER_MAC` each; kept out of the headline.
+
+    Returns
+    -------
+    dict
+        The counts; ``uj`` = synops x 0.9 pJ + macs x 4.6 pJ in µJ (the headline, as SNN papers count),
+        ``state_uj`` the state updates' energy and ``uj_with_state`` their sum; the constants and
+        ``convention``.
+
+    Examples
+    --------
+    >>> e = energy(synops=1e6, macs=1e3, state_updates=2e4)
+    >>> round(e["uj"], 4), round(e["state_uj"], 4), round(e["uj_with_state"], 4)
+    (0.9046, 0.092, 0.9966)
+    """
+    uj = (synops * PJ_PER_AC + macs * PJ_PER_MAC) * 1e-6
+    state = state_updates * PJ_PER_MAC * 1e-6
+    return {"synops": float(synops), "macs": float(macs), "state_updates": float(state_updates), "uj": uj,
+            "state_uj": state, "uj_with_state": uj + state, "pj_per_ac": PJ_PER_AC, "pj_per_mac": PJ_PER_MAC,
+            "convention": ENERGY_CONVENTION}
+
+
+def state_updates(neurons):
+    """Multiply-accumulates per neuron and step of a layer of spiking neurons' own state: 1 for LIF (the membrane
+    decay ``beta * v + x``), 3 for adaptive ones (also ``rho * a + (1 - rho) s`` and ``threshold + alpha * a``).
+    The threshold comparison and the reset are not counted; the bias is added in the membrane update."""
+    return 3 if neurons.adaptive else 1
+
+
 class Activity:
-    """Spike and synaptic-operation counts gathered over forward passes (see :func:`record_activity`).
+    """Spike, synaptic-operation and arithmetic counts gathered over forward passes (see :func:`record_activity`).
 
     SynOps of a layer = its spikes x the synapses each spike drives (its fan-out: the next layer's
-    neurons, plus the recurrent ones); the input layer's spikes are the data. Only valid time steps
-    (below ``lengths``) count.
+    neurons, plus the recurrent ones, counting only the synapses present); the input layer's spikes are
+    the data. Each is an accumulate (AC). Arithmetic on non-spiking values is counted apart:
+    ``macs``, the multiply-accumulates of weighted sums over real values (an ANN's layers, attention on
+    float gates), and ``state_updates``, the per-unit multiplies that carry a neuron's or cell's state from
+    one step to the next (membrane, adaptation and readout decays; a gated cell's elementwise products).
+    Only valid time steps (below ``lengths``) count.
     """
 
     def __init__(self):
@@ -49,17 +102,28 @@ class Activity:
         self.samples += batch
         self.steps += steps
 
-    def _add(self, name, spikes, mask, fan_out, steps):
+    def _layer(self, name, units):
+        return self.layers.setdefault(name, {"neurons": units, "spiking": False, "spikes": 0.0, "synops": 0.0,
+                                             "neuron_steps": 0, "macs": 0.0, "state_updates": 0.0})
+
+    def _add(self, name, spikes, mask, fan_out, steps, state=0):
         s = spikes.detach().reshape(spikes.shape[0], spikes.shape[1], -1)
         if mask is not None:
             s = s * mask[:, :, None].to(s.dtype)
         counts = s.sum((0, 1))
         fan = torch.as_tensor(fan_out, dtype=counts.dtype, device=counts.device)
-        layer = self.layers.setdefault(name, {"neurons": s.shape[-1], "spikes": 0.0, "synops": 0.0,
-                                              "neuron_steps": 0})
+        layer = self._layer(name, s.shape[-1])
+        layer["spiking"] = True
         layer["spikes"] += float(counts.sum())
         layer["synops"] += float((counts * fan).sum())
         layer["neuron_steps"] += s.shape[-1] * steps
+        layer["state_updates"] += float(state) * s.shape[-1] * steps
+
+    def _ops(self, name, units, steps, macs=0, state=0):
+        """``macs`` multiply-accumulates per valid step and ``state`` updates per unit and valid step of a layer."""
+        layer = self._layer(name, units)
+        layer["macs"] += float(macs) * steps
+        layer["state_updates"] += float(state) * units * steps
 
     def summary(self):
         """Per-sample averages, JSON-ready.
@@ -67,26 +131,37 @@ class Activity:
         Returns
         -------
         dict
-            ``samples``, ``steps_per_sample``; ``layers``: name -> ``neurons``, ``rate`` (spikes
-            per neuron and time step), ``spikes_per_sample``, ``synops_per_sample``; totals
-            ``spikes_per_sample`` (network layers, without the input) and ``synops_per_sample``
-            (all layers, input included).
+            ``samples``, ``steps_per_sample``; ``layers``: name -> ``neurons``, ``macs_per_sample``,
+            ``state_updates_per_sample`` and, for spiking layers, ``rate`` (spikes per neuron and time step),
+            ``spikes_per_sample``, ``synops_per_sample``; totals ``spikes_per_sample`` (network layers,
+            without the input), ``synops_per_sample`` (all layers, input included), ``macs_per_sample`` and
+            ``state_updates_per_sample``.
         """
         n = max(self.samples, 1)
-        layers = {name: {"neurons": d["neurons"],
-                         "rate": d["spikes"] / max(d["neuron_steps"], 1),
-                         "spikes_per_sample": d["spikes"] / n,
-                         "synops_per_sample": d["synops"] / n}
-                  for name, d in self.layers.items()}
+        layers = {}
+        for name, d in self.layers.items():
+            layer = {"neurons": d["neurons"]}
+            if d["spiking"]:
+                layer.update(rate=d["spikes"] / max(d["neuron_steps"], 1), spikes_per_sample=d["spikes"] / n,
+                             synops_per_sample=d["synops"] / n)
+            layer.update(macs_per_sample=d["macs"] / n, state_updates_per_sample=d["state_updates"] / n)
+            layers[name] = layer
         return {"samples": self.samples, "steps_per_sample": self.steps / n, "layers": layers,
-                "spikes_per_sample": sum(d["spikes_per_sample"] for k, d in layers.items()
-                                         if k != "input"),
-                "synops_per_sample": sum(d["synops_per_sample"] for d in layers.values())}
+                "spikes_per_sample": sum(d.get("spikes_per_sample", 0.0) for k, d in layers.items() if k != "input"),
+                "synops_per_sample": sum(d.get("synops_per_sample", 0.0) for d in layers.values()),
+                "macs_per_sample": sum(d["macs_per_sample"] for d in layers.values()),
+                "state_updates_per_sample": sum(d["state_updates_per_sample"] for d in layers.values())}
+
+    def energy(self):
+        """:func:`energy` per sample (clip) of the counts so far, with ``samples`` (the clips averaged over)."""
+        s = self.summary()
+        return {"samples": s["samples"], **energy(s["synops_per_sample"], s["macs_per_sample"],
+                                                  s["state_updates_per_sample"])}
 
 
 @contextlib.contextmanager
 def record_activity(model):
-    """Gather spike counts and SynOps of every SNN model inside ``model`` during the block.
+    """Gather spike counts, SynOps and MACs of every SNN (and :class:`ANN`) inside ``model`` during the block.
 
     Examples
     --------
@@ -97,7 +172,7 @@ def record_activity(model):
     2
     """
     act = Activity()
-    models = [m for m in model.modules() if isinstance(m, _SpikingModel)]
+    models = [m for m in model.modules() if isinstance(m, _Recorded)]
     for m in models:
         m._activity = act
     try:
@@ -114,7 +189,9 @@ def check_dt(model, dt):
         raise ValueError(f"the spikes are binned at {dt:g} ms, this model was built for {model.dt:g} ms bins")
 
 
-class _SpikingModel(nn.Module):
+class _Recorded(nn.Module):
+    """A model whose operations :func:`record_activity` counts."""
+
     _activity = None
 
     def _begin(self, x, lengths):
@@ -133,11 +210,20 @@ class _SpikingModel(nn.Module):
             self._activity._batch(x.shape[1], self._steps)
         return mask
 
-    def _log(self, name, spikes, mask, fan_out):
-        """Record a layer's spikes; ``fan_out`` (synapses per neuron, or a callable giving them) is only
-        evaluated while recording."""
+    def _log(self, name, spikes, mask, fan_out, state=0):
+        """Record a layer's spikes and ``state`` updates per neuron and step; ``fan_out`` (synapses per neuron, or
+        a callable giving them) is only evaluated while recording."""
         if self._activity is not None:
-            self._activity._add(name, spikes, mask, fan_out() if callable(fan_out) else fan_out, self._steps)
+            self._activity._add(name, spikes, mask, fan_out() if callable(fan_out) else fan_out, self._steps, state)
+
+    def _ops(self, name, units, macs=0, state=0):
+        """Record a layer's MACs per step (or a callable giving them) and ``state`` updates per unit and step."""
+        if self._activity is not None:
+            self._activity._ops(name, units, self._steps, macs() if callable(macs) else macs, state)
+
+
+class _SpikingModel(_Recorded):
+    """A model on spike input (the SNNs)."""
 
 
 def _fan_out(weight):
@@ -287,9 +373,11 @@ class SRNN(_StepModel):
             s, st = neurons(linear(s), state[i])
             out.append(st)
             nxt = self.linears[i + 1] if i + 1 < len(self.linears) else self.readout.linear
-            self._log(f"hidden{i}", s, mask, lambda: _fan_out(nxt.weight) + _fan_out(neurons.weight))  # + recurrent
+            self._log(f"hidden{i}", s, mask, lambda: _fan_out(nxt.weight) + _fan_out(neurons.weight),  # + recurrent
+                      state_updates(neurons))
             s = self.dropout(s)
         u, st = self.readout.steps(s, state[-1])
+        self._ops("readout", u.shape[-1], state=1)
         return u, (*out, st)
 
 
@@ -360,20 +448,22 @@ class ConvSNN(_StepModel):
         s = x.reshape(T, B, C // self.in_maps, self.in_maps).transpose(2, 3)  # [T, B, maps, kernels]
         out = []
         for i, conv in enumerate(self.convs):
-            self._log("input" if i == 0 else f"conv{i - 1}", s, mask, lambda: conv.fan_out(self._lengths[i]))
+            self._log("input" if i == 0 else f"conv{i - 1}", s, mask, lambda: conv.fan_out(self._lengths[i]),
+                      state_updates(self.convs[i - 1].neurons) if i else 0)
             s, st = conv(s, state[i])
             out.append(st)
             s = self.dropout(s)
         s = s.reshape(T, B, -1)
         name = f"conv{len(self.convs) - 1}"
         nxt = self.hidden[0] if self.hidden is not None else self.readout.linear
-        self._log(name, s, mask, lambda: _fan_out(nxt.weight))
+        self._log(name, s, mask, lambda: _fan_out(nxt.weight), state_updates(self.convs[-1].neurons))
         if self.hidden is not None:
             s, st = self.hidden(s, state[len(out)])
             out.append(st)
             s = self.dropout(s)
-            self._log("hidden", s, mask, lambda: _fan_out(self.readout.linear.weight))
+            self._log("hidden", s, mask, lambda: _fan_out(self.readout.linear.weight), state_updates(self.hidden[1]))
         u, st = self.readout.steps(s, state[-1])
+        self._ops("readout", u.shape[-1], state=1)
         return u, (*out, st)
 
 
@@ -445,24 +535,33 @@ class SCBAMSNN(_StepModel):
             # a cell's spikes drive the next layer's input convolution and, at the next step, its own recurrent one
             recurrent = (lambda: conv_fan_out(self.cells[i - 1].conv_h, self._lengths[i])) if i else (lambda: 0)
             self._log("input" if i == 0 else f"cell{i - 1}", s, mask,
-                      lambda: conv_fan_out(cell.conv_x, self._lengths[i]) + recurrent())
+                      lambda: conv_fan_out(cell.conv_x, self._lengths[i]) + recurrent(),
+                      SpikingConvLSTM1d.STATE_UPDATES if i else 0)
             if maps is None:
                 s, st = cell(s, state[i])
             else:
                 s, m, st = cell(s, state[i], return_attention=True)
                 maps.append(m)
             out.append(st)
+            self._ops(f"cell{i}", cell.maps * self._lengths[i + 1], lambda: cell.attention_macs(self._lengths[i + 1]))
             s = self.dropout(s)
         last = self.cells[-1]
         self._log(f"cell{len(self.cells) - 1}", s, mask,
-                  lambda: _fan_out(self.readout.linear.weight) + conv_fan_out(last.conv_h, self._lengths[-1]))
+                  lambda: _fan_out(self.readout.linear.weight) + conv_fan_out(last.conv_h, self._lengths[-1]),
+                  SpikingConvLSTM1d.STATE_UPDATES)
         u, st = self.readout.steps(s.reshape(T, B, -1), state[-1])
+        self._ops("readout", u.shape[-1], state=1)
         return u, (*out, st)
 
 
-class ANN(nn.Module):
+class ANN(_Recorded):
     """A non-spiking teacher on the same input as the SNNs: stacked GRUs over log-compressed spike counts and a
     linear readout averaged over valid steps (the time-mean, as the SNN readouts).
+
+    Under :func:`record_activity` every weighted sum is a MAC per valid step (the GRUs' input and hidden
+    matrices, the readout at every step, as computed); each GRU unit's elementwise products
+    (``r * (W_hn h + b_hn)``, ``z * h``, ``(1 - z) * n``) are its 3 state updates. The input's log1p, the
+    gates' sigmoids and tanh are not counted.
 
     Parameters
     ----------
@@ -489,12 +588,22 @@ class ANN(nn.Module):
         """Readout per step [T, B, n_classes] and the GRUs' last hidden states (each [1, B, units]), from
         ``state`` (zeros when None), as :meth:`SRNN.steps`."""
         check_dt(self, dt)
+        self._begin(x, None)
+        return self._run(x, state)
+
+    def _run(self, x, state):
         h, out = torch.log1p(x), []
-        for gru, h0 in zip(self.grus, state or (None,) * len(self.grus)):
+        for i, (gru, h0) in enumerate(zip(self.grus, state or (None,) * len(self.grus))):
             h, last = gru(h, h0)
             out.append(last)
-        return self.readout(h), tuple(out)
+            self._ops(f"gru{i}", gru.hidden_size,
+                      lambda: int(gru.weight_ih_l0.count_nonzero()) + int(gru.weight_hh_l0.count_nonzero()), state=3)
+        u = self.readout(h)
+        self._ops("readout", u.shape[-1], lambda: int(self.readout.weight.count_nonzero()))
+        return u, tuple(out)
 
     def forward(self, x, lengths=None, *, dt=None, per_step=False):
-        u = self.steps(x, dt=dt)[0]
+        check_dt(self, dt)
+        self._begin(x, lengths)
+        u = self._run(x, None)[0]
         return u if per_step else valid_mean(u, None if lengths is None else step_mask(x.shape[0], lengths, x.device))

@@ -317,10 +317,14 @@ def cmd_evaluate(args):
         print(f"spiketrum evaluate: warning: {args.data}: class folder {c!r} is not a class of this model; skipped",
               file=sys.stderr)
     if args.json:
-        print(json.dumps({"accuracy": r["accuracy"], "n": r["n"], "skipped_files": r["skipped_files"]}))
+        print(json.dumps({"accuracy": r["accuracy"], "n": r["n"], "skipped_files": r["skipped_files"], "energy": r["energy"]}))
     else:
+        e = r["energy"]
         print(f"accuracy {100 * r['accuracy']:.2f} % on {r['n']} clips"
               + (f" ({len(r['skipped_files'])} unreadable file(s) skipped)" if r["skipped_files"] else ""))
+        print(f"energy per clip {e['uj']:.4g} µJ: {e['synops']:.4g} SynOps x {e['pj_per_ac']:g} pJ + {e['macs']:.4g} MACs "
+              f"x {e['pj_per_mac']:g} pJ; neuron-state updates {e['state_updates']:.4g} ({e['state_uj']:.4g} µJ) not "
+              f"included ({e['uj_with_state']:.4g} µJ with them); {e['convention']}")
 
 
 def _levels(kind, lo=None, hi=None):
@@ -655,7 +659,7 @@ def build_parser():
     cl.add_argument("-q", "--quiet", action="store_true")
     cl.set_defaults(func=cmd_continual)
 
-    ev = sub.add_parser("evaluate", help="accuracy of a trained run on a dataset split")
+    ev = sub.add_parser("evaluate", help="accuracy and energy per clip of a trained run on a dataset split")
     ev.add_argument("run_dir")
     ev.add_argument("--dataset", choices=datasets, required=True)
     ev.add_argument("--data", required=True)
@@ -663,7 +667,7 @@ def build_parser():
                     "all (a folder: every file), or loso:<speaker>[:part] (fsdd) (default test)")
     ev.add_argument("--noise-dir")
     ev.add_argument("--cache")
-    ev.add_argument("--json", action="store_true", help='print {"accuracy": ..., "n": ...}')
+    ev.add_argument("--json", action="store_true", help='print {"accuracy": ..., "n": ..., "energy": {...}}')
     ev.set_defaults(func=cmd_evaluate)
 
     rb = sub.add_parser("robustness", help="accuracy and reconstruction SNR of a trained run under spike loss, "

@@ -502,8 +502,9 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
 
 
 @torch.no_grad()
-def activity(model, dataset, collate, device, max_batches=8):
-    """Spike rates per layer and synaptic operations per sample on (the start of) ``dataset``."""
+def activity(model, dataset, collate, device, max_batches=None):
+    """Spike rates per layer, synaptic operations and MACs per sample, and the energy per inference
+    (:func:`snn.models.energy`) on ``dataset`` (its first ``max_batches`` batches of 32 clips; None: all of it)."""
     model.eval()
     loader = torch.utils.data.DataLoader(dataset, batch_size=32, collate_fn=collate)
     with record_activity(model) as act:
@@ -511,7 +512,7 @@ def activity(model, dataset, collate, device, max_batches=8):
             if i == max_batches:
                 break
             model(x.to(device), lengths.to(device))
-    return {"activity": act.summary()}
+    return {"activity": act.summary(), "energy": act.energy()}
 
 
 @torch.no_grad()
@@ -581,7 +582,8 @@ def split_audio(run, dataset, data, split="test", noise_dir=None, seed=0):
 
 
 def evaluate(run_dir, dataset, data, split="test", noise_dir=None, cache_dir=None, progress=True):
-    """Accuracy of a trained run on a dataset split: ``{"accuracy", "n", "unknown_classes", "skipped_files"}``.
+    """Accuracy of a trained run on a dataset split: ``{"accuracy", "n", "unknown_classes", "skipped_files", "energy"}``;
+    ``energy`` is the energy per clip on the same clips (:meth:`snn.models.Activity.energy`).
 
     A folder's ``test`` (the default), ``train`` and ``val`` are the parts the run's training made of that
     folder; ``all`` is every file. Audio at another rate than the model's encoder is resampled to it. A
@@ -592,9 +594,10 @@ def evaluate(run_dir, dataset, data, split="test", noise_dir=None, cache_dir=Non
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(run_dir).parent / "cache"
     (spikes,) = spike_sets([audio], run.encoder, cache_dir, run.dt_ms, progress=progress)
     trainer = Trainer(run.model, spikes, None, collate_for(run.dt_ms), TrainConfig(), progress=False)
-    result = trainer.evaluate(spikes, n_classes=len(run.classes))
+    with record_activity(run.model) as act:
+        result = trainer.evaluate(spikes, n_classes=len(run.classes))
     return {"accuracy": result["accuracy"], "n": result["n"], "unknown_classes": unknown,
-            "skipped_files": skipped_files([audio], [spikes])}
+            "skipped_files": skipped_files([audio], [spikes]), "energy": act.energy()}
 
 
 @dataclasses.dataclass
