@@ -7,7 +7,8 @@ integrated by forward Euler at ``dt`` (the scheme snnTorch, Norse and the chips 
 
     tau = dt / (1 - beta)      r = tau / dt      v_leak = 0,
 
-so every parameter converts exactly and back (``beta = 1 - dt / tau``, input gain ``r dt / tau = 1``).
+so every parameter converts exactly and back (``beta = 1 - dt / tau``, input gain ``r dt / tau = 1``). A neuron
+whose learnt decay is 1 (no leak) gets ``tau = 2**30 dt``, whose decay rounds to exactly 1 in float32.
 
 What exports (:func:`to_nir`): :class:`~snn.models.SRNN` and :class:`~snn.models.ConvSNN` built with
 non-adaptive neurons and ``reset="zero"``:
@@ -36,6 +37,9 @@ import torch
 
 from .models import ConvSNN, SRNN
 
+#: 1 - decay of a neuron without leak in the graph (see :func:`_neuron_params`).
+NO_LEAK = 2.0 ** -30
+
 #: Key of the graph metadata entry holding spiketrum's own description (a JSON string).
 METADATA_KEY = "spiketrum"
 
@@ -60,9 +64,9 @@ def _neuron_params(neurons, name, dt_s, repeat=1):
     """(tau, r, threshold) float64 arrays of a layer of LIF/RLIF/LI neurons, each repeated ``repeat`` times per
     neuron (the positions of a conv map)."""
     beta = _numpy(neurons.beta.clamp(0.0, 1.0))  # a learnt decay is clamped to [0, 1] in the forward pass too
-    if (beta >= 1.0).any():
-        raise NotExportable(f"{name}: a neuron without leak (decay 1 per step) has no finite NIR time constant")
-    tau = dt_s / (1.0 - beta)
+    # a neuron without leak (training drove its decay to 1) gets the finite tau = 2**30 dt: its decay
+    # 1 - 2**-30 rounds to exactly 1 in float32, and its input gain stays 1
+    tau = dt_s / np.maximum(1.0 - beta, NO_LEAK)
     threshold = _numpy(neurons.threshold) if hasattr(neurons, "threshold") else None
     rep = (lambda a: np.repeat(a, repeat)) if repeat > 1 else (lambda a: a)
     return rep(tau), rep(tau / dt_s), None if threshold is None else rep(threshold)

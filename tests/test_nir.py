@@ -200,3 +200,16 @@ def test_bad_exports_and_imports_fail_in_one_line(lif_run, tmp_path, tiny_folder
     one_line_error(cli("import-nir", plain, "-o", tmp_path / "r", "--like", lif_run), plain, "input channels")
     assert cli("train", "--dataset", "folder", "--data", tiny_folder, "-o", tmp_path / "s", *TRAIN,
                "--model", "srnn-scbam", "--neuron", "lif")[0] == 2
+
+
+def test_a_neuron_without_leak_exports_as_a_float32_integrator():
+    model = _perturb(MODELS["srnn"]())
+    with torch.no_grad():
+        model.neurons[0].beta[:5] = 1.0  # training can drive a decay to the clamp
+        model.neurons[0].beta[5] = 1.2
+    graph = to_nir(model)
+    assert np.isfinite(graph.nodes["lif0"].tau).all()
+    back, _ = from_nir(graph, DT)
+    assert torch.equal(back.neurons[0].beta[:6], torch.ones(6))
+    x = _spikes(60, 3, 24)
+    assert torch.equal(back(x, per_step=True), model(x, per_step=True))
