@@ -56,7 +56,7 @@ def _h5py():
 
 
 # -- writing ------------------------------------------------------------------------------------------------
-def write_spike_corpus(path, trains, labels, speakers, classes, *, all_speakers=None, corpus=None):
+def write_spike_corpus(path, trains, labels, speakers, classes, *, all_speakers=None, corpus=None, config=None):
     """Write spike trains with their labels and speakers as one SHD-layout HDF5 file, atomically.
 
     The file is written to a temporary name beside ``path`` and renamed into place, so a reader never sees
@@ -79,6 +79,9 @@ def write_spike_corpus(path, trains, labels, speakers, classes, *, all_speakers=
         when writing its parts to separate files, so that an id means one speaker in all of them.
     corpus : str, optional
         The corpus's name, kept in the file (default the file name's part before the last ``_``).
+    config : spiketrum.EncoderConfig, optional
+        The encoder config of the trains; needed only when there are none (an empty part, e.g. a small
+        corpus's validation part), so that the file still says its channels.
 
     Returns
     -------
@@ -87,13 +90,13 @@ def write_spike_corpus(path, trains, labels, speakers, classes, *, all_speakers=
     h5py = _h5py()
     path = Path(path)
     trains, labels, speakers, classes = list(trains), [int(y) for y in labels], list(speakers), [str(c) for c in classes]
-    if not trains:
-        raise ValueError(f"{path}: no spike trains to write")
+    if not trains and config is None:
+        raise ValueError(f"{path}: no spike trains to write, and no config to say the channels of an empty file")
     if not len(trains) == len(labels) == len(speakers):
         raise ValueError(f"{path}: {len(trains)} spike trains, {len(labels)} labels and {len(speakers)} speakers differ in number")
     if any(not 0 <= y < len(classes) for y in labels):
         raise ValueError(f"{path}: labels must index the {len(classes)} classes")
-    config = trains[0].config
+    config = config if config is not None else trains[0].config
     if any(st.config != config for st in trains):
         raise ValueError(f"{path}: the spike trains come from different encoder configs; write one config per corpus")
     if config.n_channels > 2**16:
@@ -293,6 +296,12 @@ class SpikeFile(torch.utils.data.Dataset):
             self._memory[k] = (times, units)
         return times, units
 
+    def check(self):
+        """Read (and keep, if ``in_memory``) every clip's spikes now, so a bad clip fails before any training."""
+        for i in range(len(self)):
+            self.spikes(i)
+        return self
+
     def dense(self, i):
         """Item ``i``'s spike counts per bin, float32 ``[T, n_channels]`` (NumPy)."""
         times, units = self.spikes(i)
@@ -403,7 +412,8 @@ def spike_splits(corpus, root, dt_ms, in_memory=True):
     ``corpus`` is ``"shd"``, ``"ssc"``, or None for the one corpus in ``root`` (:func:`find_corpus`). A
     corpus with a ``<corpus>_valid`` file (SSC, and files :func:`write_spike_corpus` wrote for every part)
     uses it; otherwise (SHD) validation is the training speaker(s) :func:`validation_speakers` names, taken
-    out of the training file, and the test file stays whole. Each part's ``val_speakers`` says which, and its
+    out of the training file, and the test file stays whole. With ``in_memory`` every clip is read and
+    checked here. Each part's ``val_speakers`` says which, and its
     ``training_file_speakers`` who is in the training file (speakers of the test file not among them are
     "unseen": SHD's test file has 2 such speakers of 12).
     """
@@ -429,6 +439,8 @@ def spike_splits(corpus, root, dt_ms, in_memory=True):
         is_val = np.isin(np.asarray(train.speakers, dtype=object), held)
         train, val = train.subset(np.flatnonzero(~is_val)), train.subset(np.flatnonzero(is_val))
     for part in (train, val, test):
+        if in_memory:  # read and check every clip now: a damaged clip fails before a run folder is made
+            part.check()
         if part.input_config != train.input_config:
             raise InputError(part.path, f"its channels or source differ from {train.path}'s: one corpus, one input")
         if part.classes != train.classes:

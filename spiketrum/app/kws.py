@@ -813,9 +813,9 @@ def write_shd(dataset, data, out, *, split="official", encoder="spiketrum", rate
     everyone = sorted({x for part in speakers for x in part})
     out.mkdir(parents=True, exist_ok=True)
     for (part, path), s, who in zip(names.items(), sets, speakers):
-        if not len(s):
+        if not len(s) and part != "valid":  # training runs without validation, never without training or test clips
             raise ValueError(f"{data}: the {part} part of the {split} split is empty; nothing to write to {path}")
         write_spike_corpus(path, [s.spikes(i) for i in range(len(s))], s.labels, who, s.classes, all_speakers=everyone,
-                           corpus=dataset)
+                           corpus=dataset, config=enc)
     return {"files": {p: str(f) for p, f in names.items()}, "clips": {p: len(s) for p, s in zip(names, sets)},
             "encoder": json.loads(enc.to_json()), "skipped_files": skipped_files(splits, sets)}
