@@ -63,6 +63,9 @@ SPLITS = {
     ("speech-commands", "score"): (r"train|val|test", "train, val or test"),
     ("folder", "train"): (r"official", "official (10 % validation and 10 % test, chosen by a hash of each file name)"),
     ("folder", "score"): (r"train|val|test|all", "train, val, test (the parts training used) or all (every file)"),
+    **{(name, "train"): (r"official", "official (the corpus's own files; SHD: validation speakers held out of training)")
+       for name in ("shd", "ssc", "spikes")},
+    **{(name, "score"): (r"train|val|test", "train, val or test") for name in ("shd", "ssc", "spikes")},
 }
 
 

@@ -55,6 +55,9 @@ class EncoderConfig:
     """
 
     name: ClassVar[str] = ""
+    #: Whether this config encodes audio (False: it only describes spikes that came from elsewhere, see
+    #: :class:`SpikeInputConfig`); only audio encoders are offered by name (:func:`audio_encoders`).
+    encodes_audio: ClassVar[bool] = True
     #: Whether :meth:`decode` gives back the waveform (else an envelope code: compare envelopes, not waveforms).
     codes_waveform: ClassVar[bool] = False
     sr: int
@@ -143,6 +146,62 @@ def envelope_cochleagram(x, sr, center_freqs, frame_ms, hop_ms):
     """Linear cochleagram in the envelope domain shared by every encoder (float64)."""
     return cochleagram(x, sr, center_freqs=center_freqs, frame_ms=frame_ms, hop_ms=hop_ms, db=False,
                        exponent=ENVELOPE_EXPONENT).astype(np.float64)
+
+
+def audio_encoders():
+    """Names of the registered encoders that encode audio (every one but :class:`SpikeInputConfig`)."""
+    return [name for name, cls in ENCODERS.items() if cls.encodes_audio]
+
+
+#: What a model trained on spike-dataset input answers when asked to encode audio.
+NO_AUDIO_ENCODER = "this model was trained on spike-dataset input; it has no audio encoder"
+
+
+@register("spike-input")
+@dataclasses.dataclass(frozen=True)
+class SpikeInputConfig(EncoderConfig):
+    """The input of a model trained on a spike dataset (SHD, SSC, a corpus file written by
+    :func:`datasets.shd.write_spike_corpus`): its channel layout and where the spikes came from, with no
+    audio encoder. It stands where an encoder config stands in a run's ``model.pt``; :meth:`encode` refuses.
+
+    Parameters
+    ----------
+    kernels : int
+        Places (SHD and SSC: 700 cochlea channels; a written corpus: its encoder's kernels).
+    levels : int
+        Channels per place (a written corpus: its encoder's levels): with ``polarity_channels``, the
+        features a convolutional model takes per place (``in_maps``).
+    polarity_channels : bool
+    corpus : str
+        The corpus's name (``"shd"``, ``"ssc"``, or the prefix of a written corpus's files).
+    source : str
+        JSON of the encoder that made a written corpus's spikes; empty for SHD and SSC.
+    """
+
+    kernels: int
+    levels: int = 1
+    polarity_channels: bool = False
+    corpus: str = ""
+    source: str = ""
+
+    encodes_audio: ClassVar[bool] = False
+    sr: ClassVar = None
+
+    def __post_init__(self):
+        for k in ("kernels", "levels"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"SpikeInputConfig: {k} must be a positive integer, got {v!r}")
+
+    def encode(self, x, sr):
+        """Refuses: ValueError :data:`NO_AUDIO_ENCODER`."""
+        raise ValueError(NO_AUDIO_ENCODER)
+
+    def encode_file(self, path):
+        raise ValueError(NO_AUDIO_ENCODER)
+
+    def decode(self, spike_train, exact=False):
+        raise ValueError("spike-dataset input has no encoder to decode it with")
 
 
 def _lookup(name):

@@ -22,6 +22,78 @@ MAX_LEVELS = 2**15 - 1
 MAX_N_SAMPLES = 2**40
 
 
+def _check_dt(dt_ms):
+    if isinstance(dt_ms, bool) or not (isinstance(dt_ms, (int, float, np.number)) and dt_ms > 0 and np.isfinite(dt_ms)):
+        raise ValueError(f"dt_ms must be a positive number of milliseconds, got {dt_ms!r}")
+    return dt_ms / 1000
+
+
+def bin_index(times, dt_ms, eps=np.finfo(np.float64).eps):
+    """The time bin of each spike: ``floor(t / dt)``, a spike on a bin edge in the bin that starts there.
+
+    A time meant to lie exactly on an edge ``k dt`` (a sample index that is a multiple of the bin) may be
+    stored, or divided, to just below it: 0.003 s / 0.001 s is 2.9999999999999996 in float64, and a float32
+    time can be off by half a unit in its last place. Quotients within ``4 eps`` (relative) below an integer
+    are therefore taken as that integer. ``eps`` is the relative precision the times were stored with:
+    float64's for sample-exact times, float32's (``np.finfo(np.float32).eps``) for SHD files. Two distinct
+    sample times are at least one sample apart, far more than that tolerance for any clip shorter than an
+    hour at audio rates and millisecond bins, so the tolerance moves only spikes that lie on an edge.
+
+    Parameters
+    ----------
+    times : array-like of float
+        Seconds.
+    dt_ms : float
+        Bin width in milliseconds.
+    eps : float
+        Relative precision of ``times``.
+
+    Returns
+    -------
+    np.ndarray, int64
+
+    Examples
+    --------
+    >>> bin_index([0.003], 1.0).tolist(), bin_index([0.0029], 1.0).tolist()
+    ([3], [2])
+    >>> bin_index(np.float32([0.03]), 10.0, np.finfo(np.float32).eps).tolist()  # float32(0.03) < 0.03
+    [3]
+    """
+    q = np.asarray(times, np.float64) / _check_dt(dt_ms)
+    return np.floor(q + 4 * eps * np.maximum(np.abs(q), 1.0)).astype(np.int64)
+
+
+def n_bins(duration, dt_ms):
+    """Bins of ``dt_ms`` that cover ``duration`` seconds: ``ceil(duration / dt)``, at least 1."""
+    return max(1, int(np.ceil(duration / _check_dt(dt_ms) - 1e-9)))
+
+
+def bin_spikes(times, channels, n_channels, dt_ms, duration=None, eps=np.finfo(np.float64).eps):
+    """Spike counts per time bin and channel: float32 ``[n_bins, n_channels]``, the one binning rule of
+    :meth:`SpikeTrain.to_dense` and of spike datasets read from files.
+
+    Parameters
+    ----------
+    times : array-like of float
+        Seconds.
+    channels : array-like of int
+        Channel of every spike, in ``[0, n_channels)``.
+    n_channels : int
+    dt_ms : float
+        Bin width in milliseconds.
+    duration : float, optional
+        Seconds the bins cover (:func:`n_bins`); spikes past its last bin count in the last. None: up to
+        the bin of the last spike (one bin when there are none).
+    eps : float
+        Relative precision of ``times`` (see :func:`bin_index`).
+    """
+    idx = bin_index(times, dt_ms, eps)
+    T = n_bins(duration, dt_ms) if duration is not None else int(idx.max(initial=0)) + 1
+    dense = np.zeros((T, n_channels), np.float32)
+    np.add.at(dense, (np.clip(idx, 0, T - 1), np.asarray(channels, np.int64)), 1.0)
+    return dense
+
+
 class SpikeTrain:
     """Spikes as parallel arrays, sorted by time (ties in emission order).
 
@@ -81,7 +153,8 @@ class SpikeTrain:
 
     # -- conversions ----------------------------------------------------------------------------
     def to_dense(self, dt_ms, torch=False):
-        """Spike counts per time bin and channel, shape ``[ceil(duration / dt), n_channels]``.
+        """Spike counts per time bin and channel, shape ``[ceil(duration / dt), n_channels]`` (:func:`bin_spikes`:
+        a spike on a bin edge is counted in the bin that starts there).
 
         Parameters
         ----------
@@ -98,12 +171,7 @@ class SpikeTrain:
         >>> st.to_dense(10.0).shape  # 0.5 s in 10 ms bins
         (50, 240)
         """
-        if isinstance(dt_ms, bool) or not (isinstance(dt_ms, (int, float, np.number)) and dt_ms > 0 and np.isfinite(dt_ms)):
-            raise ValueError(f"dt_ms must be a positive number of milliseconds, got {dt_ms!r}")
-        dt = dt_ms / 1000
-        n_bins = max(1, int(np.ceil(self.duration / dt - 1e-9)))
-        dense = np.zeros((n_bins, self.n_channels), np.float32)
-        np.add.at(dense, (np.minimum((self.times / dt).astype(np.int64), n_bins - 1), self.channels), 1.0)
+        dense = bin_spikes(self.times, self.channels, self.n_channels, dt_ms, self.duration)
         if torch:
             import torch as _torch
 

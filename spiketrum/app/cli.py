@@ -19,7 +19,7 @@ from spiketrum.corpus import Recipe, collect, encode_corpus, encode_one, parse_s
 from spiketrum.io import InputError, atomic_output, audio_format, check_output_path, load_audio
 from spiketrum.perturb import DEFAULT_AUGMENT
 from spiketrum.plot import plot_spikegram
-from spiketrum.registry import ENCODERS
+from spiketrum.registry import audio_encoders
 from spiketrum.spiketrain import SpikeTrain
 
 from .errors import OutputExists
@@ -259,8 +259,8 @@ def cmd_train(args):
     if rank != 0:
         return
     skipped = len(m.get("skipped_files", []))
-    print(f"test accuracy {100 * m['test_accuracy']:.2f} % on {m['n_test']} clips ({m['epochs_run']} epochs); "
-          f"wrote {args.output}/model.pt, metrics.json, confusion.png"
+    print(f"test accuracy {100 * m['test_accuracy']:.2f} % on {m['n_test']} clips ({m['epochs_run']} epochs)"
+          f"{_speaker_line(m)}; wrote {args.output}/model.pt, metrics.json, confusion.png"
           + (f"; skipped {skipped} unreadable file(s), listed in metrics.json" if skipped else ""))
 
 
@@ -316,12 +316,18 @@ def cmd_evaluate(args):
     for c in r["unknown_classes"]:
         print(f"spiketrum evaluate: warning: {args.data}: class folder {c!r} is not a class of this model; skipped",
               file=sys.stderr)
+    speakers = {k: r[k] for k in ("per_speaker", "unseen_speakers", "unseen_speaker_accuracy", "n_unseen",
+                                  "seen_speaker_accuracy", "validation_speakers") if k in r}
     if args.json:
-        print(json.dumps({"accuracy": r["accuracy"], "n": r["n"], "skipped_files": r["skipped_files"], "energy": r["energy"]}))
+        print(json.dumps({"accuracy": r["accuracy"], "n": r["n"], "skipped_files": r["skipped_files"], **speakers,
+                          "energy": r["energy"]}))
     else:
         e = r["energy"]
         print(f"accuracy {100 * r['accuracy']:.2f} % on {r['n']} clips"
-              + (f" ({len(r['skipped_files'])} unreadable file(s) skipped)" if r["skipped_files"] else ""))
+              + (f" ({len(r['skipped_files'])} unreadable file(s) skipped)" if r["skipped_files"] else "")
+              + _speaker_line({"per_speaker": None, **speakers}))
+        for spk, row in speakers.get("per_speaker", {}).items():
+            print(f"  speaker {spk}: {100 * row['accuracy']:.2f} % of {row['n']}")
         print(f"energy per clip {e['uj']:.4g} µJ: {e['synops']:.4g} SynOps x {e['pj_per_ac']:g} pJ + {e['macs']:.4g} MACs "
               f"x {e['pj_per_mac']:g} pJ; neuron-state updates {e['state_updates']:.4g} ({e['state_uj']:.4g} µJ) not "
               f"included ({e['uj_with_state']:.4g} µJ with them); {e['convention']}")
@@ -385,10 +391,9 @@ def cmd_export(args):
     from . import export
 
     r = export.export(args.run_dir, args.output, int8=args.int8, force=args.force)
-    check = (f"argmax agreement with the float model {100 * r['argmax_agreement']:.1f} % on random spikes" if r["int8"]
-             else f"readout equal to {r['max_abs_readout_difference']:.1e} on random spikes")
-    print(f"wrote {r['graph']}: {r['model']} at {r['dt_ms']:g} ms, {len(r['nodes'])} NIR nodes"
-          f"{', int8 weights' if r['int8'] else ''}; read back: {check}")
+    check = (f"int8 weights (layer scales {', '.join(f'{s:.3g}' for s in r['scales'])}); score it with import-nir and "
+             "evaluate" if r["int8"] else f"read back: readout equal to {r['max_abs_readout_difference']:.1e} on random spikes")
+    print(f"wrote {r['graph']}: {r['model']} at {r['dt_ms']:g} ms, {len(r['nodes'])} NIR nodes; {check}")
 
 
 def cmd_import_nir(args):
@@ -399,6 +404,27 @@ def cmd_import_nir(args):
                             sidecar=args.sidecar, readout=args.readout, force=args.force)
     print(f"wrote {args.output}/model.pt: {r['model']} {r['model_kwargs']} at {r['dt_ms']:g} ms, "
           f"{len(r['classes'])} classes, {r['parameters']} parameters")
+
+
+def cmd_to_shd(args):
+    from . import kws
+
+    with _removed_if_left_empty(args.output):
+        r = kws.write_shd(args.dataset, args.data, args.output, split=args.split, encoder=args.encoder, rate=args.rate,
+                          cache_dir=args.cache, jobs=args.jobs, noise_dir=args.noise_dir, seed=args.seed,
+                          progress=not args.quiet, force=args.force)
+    print("wrote " + ", ".join(f"{f} ({r['clips'][p]} clips)" for p, f in r["files"].items())
+          + (f"; skipped {len(r['skipped_files'])} unreadable file(s)" if r["skipped_files"] else ""))
+
+
+def _speaker_line(m):
+    """The unseen-speaker figure of a spike dataset's metrics, in words ('' when there is none)."""
+    if not m.get("per_speaker"):
+        return ""
+    if m.get("unseen_speaker_accuracy") is None:
+        return "; every test speaker is in the training file"
+    return (f"; on the {len(m['unseen_speakers'])} test speaker(s) unseen in training ({', '.join(m['unseen_speakers'])}): "
+            f"{100 * m['unseen_speaker_accuracy']:.2f} % of {m['n_unseen']} clips")
 
 
 def cmd_predict(args):
@@ -505,7 +531,7 @@ def build_parser():
     e.add_argument("--sr", type=_positive_int, default=None, help="resample to this rate first (default: keep the file's rate)")
     e.add_argument("--mode", choices=["fast", "exact"],
                    help="spiketrum: fast (default; within 0.1 dB of exact on speech) or exact matching pursuit")
-    e.add_argument("--method", choices=list(ENCODERS), default="spiketrum",
+    e.add_argument("--method", choices=audio_encoders(), default="spiketrum",
                    help="encoder (default spiketrum); the baselines use --kernels cochlear channels")
     e.add_argument("--jobs", type=_positive_int, default=1, help="worker processes (default 1)")
     e.add_argument("--shard", type=_shard, metavar="K/N", help="encode only shard K of N (1 <= K <= N), e.g. one Slurm array task "
@@ -535,14 +561,18 @@ def build_parser():
     pl.add_argument("--dpi", type=_positive_int, default=120)
     pl.set_defaults(func=cmd_plot)
 
-    datasets = ["fsdd", "speech-commands", "folder"]
-    t = sub.add_parser("train", help="train a keyword-spotting SNN on spike-encoded audio",
+    audio_datasets = ["fsdd", "speech-commands", "folder"]
+    datasets = audio_datasets + ["shd", "ssc", "spikes"]
+    spike_help = ("; shd, ssc: the Spiking Heidelberg Digits / Speech Commands files (<name>_train.h5, _test.h5, ssc: "
+                  "_valid.h5; or .h5.gz) in --data, binned at --dt-ms; spikes: the one SHD-layout corpus in --data (e.g. "
+                  "written by to-shd), with its own _valid.h5 or, like shd, validation speakers held out of training")
+    t = sub.add_parser("train", help="train a keyword-spotting SNN on spike-encoded audio or a spike dataset",
                        epilog="Data-parallel on N processes (gloo on the CPU, nccl with one GPU each): "
                               "torchrun --standalone --nproc_per_node N -m spiketrum.app train ...; "
                               "--batch-size is then the global batch, split evenly between them.")
-    t.add_argument("--dataset", choices=datasets, required=True)
+    t.add_argument("--dataset", choices=datasets, required=True, help="the corpus" + spike_help.replace("%", "%%"))
     t.add_argument("--data", required=True, help="data root: the FSDD root (holding fsdd/recordings), a Speech Commands "
-                   "folder, or a folder per class")
+                   "folder, a folder per class, or a folder of SHD-layout .h5 files (shd, ssc, spikes)")
     t.add_argument("-o", "--output", required=True, help="run folder to write (model.pt, metrics.json, confusion.png)")
     t.add_argument("--split", default="official", help="fsdd: official or loso:<speaker>; speech-commands and folder: "
                    "official (folder: 10 %% validation and 10 %% test by a hash of each file name) (default official)")
@@ -557,13 +587,14 @@ def build_parser():
                    "or plain LIF neurons (conv's default); `spiketrum export` (NIR) needs lif")
     t.add_argument("--reset", choices=["subtract", "zero"], help="srnn, conv: at a spike, subtract the threshold "
                    "(default) or reset the membrane to 0; `spiketrum export` (NIR) needs zero")
-    t.add_argument("--encoder", choices=list(ENCODERS), default="spiketrum")
+    t.add_argument("--encoder", choices=audio_encoders(), default="spiketrum")
     t.add_argument("--rate", type=_positive_float, default=1000.0, help="spikes per second (default 1000)")
     t.add_argument("--dt-ms", type=_positive_float, default=10.0, help="time bin of the spike tensor in ms (default 10)")
     t.add_argument("--augment", metavar="SPEC",
                    help="training augmentation, key:value,... with keys deletion, jitter (ms), insertion (spikes/s per "
                         "channel), stretch, shift (kernels), mask (kernels), delay (ms), noise (dB); 'none' for none "
-                        f"(default: {DEFAULT_AUGMENT}; noise only where a noise folder is found)")
+                        f"(default: {DEFAULT_AUGMENT}; noise only where a noise folder is found; spike datasets: none, "
+                        "the only choice)")
     t.add_argument("--prune", choices=["esl", "static", "sca"],
                    help="esl: sparse training at --density, evolving the topology (magnitude prune + regrowth every "
                         "--prune-every steps); static: a fixed random ERK mask at --density; sca: structured pruning of "
@@ -623,7 +654,7 @@ def build_parser():
 
     cl = sub.add_parser("continual", help="learn keyword tasks one after another: context gating (CG-SNN) against "
                         "fine-tuning, joint training, EWC and XdG")
-    cl.add_argument("--dataset", choices=datasets, required=True)
+    cl.add_argument("--dataset", choices=datasets, required=True, help="the corpus" + spike_help.replace("%", "%%"))
     cl.add_argument("--data", required=True)
     cl.add_argument("-o", "--output", required=True, help="folder for continual.json, continual.png and one JSON per method")
     cl.add_argument("--tasks", default="pairs", help="pairs (class pairs: FSDD {0,1}, {2,3}, ...), rules (parity, then "
@@ -647,7 +678,7 @@ def build_parser():
     cl.add_argument("--hidden", type=_positive_int, default=128, help="hidden neurons (default 128)")
     cl.add_argument("--split", default="official", help="as for train (default official)")
     cl.add_argument("--force", action="store_true", help="replace finished results made with other settings")
-    cl.add_argument("--encoder", choices=list(ENCODERS), default="spiketrum")
+    cl.add_argument("--encoder", choices=audio_encoders(), default="spiketrum")
     cl.add_argument("--rate", type=_positive_float, default=1000.0)
     cl.add_argument("--dt-ms", type=_positive_float, default=10.0)
     cl.add_argument("--epochs", type=_positive_int, default=10, help="epochs per task (joint: over all tasks' data)")
@@ -664,7 +695,8 @@ def build_parser():
     ev.add_argument("--dataset", choices=datasets, required=True)
     ev.add_argument("--data", required=True)
     ev.add_argument("--split", default="test", help="train, val or test (a folder: the parts training made of it), "
-                    "all (a folder: every file), or loso:<speaker>[:part] (fsdd) (default test)")
+                    "all (a folder: every file), or loso:<speaker>[:part] (fsdd) (default test); a spike dataset "
+                    "also reports per-speaker accuracy and that on test speakers absent from its training file")
     ev.add_argument("--noise-dir")
     ev.add_argument("--cache")
     ev.add_argument("--json", action="store_true", help='print {"accuracy": ..., "n": ..., "energy": {...}}')
@@ -673,7 +705,7 @@ def build_parser():
     rb = sub.add_parser("robustness", help="accuracy and reconstruction SNR of a trained run under spike loss, "
                         "jitter, spurious spikes and background noise")
     rb.add_argument("run_dir")
-    rb.add_argument("--dataset", choices=datasets, required=True)
+    rb.add_argument("--dataset", choices=audio_datasets, required=True)
     rb.add_argument("--data", required=True)
     rb.add_argument("-o", "--output", required=True, help="folder for robustness.json and robustness.png")
     rb.add_argument("--split", default="test", help="as for evaluate (default test)")
@@ -717,6 +749,22 @@ def build_parser():
     im.add_argument("--readout", choices=["mean", "max"], help="reduction over time of an LI readout (default mean)")
     im.add_argument("--force", action="store_true", help="replace a model already in the output folder")
     im.set_defaults(func=cmd_import_nir)
+
+    ts = sub.add_parser("to-shd", help="write a corpus's train/valid/test spike encodings as SHD-layout HDF5 files "
+                        "(<dataset>_train.h5, _valid.h5, _test.h5), trainable with train --dataset spikes")
+    ts.add_argument("--dataset", choices=audio_datasets, required=True)
+    ts.add_argument("--data", required=True, help="as for train")
+    ts.add_argument("-o", "--output", required=True, help="folder for the .h5 files")
+    ts.add_argument("--split", default="official", help="as for train (default official)")
+    ts.add_argument("--encoder", choices=audio_encoders(), default="spiketrum", help="as for train: the training encoder")
+    ts.add_argument("--rate", type=_positive_float, default=1000.0, help="spikes per second (default 1000)")
+    ts.add_argument("--seed", type=int, default=0, help="as for train: chooses FSDD's validation takes (default 0)")
+    ts.add_argument("--jobs", type=_positive_int, default=1, help="processes encoding the corpus")
+    ts.add_argument("--cache", help="encoding cache folder, shared with train (default: cache/ in the output folder)")
+    ts.add_argument("--noise-dir", help="Speech Commands: background noise its silence class is cut from")
+    ts.add_argument("--force", action="store_true", help="replace the corpus files already in the output folder")
+    ts.add_argument("-q", "--quiet", action="store_true")
+    ts.set_defaults(func=cmd_to_shd)
 
     pr = sub.add_parser("predict", help="keyword and confidence for audio files")
     pr.add_argument("run_dir")

@@ -16,7 +16,9 @@ from snn.trainer import TrainConfig, write_json
 from spiketrum.io import atomic_output
 
 from .errors import OutputExists
-from .kws import audio_splits, collate_for, skipped_files, spike_sets, training_encoder
+from datasets.base import check_split
+
+from .kws import SPIKE_DATASETS, audio_splits, collate_for, skipped_files, spike_parts, spike_sets, training_encoder
 
 
 def plot(results, tasks, path):
@@ -82,9 +84,15 @@ def continual(dataset, data, out, *, tasks="pairs", methods=METHODS, split="offi
     """
     check_options(methods, **options)
     out = Path(out)
-    splits = audio_splits(dataset, data, split, seed=config.seed)  # checks the split; encodes nothing
+    spike_input = dataset in SPIKE_DATASETS
+    if spike_input:  # SHD-layout files: binned spikes, their own input config, no encoder
+        check_split(dataset, split, "train")
+        splits = spike_parts(dataset, data, dt_ms)
+        enc = splits[0].input_config
+    else:
+        splits = audio_splits(dataset, data, split, seed=config.seed)  # checks the split; encodes nothing
+        enc = training_encoder(dataset, splits, encoder, rate)
     task_list = parse_tasks(tasks, splits[0].classes)
-    enc = training_encoder(dataset, splits, encoder, rate)
     settings = {"dataset": dataset, "split": split, "tasks": tasks, "task_list": [dataclasses.asdict(t) for t in task_list],
                 "encoder": json.loads(enc.to_json()), "dt_ms": dt_ms, "train_config": dataclasses.asdict(config), **options}
     summary_path = out / "continual.json"
@@ -96,7 +104,8 @@ def continual(dataset, data, out, *, tasks="pairs", methods=METHODS, split="offi
         if not same:
             raise OutputExists(out, "finished results made with other settings (continual.json)")
     out.mkdir(parents=True, exist_ok=True)
-    base = spike_sets(splits, enc, Path(cache_dir) if cache_dir else out / "cache", dt_ms, jobs, progress)
+    base = list(splits) if spike_input else spike_sets(splits, enc, Path(cache_dir) if cache_dir else out / "cache", dt_ms,
+                                                       jobs, progress)
     sets = tuple([TaskSet(b, t, k, len(task_list)) for k, t in enumerate(task_list)] for b in base)
     write_json(settings, out / "settings.json")
     results = {}

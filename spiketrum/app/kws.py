@@ -21,13 +21,15 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from datasets import FSDD, AudioFolder, NoiseFolder, SpeechCommands, SpikeDataset, collate_spikes
+from datasets import FSDD, AudioFolder, NoiseFolder, SpeechCommands, SpikeDataset, collate_spikes, spike_splits
 from datasets.base import check_split, locate
+from datasets.shd import write_spike_corpus
 from snn.models import ANN, SCBAMSNN, SRNN, ConvSNN, record_activity
 from snn.pruning import compact
 from snn.trainer import (TrainConfig, Trainer, atomic_save, check_resumable, rank_and_world, rank_zero_first,
                          read_checkpoint, seed_everything, write_json)
-from spiketrum import ENCODERS, config_from_json, make_config
+from spiketrum import config_from_json, make_config
+from spiketrum.registry import NO_AUDIO_ENCODER, audio_encoders
 from spiketrum.io import atomic_output, load_audio
 from spiketrum.perturb import DEFAULT_AUGMENT, Augment
 
@@ -37,6 +39,46 @@ MODEL_FORMAT = "spiketrum-model"
 MODEL_VERSION = 2  # 2: dt_ms, and model_kwargs hold dt and time constants in ms (1: dt in s, taus in bins)
 V1_TAU_BINS = {"tau_mem": 20.0, "tau_adapt": 200.0, "tau_out": 20.0}  # model.pt version 1's defaults, in bins
 SAMPLE_RATES = {"fsdd": 8000, "speech-commands": 16000}
+#: Datasets of spikes rather than audio (SHD layout, :mod:`datasets.shd`): ``shd`` and ``ssc`` read the published
+#: files, ``spikes`` the one corpus in a folder (e.g. written by :func:`write_shd`).
+SPIKE_DATASETS = ("shd", "ssc", "spikes")
+
+
+def spike_parts(dataset, data, dt_ms):
+    """(train, val, test) :class:`~datasets.SpikeFile` parts of a spike dataset (:func:`datasets.spike_splits`)."""
+    return spike_splits(None if dataset == "spikes" else dataset, data, dt_ms)
+
+
+def require_audio_encoder(run, run_dir):
+    """ValueError (one line naming the run) when ``run`` was trained on spike-dataset input: it cannot take audio."""
+    if not getattr(run.encoder, "encodes_audio", True):
+        path = Path(run_dir) / "model.pt" if Path(run_dir).is_dir() else Path(run_dir)
+        raise ValueError(f"{path}: {NO_AUDIO_ENCODER}")
+
+
+def speaker_metrics(dataset, predictions):
+    """Per-speaker accuracy of ``predictions`` on a spike dataset part, and the accuracy on its speakers that
+    are not in the corpus's training file (SHD's test file: 2 of its 12 speakers), beside the official figure.
+
+    Returns ``{}`` for a dataset without speakers, else ``per_speaker`` (``{speaker: {"accuracy", "n"}}``),
+    ``unseen_speakers``, ``unseen_speaker_accuracy`` (None when every speaker was in training),
+    ``n_unseen``, ``seen_speaker_accuracy`` and ``validation_speakers``.
+    """
+    speakers = getattr(dataset, "speakers", None)
+    if speakers is None:
+        return {}
+    speakers = np.asarray(speakers, dtype=object)
+    right = np.asarray(predictions) == np.asarray(dataset.labels)
+    per = {str(s): {"accuracy": float(right[speakers == s].mean()), "n": int((speakers == s).sum())}
+           for s in sorted(set(speakers.tolist()))}
+    known = set(getattr(dataset, "training_file_speakers", ()))
+    unseen = sorted(s for s in per if s not in known)
+    is_unseen = np.isin(speakers, unseen)
+    return {"per_speaker": per, "unseen_speakers": unseen,
+            "unseen_speaker_accuracy": float(right[is_unseen].mean()) if is_unseen.any() else None,
+            "n_unseen": int(is_unseen.sum()),
+            "seen_speaker_accuracy": float(right[~is_unseen].mean()) if (~is_unseen).any() else None,
+            "validation_speakers": list(getattr(dataset, "val_speakers", []))}
 
 
 def default_noise_dir(data):
@@ -235,8 +277,11 @@ def collate_for(dt_ms):
     return lambda batch: collate_spikes(batch, dt_ms=dt_ms)
 
 
-def split_kind(dataset, split):
+def split_kind(dataset, split, val_speakers=None):
     """How a training split divides the corpus, in words (a folder's hash split may put one speaker on both sides)."""
+    if dataset in SPIKE_DATASETS:
+        return ("official split, validation speakers " + ", ".join(val_speakers) + " held out of training"
+                if val_speakers else "official split with its own validation file")
     if dataset == "folder":
         return "hash split of file names (speakers may be on both sides)"
     if split.startswith("loso:"):
@@ -312,6 +357,16 @@ def _noise_policy(augment, data, noise_dir):
     return augment, noise_dir, default and augment.noise is None
 
 
+def _spike_augment(augment):
+    """A spike dataset trains without augmentation: its transforms act on an encoder's spike trains (and
+    noise on audio), which a spike dataset does not have. An explicit other one is refused."""
+    parsed = augment if isinstance(augment, Augment) else Augment.parse(augment or "none")
+    if parsed != Augment():
+        raise ValueError(f"augmentation ({parsed.spec()}) acts on audio and its encoder's spike trains; a spike dataset "
+                         "trains with augment 'none'")
+    return parsed
+
+
 def _check_output(out, resume, force):
     """Refuse to replace a finished run (or start over on an unfinished one) unless ``force``."""
     if force or not out.exists():
@@ -333,22 +388,31 @@ def plan_training(dataset, data, out, *, split="official", model="srnn", encoder
     out = Path(out)
     _check_output(out, resume, force)
     check_model_kwargs(model, model_kwargs)
-    if encoder not in ENCODERS:
-        raise ValueError(f"unknown encoder {encoder!r}: use {', '.join(ENCODERS)}")
-    augment, noise_dir, no_noise = _noise_policy(augment, data, noise_dir)
+    if encoder not in audio_encoders():
+        raise ValueError(f"unknown encoder {encoder!r}: use {', '.join(audio_encoders())}")
+    spike_input = dataset in SPIKE_DATASETS
+    if spike_input:
+        augment, noise_dir, no_noise = _spike_augment(augment), None, False
+    else:
+        augment, noise_dir, no_noise = _noise_policy(augment, data, noise_dir)
     checkpoint = out / "checkpoint.pt"
     resume_state = None
     if resume:  # read back before any encoding: a foreign or damaged checkpoint fails at once
         if not checkpoint.is_file():
             raise FileNotFoundError(f"{checkpoint}: nothing to resume")
         resume_state = read_checkpoint(checkpoint)
-    splits = audio_splits(dataset, data, split, noise_dir, seed=config.seed)
-    enc = training_encoder(dataset, splits, encoder, rate)
+    if spike_input:  # the spikes come binned from files: no encoder, no rate
+        check_split(dataset, split, "train")
+        splits = spike_parts(dataset, data, dt_ms)
+        enc, encoder, rate = splits[0].input_config, splits[0].input_config.name, None
+    else:
+        splits = audio_splits(dataset, data, split, noise_dir, seed=config.seed)
+        enc = training_encoder(dataset, splits, encoder, rate)
     classes = list(splits[0].classes)
     model_kwargs = dict(model_kwargs or {})
     if not math.isclose(model_kwargs.setdefault("dt", dt_ms), dt_ms):  # the model's bin is the spike tensor's
         raise ValueError(f"the model is asked for {model_kwargs['dt']!r} ms bins, the spikes are binned at {dt_ms!r} ms")
-    if model in ("conv", "srnn-scbam"):
+    if model in ("conv", "srnn-scbam"):  # features per place: levels x polarity (1 for SHD's 700 channels)
         model_kwargs.setdefault("in_maps", enc.n_channels // enc.kernels)
     net = build_model(model, enc.n_channels, len(classes), **model_kwargs)  # a throwaway: the options look at it
     for o in options:  # before any encoding: a teacher on other input, SCA on a model without convolutions
@@ -373,8 +437,11 @@ def plan_training(dataset, data, out, *, split="official", model="srnn", encoder
 def prepare_data(plan, jobs=1, progress=True):
     """Step 2: create the run folder and encode the corpus (cached); items that cannot be read or encoded are
     dropped and listed. Returns ``(train_set, val_set, test_set, skipped)``, ``skipped`` a list of
-    ``{"file", "reason"}``; the training set is wrapped in the augmentation."""
+    ``{"file", "reason"}``; the training set is wrapped in the augmentation. A spike dataset's parts are
+    used as they are."""
     plan.out.mkdir(parents=True, exist_ok=True)
+    if plan.dataset in SPIKE_DATASETS:
+        return (*plan.splits, [])
     with rank_zero_first():  # rank 0 encodes, then the other processes load its cache entries
         train_set, val_set, test_set = spike_sets(plan.splits, plan.encoder, plan.cache_dir, plan.dt_ms, jobs, progress)
         noisy = []
@@ -436,9 +503,10 @@ def report(plan, trainer, test_set, skipped=(), start=None):
     if rank != 0:  # the run folder, its activity and latency are rank 0's
         return {"test_accuracy": result["accuracy"], "n_test": result["n"], "processes": world}
     dt_ms, options = plan.dt_ms, plan.options
+    kind = split_kind(plan.dataset, plan.split, getattr(test_set, "val_speakers", None))
     metrics = {"test_accuracy": result["accuracy"], "n_test": result["n"], "classes": classes,
                "confusion": result["confusion"], "dataset": plan.dataset, "split": plan.split,
-               "split_kind": split_kind(plan.dataset, plan.split), "model": plan.model,
+               "split_kind": kind, "model": plan.model,
                "encoder": plan.encoder_name, "rate": plan.rate, "dt_ms": dt_ms, "augment": plan.augment.spec(),
                "epochs_run": len(trainer.history), "best_val_accuracy": trainer.best_accuracy,
                "parameters": sum(p.numel() for p in run.model.parameters()),
@@ -447,6 +515,8 @@ def report(plan, trainer, test_set, skipped=(), start=None):
                **activity(run.model, test_set, collate_for(dt_ms), trainer.device),
                "cpu_latency_ms": cpu_latency(run.model, test_set, collate_for(dt_ms)),
                "skipped_files": list(skipped)}
+    if plan.dataset in SPIKE_DATASETS:  # per-speaker accuracy and the speakers unseen in training (SHD: 2 of 12)
+        metrics.update(speaker_metrics(test_set, result["predictions"]))
     if options:
         metrics["options"] = [o.settings() for o in options]
     for o in options:
@@ -459,7 +529,7 @@ def report(plan, trainer, test_set, skipped=(), start=None):
     run.save(plan.out / "model.pt", extra={"metrics": {k: metrics[k] for k in ("test_accuracy", "n_test")}})
     write_json(metrics, plan.out / "metrics.json")
     plot_confusion(result["confusion"], classes, plan.out / "confusion.png",
-                   f"{plan.dataset}, {split_kind(plan.dataset, plan.split)}: {plan.model} on {plan.encoder_name} spikes: {100 * result['accuracy']:.1f} %")
+                   f"{plan.dataset}, {kind}: {plan.model} on {plan.encoder_name} spikes: {100 * result['accuracy']:.1f} %")
     return metrics
 
 
@@ -590,6 +660,9 @@ def evaluate(run_dir, dataset, data, split="test", noise_dir=None, cache_dir=Non
     folder's unknown classes, and files that cannot be read or encoded, are reported and skipped.
     """
     run = Run.load(run_dir)
+    if dataset in SPIKE_DATASETS:
+        return evaluate_spikes(run, run_dir, dataset, data, split)
+    require_audio_encoder(run, run_dir)
     audio, unknown = split_audio(run, dataset, data, split, noise_dir, seed=training_seed(run, run_dir))
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(run_dir).parent / "cache"
     (spikes,) = spike_sets([audio], run.encoder, cache_dir, run.dt_ms, progress=progress)
@@ -598,6 +671,24 @@ def evaluate(run_dir, dataset, data, split="test", noise_dir=None, cache_dir=Non
         result = trainer.evaluate(spikes, n_classes=len(run.classes))
     return {"accuracy": result["accuracy"], "n": result["n"], "unknown_classes": unknown,
             "skipped_files": skipped_files([audio], [spikes]), "energy": act.energy()}
+
+
+def evaluate_spikes(run, run_dir, dataset, data, split="test"):
+    """:func:`evaluate` on a spike dataset's part, with :func:`speaker_metrics`; the dataset's input (channels
+    and source) and classes must be the run's."""
+    check_split(dataset, split, "score")
+    spikes = dict(zip(("train", "val", "test"), spike_parts(dataset, data, run.dt_ms)))[split]
+    if spikes.input_config != run.encoder:
+        theirs = f"{spikes.input_config.n_channels} channels of {spikes.input_config.corpus or 'a spike corpus'}"
+        raise ValueError(f"{spikes.path}: its spikes ({theirs}) are not the input this model was trained on "
+                         f"({run.encoder.n_channels} channels of {getattr(run.encoder, 'corpus', '') or run.encoder.name})")
+    if list(spikes.classes) != list(run.classes):
+        raise ValueError(f"{spikes.path}: classes {spikes.classes} differ from the model's {run.classes}")
+    trainer = Trainer(run.model, spikes, None, collate_for(run.dt_ms), TrainConfig(), progress=False)
+    with record_activity(run.model) as act:
+        result = trainer.evaluate(spikes, n_classes=len(run.classes))
+    return {"accuracy": result["accuracy"], "n": result["n"], "unknown_classes": [], "skipped_files": [],
+            **speaker_metrics(spikes, result["predictions"]), "energy": act.energy()}
 
 
 @dataclasses.dataclass
@@ -615,6 +706,7 @@ def iter_predict(run_dir, files):
     """A :class:`Prediction` per audio file, as each is done; a file that cannot be read or encoded gives
     one with ``error`` set, and the others go on. Audio at another rate is resampled to the model's."""
     run = Run.load(run_dir)
+    require_audio_encoder(run, run_dir)
     for f in files:
         try:
             x, sr = load_audio(f, allow_silent=True)
@@ -678,3 +770,56 @@ def prune_export(run_dir, out, force=False):
     Run(small, "conv", kwargs, run.encoder, run.dt_ms, run.classes, training_seed(run, run_dir)).save(out / "model.pt")
     write_json(report, out / "export.json")
     return report
+
+
+#: Speaker of a clip from its file name, where the corpus names it: FSDD ``<digit>_<speaker>_<take>.wav``,
+#: Speech Commands ``<speaker hash>_nohash_<n>.wav``.
+_SPEAKER_NAMES = (r"\d_([^_]+)_\d+\.wav", r"([0-9a-f]{8})_nohash_\d+\.\w+")
+
+
+def speaker_of(path):
+    """The speaker a clip's file name says (see :data:`_SPEAKER_NAMES`), else the name of its folder."""
+    import re
+
+    name = Path(str(path)).name
+    for pattern in _SPEAKER_NAMES:
+        m = re.fullmatch(pattern, name)
+        if m:
+            return m[1]
+    return Path(str(path)).parent.name
+
+
+def write_shd(dataset, data, out, *, split="official", encoder="spiketrum", rate=1000.0, cache_dir=None, jobs=1,
+              noise_dir=None, seed=0, progress=True, force=False):
+    """Write a corpus's train, validation and test encodings as SHD-layout files ``out/<dataset>_train.h5``,
+    ``<dataset>_valid.h5`` and ``<dataset>_test.h5`` (:func:`datasets.write_spike_corpus`).
+
+    The encoder is the one :func:`train` would train on (:func:`training_encoder`), the parts the ones it
+    would use (:func:`audio_splits` with ``split`` and ``seed``), and the encodings come from (and go into)
+    the same cache, so ``train --dataset spikes --data out`` sees exactly the items of ``train --dataset
+    <dataset> --augment none``. Speakers come from the file names (:func:`speaker_of`); FSDD's are in every
+    file under the same ids. Files that cannot be read or encoded are left out, as in training.
+
+    Returns ``{"files": {part: path}, "clips": {part: n}, "encoder": JSON, "skipped_files": [...]}``.
+    """
+    check_split(dataset, split, "train")
+    out = Path(out)
+    names = {part: out / f"{dataset}_{part}.h5" for part in ("train", "valid", "test")}
+    if not force and any(p.exists() for p in names.values()):
+        raise OutputExists(out, f"a spike corpus ({dataset}_*.h5)", "write into another folder, or pass force=True to replace it")
+    if encoder not in audio_encoders():
+        raise ValueError(f"unknown encoder {encoder!r}: use {', '.join(audio_encoders())}")
+    splits = audio_splits(dataset, data, split, noise_dir, seed=seed)
+    enc = training_encoder(dataset, splits, encoder, rate)
+    cache_dir = Path(cache_dir) if cache_dir is not None else out / "cache"
+    sets = spike_sets(splits, enc, cache_dir, None, jobs, progress)
+    speakers = [[speaker_of(f) for f in s.files] for s in sets]
+    everyone = sorted({x for part in speakers for x in part})
+    out.mkdir(parents=True, exist_ok=True)
+    for (part, path), s, who in zip(names.items(), sets, speakers):
+        if not len(s) and part != "valid":  # training runs without validation, never without training or test clips
+            raise ValueError(f"{data}: the {part} part of the {split} split is empty; nothing to write to {path}")
+        write_spike_corpus(path, [s.spikes(i) for i in range(len(s))], s.labels, who, s.classes, all_speakers=everyone,
+                           corpus=dataset, config=enc)
+    return {"files": {p: str(f) for p, f in names.items()}, "clips": {p: len(s) for p, s in zip(names, sets)},
+            "encoder": json.loads(enc.to_json()), "skipped_files": skipped_files(splits, sets)}

@@ -31,7 +31,7 @@ from spiketrum.io import atomic_output
 from spiketrum.metrics import envelope_snr_db, snr_db
 
 from .errors import OutputExists
-from .kws import Run, default_noise_dir, skipped_files, split_audio, training_seed
+from .kws import Run, default_noise_dir, require_audio_encoder, skipped_files, split_audio, training_seed
 
 KINDS = ("deletion", "jitter", "insertion", "noise")
 UNITS = {"deletion": "probability of deleting each spike", "jitter": "sigma of Gaussian spike-time jitter, ms",
@@ -238,7 +238,7 @@ def check_inputs(run_dirs, dataset, split, out_dir, force=False):
     """What :func:`measure` checks before it writes or warns about anything: every run's model loads, ``split`` is
     a split of ``dataset``, and ``out_dir`` holds no finished results (unless ``force``)."""
     for run_dir in run_dirs:
-        Run.load(run_dir)
+        require_audio_encoder(Run.load(run_dir), run_dir)  # perturbs audio and its encodings: a spike-input run has none
     check_split(dataset, split, "score")
     if not force and (Path(out_dir) / "robustness.json").exists():
         raise OutputExists(out_dir, "finished results (robustness.json)")
