@@ -148,7 +148,9 @@ class SpeechCommands(AudioDataset):
                 segments.append(seg)
                 labels.append(classes.index(SILENCE))
                 self.words.append(SILENCE)
-        super().__init__(files, labels, classes, segments, transform)
+        # a clip's speaker is the hash before "_nohash_" in its name; silence is cut from a noise clip
+        groups = [f"noise:{p.stem}" if seg is not None else p.name.split("_nohash_")[0] for p, seg in zip(files, segments)]
+        super().__init__(files, labels, classes, segments, transform, groups)
 
 
 def _silence(noise_root, n, split, seed):

@@ -81,3 +81,135 @@ def test_check_disjoint_groups():
     check_disjoint_groups(["a", "a", "b"], {"train": [0, 1], "test": [2]})
     with pytest.raises(ValueError, match="'a'"):
         check_disjoint_groups(["a", "a", "b"], {"train": [0], "test": [1, 2]})
+
+
+# -- the commands: train / evaluate with speaker-independent splits ----------------------------------------
+import json  # noqa: E402
+
+from test_app_reliability import TRAIN, cli  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def voices(tmp_path_factory, data_root):
+    """Three classes spoken by 30 'speakers' named like Speech Commands' files (links to FSDD clips)."""
+    root = tmp_path_factory.mktemp("voices")
+    rec = data_root / "fsdd" / "recordings"
+    for digit in ("0", "1", "7"):
+        (root / digit).mkdir()
+        for k in range(30):
+            speaker = ("jackson", "theo", "nicolas")[k % 3]
+            os.symlink(rec / f"{digit}_{speaker}_{k}.wav", root / digit / f"{k:08x}_nohash_0.wav")
+    return root
+
+
+def test_train_by_group_keeps_speakers_apart_and_scores_each(voices, tmp_path):
+    run = tmp_path / "run"
+    code, out, err = cli("train", "--dataset", "folder", "--data", voices, "-o", run, *TRAIN,
+                         "--group-by", "^([0-9a-f]{8})_nohash")
+    assert code == 0, err
+    assert not any("may be in both" in line for line in err)
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["split_kind"].startswith("group split")
+    test_speakers = set(m["per_speaker"])
+    assert test_speakers and sum(v["n"] for v in m["per_speaker"].values()) == m["n_test"]
+    assert m["unseen_speakers"] == sorted(test_speakers) and m["unseen_speaker_accuracy"] == m["test_accuracy"]
+    assert not test_speakers & set(m["validation_speakers"])
+    code, out, _ = cli("evaluate", run, "--dataset", "folder", "--data", voices, "--json", "--cache", tmp_path / "cache")
+    r = json.loads(out)
+    assert r["per_speaker"] == m["per_speaker"] and r["accuracy"] == m["test_accuracy"]
+    code, out, _ = cli("evaluate", run, "--dataset", "folder", "--data", voices, "--json", "--split", "train",
+                       "--cache", tmp_path / "cache")
+    r = json.loads(out)
+    assert r["unseen_speakers"] == [] and not set(r["per_speaker"]) & test_speakers
+
+
+def test_hash_split_says_speakers_may_leak(voices, tmp_path):
+    code, _, err = cli("train", "--dataset", "folder", "--data", voices, "-o", tmp_path / "run", *TRAIN)
+    assert code == 0 and any("one speaker's clips may be in both training and test" in line for line in err), err
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "speakers may be on both sides" in m["split_kind"] and "per_speaker" not in m
+
+
+def test_train_from_split_lists(voices, tmp_path):
+    val, test = tmp_path / "val.txt", tmp_path / "test.txt"
+    val.write_text("".join(f"{d}/{k:08x}_nohash_0.wav\n" for d in "017" for k in (0, 1)))
+    test.write_text("".join(f"{d}/{k:08x}_nohash_0.wav\n" for d in "017" for k in (2, 3, 4)))
+    code, _, err = cli("train", "--dataset", "folder", "--data", voices, "-o", tmp_path / "run", *TRAIN,
+                       "--split-lists", "-", val, test, "--group-by", "^([0-9a-f]{8})_nohash")
+    assert code == 0, err
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["n_test"] == 9 and m["split_kind"].startswith("split lists") and sorted(m["per_speaker"]) == [
+        f"{k:08x}" for k in (2, 3, 4)]
+    val.write_text(f"0/{1:08x}_nohash_0.wav\n")
+    test.write_text(f"7/{1:08x}_nohash_0.wav\n")  # a validation speaker in the test list: refused, naming it
+    code, _, err = cli("train", "--dataset", "folder", "--data", voices, "-o", tmp_path / "run2", *TRAIN,
+                       "--split-lists", "-", val, test, "--group-by", "^([0-9a-f]{8})_nohash")
+    assert code == 2 and len(err) == 1 and "'00000001'" in err[0], err
+
+
+@pytest.fixture
+def small_fsdd(tmp_path, data_root):
+    """An FSDD root with three speakers, two digits and three takes each (links)."""
+    rec = tmp_path / "fsdd" / "recordings"
+    rec.mkdir(parents=True)
+    for speaker in ("jackson", "nicolas", "theo"):
+        for digit in range(10):
+            for take in range(3):
+                name = f"{digit}_{speaker}_{take}.wav"
+                os.symlink(data_root / "fsdd" / "recordings" / name, rec / name)
+    return tmp_path
+
+
+def test_loso_runs_every_fold_and_keeps_finished_ones(small_fsdd, tmp_path):
+    run = tmp_path / "loso"
+    code, out, err = cli("train", "--dataset", "fsdd", "--data", small_fsdd, "-o", run, "--split", "loso", *TRAIN)
+    assert code == 0, err
+    summary = json.loads((run / "loso.json").read_text())
+    assert sorted(summary["folds"]) == ["jackson", "nicolas", "theo"]
+    for speaker, fold in summary["folds"].items():
+        m = json.loads((run / f"fold-{speaker}" / "metrics.json").read_text())
+        assert set(m["per_speaker"]) == {speaker} and m["unseen_speakers"] == [speaker]
+        assert fold["validation_speakers"] == m["validation_speakers"] and speaker not in m["validation_speakers"]
+    assert summary["mean_accuracy"] == pytest.approx(sum(f["test_accuracy"] for f in summary["folds"].values()) / 3)
+    assert cli("train", "--dataset", "fsdd", "--data", small_fsdd, "-o", run, "--split", "loso", *TRAIN)[0] == 2
+    (run / "loso.json").unlink()
+    stamp = (run / "fold-theo" / "model.pt").stat().st_mtime_ns
+    assert cli("train", "--dataset", "fsdd", "--data", small_fsdd, "-o", run, "--split", "loso", *TRAIN)[0] == 0
+    assert (run / "fold-theo" / "model.pt").stat().st_mtime_ns == stamp  # a finished fold is not trained again
+    assert json.loads((run / "loso.json").read_text()) == summary
+
+
+def test_class_map_scores_another_corpus_by_renamed_folders(tiny_folder, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", "--dataset", "folder", "--data", tiny_folder, "-o", run, *TRAIN)[0] == 0
+    words = tmp_path / "words"
+    for digit, word in (("0", "zero"), ("1", "one"), ("7", "seven")):
+        (words / word).mkdir(parents=True)
+        for f in (tiny_folder / digit).iterdir():
+            os.symlink(f.resolve(), words / word / f.name)
+    (words / "bird").mkdir()  # a word the model does not know: skipped, said
+    os.symlink(next((tiny_folder / "0").iterdir()).resolve(), words / "bird" / "x.wav")
+    cache = tmp_path / "cache"
+    same = cli("evaluate", run, "--dataset", "folder", "--data", tiny_folder, "--split", "all", "--json", "--cache", cache)
+    mapped = cli("evaluate", run, "--dataset", "folder", "--data", words, "--split", "all", "--json", "--cache", cache,
+                 "--class-map", "zero=0,one=1,seven=7")
+    assert mapped[0] == 0 and json.loads(mapped[1])["accuracy"] == json.loads(same[1])["accuracy"]
+    assert json.loads(mapped[1])["n"] == json.loads(same[1])["n"]
+    assert any("'bird'" in line for line in mapped[2])
+    code, _, err = cli("evaluate", run, "--dataset", "folder", "--data", words, "--split", "all",
+                       "--class-map", "zero=0,eight=8")
+    assert code == 2 and len(err) == 1 and "eight" in err[0]
+    code, _, err = cli("evaluate", run, "--dataset", "folder", "--data", words, "--class-map", "zero")
+    assert code == 2 and len(err) == 1 and "FOLDER=CLASS" in err[0]
+
+
+def test_speech_commands_items_carry_their_speaker_and_its_lists_keep_them_apart(data_root):
+    from datasets import SpeechCommands
+
+    root, noise = data_root / "speech_commands_sample", data_root / "speech_commands_noise"
+    parts = {p: SpeechCommands(root, split=p, noise_root=noise) for p in ("train", "val", "test")}
+    for part in parts.values():
+        assert all(g == f.name.split("_nohash_")[0] for f, g, seg in zip(part.files, part.groups, part.segments)
+                   if seg is None)
+    speech = {p: {g for g in d.groups if not g.startswith("noise:")} for p, d in parts.items()}
+    assert speech["test"] and not speech["test"] & (speech["train"] | speech["val"])

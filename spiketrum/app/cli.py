@@ -251,11 +251,24 @@ def cmd_train(args):
             options.append(kws.distiller(method, args.teacher, **kwargs))
     elif args.teacher:
         raise ValueError("--teacher needs --distill kd or lasnn")
+    split_lists = None
+    if args.split_lists:
+        split_lists = [None if p == "-" else p for p in args.split_lists]
+    common = dict(model=args.model, encoder=args.encoder, rate=args.rate, dt_ms=args.dt_ms, augment=args.augment,
+                  config=_train_config(args), model_kwargs=model_kwargs, cache_dir=args.cache, jobs=args.jobs,
+                  options=options, noise_dir=args.noise_dir, progress=not args.quiet, force=args.force)
+    if args.split == "loso":  # every fold, one after another
+        if args.dataset != "fsdd" or args.resume:
+            raise ValueError("--split loso (every fold) is for --dataset fsdd, and resumes by itself (no --resume)")
+        with _removed_if_left_empty(args.output):
+            m = kws.train_loso(args.data, args.output, **common)
+        print(f"leave one speaker out: mean {100 * m['mean_accuracy']:.2f} %, lowest {100 * m['min_accuracy']:.2f} % "
+              f"({m['worst_speaker']}); " + ", ".join(f"{k} {100 * v['test_accuracy']:.1f}" for k, v in m["folds"].items())
+              + f"; wrote {args.output}/loso.json")
+        return
     with _removed_if_left_empty(args.output), distributed() as rank:  # data-parallel under torchrun, else one process
-        m = kws.train(args.dataset, args.data, args.output, split=args.split, model=args.model, encoder=args.encoder,
-                      rate=args.rate, dt_ms=args.dt_ms, augment=args.augment, config=_train_config(args),
-                      model_kwargs=model_kwargs, cache_dir=args.cache, jobs=args.jobs, resume=args.resume, options=options,
-                      noise_dir=args.noise_dir, progress=not args.quiet, force=args.force)
+        m = kws.train(args.dataset, args.data, args.output, split=args.split, resume=args.resume, group_by=args.group_by,
+                      split_lists=split_lists, **common)
     if rank != 0:
         return
     skipped = len(m.get("skipped_files", []))
@@ -312,7 +325,7 @@ def cmd_evaluate(args):
     from . import kws
 
     r = kws.evaluate(args.run_dir, args.dataset, args.data, split=args.split, noise_dir=args.noise_dir, cache_dir=args.cache,
-                     progress=not args.json)
+                     progress=not args.json, class_map=_class_map(args.class_map))
     for c in r["unknown_classes"]:
         print(f"spiketrum evaluate: warning: {args.data}: class folder {c!r} is not a class of this model; skipped",
               file=sys.stderr)
@@ -331,6 +344,17 @@ def cmd_evaluate(args):
         print(f"energy per clip {e['uj']:.4g} µJ: {e['synops']:.4g} SynOps x {e['pj_per_ac']:g} pJ + {e['macs']:.4g} MACs "
               f"x {e['pj_per_mac']:g} pJ; neuron-state updates {e['state_updates']:.4g} ({e['state_uj']:.4g} µJ) not "
               f"included ({e['uj_with_state']:.4g} µJ with them); {e['convention']}")
+
+
+def _class_map(text):
+    """``FOLDER=CLASS,...`` as a dict (None for None); ValueError naming a malformed pair."""
+    if text is None:
+        return None
+    pairs = [p for p in text.split(",") if p]
+    bad = [p for p in pairs if p.count("=") != 1 or not all(p.split("="))]
+    if bad or not pairs:
+        raise ValueError(f"--class-map: {bad[0] if bad else text!r} is not FOLDER=CLASS (e.g. zero=0,one=1)")
+    return dict(p.split("=") for p in pairs)
 
 
 def _levels(kind, lo=None, hi=None):
@@ -574,7 +598,8 @@ def build_parser():
     t.add_argument("--data", required=True, help="data root: the FSDD root (holding fsdd/recordings), a Speech Commands "
                    "folder, a folder per class, or a folder of SHD-layout .h5 files (shd, ssc, spikes)")
     t.add_argument("-o", "--output", required=True, help="run folder to write (model.pt, metrics.json, confusion.png)")
-    t.add_argument("--split", default="official", help="fsdd: official or loso:<speaker>; speech-commands and folder: "
+    t.add_argument("--split", default="official", help="fsdd: official, loso:<speaker> or loso (every speaker in turn, "
+                   "into RUN/fold-<speaker>/, and RUN/loso.json); speech-commands and folder: "
                    "official (folder: 10 %% validation and 10 %% test by a hash of each file name) (default official)")
     t.add_argument("--model", choices=["srnn", "conv", "srnn-scbam", "ann"], default="srnn",
                    help="srnn (default), conv (ConvSNN), srnn-scbam (spiking ConvLSTM with attention on its forget "
@@ -639,8 +664,12 @@ def build_parser():
     t.add_argument("--background", nargs="+", metavar="DIR", help="train a streaming keyword detector (--dataset folder): "
                    "audio of anything but the keywords, any length; 70 %% trains, 10 %% sets the threshold, 20 %% is "
                    "left for detect-eval")
-    t.add_argument("--group-by", metavar="REGEX", help="detector: the first group of this regex in a short background "
-                   "file's name is its speaker, kept on one side of the split (e.g. '^\\d_([a-z]+)_' for FSDD)")
+    t.add_argument("--group-by", metavar="REGEX", help="the first group of this regex in a file's name is its speaker: "
+                   "a folder dataset's split keeps every speaker on one side (e.g. '^([0-9a-f]{8})_nohash' for Speech "
+                   "Commands, '^\\d_([a-z]+)_' for FSDD), and so does a detector's short background files")
+    t.add_argument("--split-lists", nargs=3, metavar=("TRAIN", "VAL", "TEST"), help="folder: the split from three "
+                   "lists of paths relative to the folder (TRAIN '-': every file in neither other list), e.g. Speech "
+                   "Commands' - validation_list.txt testing_list.txt")
     t.add_argument("--target-fa-per-hour", nargs="+", default=["1"], metavar="F",
                    help="detector: false alarms per hour its thresholds are set for, one number or KEYWORD=F pairs (default 1)")
     t.add_argument("--smooth-ms", type=_number(float, lambda v: 0 <= v < math.inf, "a number of ms >= 0"),
@@ -698,6 +727,9 @@ def build_parser():
                     "all (a folder: every file), or loso:<speaker>[:part] (fsdd) (default test); a spike dataset "
                     "also reports per-speaker accuracy and that on test speakers absent from its training file")
     ev.add_argument("--noise-dir")
+    ev.add_argument("--class-map", metavar="FOLDER=CLASS,...", help="folder: rename class folders to the model's "
+                    "classes, e.g. zero=0,one=1,... to score an FSDD model on Speech Commands' digit words "
+                    "(with --split all; other folders are skipped)")
     ev.add_argument("--cache")
     ev.add_argument("--json", action="store_true", help='print {"accuracy": ..., "n": ..., "energy": {...}}')
     ev.set_defaults(func=cmd_evaluate)

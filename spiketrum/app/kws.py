@@ -56,29 +56,41 @@ def require_audio_encoder(run, run_dir):
         raise ValueError(f"{path}: {NO_AUDIO_ENCODER}")
 
 
-def speaker_metrics(dataset, predictions):
-    """Per-speaker accuracy of ``predictions`` on a spike dataset part, and the accuracy on its speakers that
-    are not in the corpus's training file (SHD's test file: 2 of its 12 speakers), beside the official figure.
+def dataset_speakers(dataset):
+    """The speaker (group) of every item of a spike or audio dataset (a :class:`~datasets.SpikeDataset`'s
+    audio), or None where they are not known."""
+    speakers = getattr(dataset, "speakers", None)
+    if speakers is None:
+        speakers = getattr(getattr(dataset, "base", dataset), "groups", None)
+    return speakers
 
+
+def speaker_metrics(dataset, predictions, trained_speakers=None, validation_speakers=None):
+    """Per-speaker accuracy of ``predictions`` on a dataset part, and the accuracy on its speakers that were not
+    in training (SHD's test file: 2 of its 12 speakers; every test speaker of a speaker-independent split),
+    beside the official figure.
+
+    ``trained_speakers`` are the training part's speakers (default: a spike dataset's training file's).
     Returns ``{}`` for a dataset without speakers, else ``per_speaker`` (``{speaker: {"accuracy", "n"}}``),
     ``unseen_speakers``, ``unseen_speaker_accuracy`` (None when every speaker was in training),
     ``n_unseen``, ``seen_speaker_accuracy`` and ``validation_speakers``.
     """
-    speakers = getattr(dataset, "speakers", None)
+    speakers = dataset_speakers(dataset)
     if speakers is None:
         return {}
     speakers = np.asarray(speakers, dtype=object)
     right = np.asarray(predictions) == np.asarray(dataset.labels)
     per = {str(s): {"accuracy": float(right[speakers == s].mean()), "n": int((speakers == s).sum())}
            for s in sorted(set(speakers.tolist()))}
-    known = set(getattr(dataset, "training_file_speakers", ()))
+    known = set(trained_speakers if trained_speakers is not None else getattr(dataset, "training_file_speakers", ()))
     unseen = sorted(s for s in per if s not in known)
     is_unseen = np.isin(speakers, unseen)
     return {"per_speaker": per, "unseen_speakers": unseen,
             "unseen_speaker_accuracy": float(right[is_unseen].mean()) if is_unseen.any() else None,
             "n_unseen": int(is_unseen.sum()),
             "seen_speaker_accuracy": float(right[~is_unseen].mean()) if (~is_unseen).any() else None,
-            "validation_speakers": list(getattr(dataset, "val_speakers", []))}
+            "validation_speakers": list(validation_speakers if validation_speakers is not None
+                                        else getattr(dataset, "val_speakers", []))}
 
 
 def default_noise_dir(data):
@@ -88,25 +100,30 @@ def default_noise_dir(data):
     return locate("noise", data)
 
 
-def audio_splits(dataset, data, split="official", noise_dir=None, seed=0):
+def audio_splits(dataset, data, split="official", noise_dir=None, seed=0, group_by=None, split_lists=None):
     """(train, val, test) audio datasets for a named corpus.
 
     ``fsdd``: split ``official`` (takes 0-4 test) or ``loso:<speaker>``; ``data`` is the data root or the
     ``fsdd`` folder itself (:func:`datasets.base.locate`). ``speech-commands``: the corpus's own
     validation/testing lists, 12-class task, silence cut from ``noise_dir`` (default
     :func:`default_noise_dir`). ``folder``: one folder per class, 10 % validation and 10 % test chosen by a
-    hash of each file name and ``seed`` (:func:`datasets.base.hash_split`); files whose header does not
-    read are left out, listed in each part's ``skipped``.
+    hash of each file name and ``seed`` (:func:`datasets.base.hash_split`), of each file's group with
+    ``group_by`` (its speaker: a regex, see :func:`datasets.base.file_groups`), or named by ``split_lists``
+    (train, val, test; train None: the rest; see :meth:`datasets.AudioFolder.split_by_lists`); files whose
+    header does not read are left out, listed in each part's ``skipped``.
     """
     check_split(dataset, split, "train")
+    if (group_by is not None or split_lists is not None) and dataset != "folder":
+        raise ValueError(f"group_by and split_lists divide folder datasets; {dataset} has its own speaker-aware split")
     if dataset == "fsdd":
         parts = ("train", "val", "test") if split == "official" else (f"{split}:{s}" for s in ("train", "val", "test"))
         return tuple(FSDD(data, split=s, seed=seed) for s in parts)
     if dataset == "speech-commands":
         root, noise_dir = locate("speech-commands", data) or Path(data), noise_dir or default_noise_dir(data)
         return tuple(SpeechCommands(root, split=s, noise_root=noise_dir, seed=seed) for s in ("train", "val", "test"))
-    full = AudioFolder(data)
-    out = tuple(full.split(s, seed) for s in ("train", "val", "test"))
+    full = AudioFolder(data, group_by=group_by)
+    out = tuple(full.split_by_lists(s, split_lists) if split_lists is not None else full.split(s, seed)
+                for s in ("train", "val", "test"))
     for part in out:
         part.skipped = list(full.skipped)
     return out
@@ -201,13 +218,15 @@ class Run:
     classes: list
     split_seed: int | None = None  # the seed that chose a folder dataset's hash split (None: not recorded)
     detector: dict | None = None  # a keyword detector's streaming settings (see spiketrum.app.detect); None: clips
+    split_rule: dict | None = None  # a folder dataset's speaker-aware split: {"group_by", "split_lists"} (None: hash)
 
     def save(self, path, extra=None):
         atomic_save({"format": MODEL_FORMAT, "version": MODEL_VERSION, "model_name": self.model_name,
                      "model_kwargs": self.model_kwargs, "state_dict": self.model.state_dict(),
                      "encoder": self.encoder.to_json(), "dt_ms": self.dt_ms, "classes": list(self.classes),
                      **({} if self.split_seed is None else {"split_seed": self.split_seed}),
-                     **({} if self.detector is None else {"detector": self.detector}), **(extra or {})}, path)
+                     **({} if self.detector is None else {"detector": self.detector}),
+                     **({} if self.split_rule is None else {"split_rule": self.split_rule}), **(extra or {})}, path)
 
     @classmethod
     def load(cls, run_dir, device="cpu"):
@@ -248,11 +267,13 @@ class Run:
                              "pickled code is never run)") from None
         except Exception as exc:  # noqa: BLE001 - foreign bytes fail torch.load in many ways (IndexError on a WAV)
             raise ValueError(f"{path}: cannot load model ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-        seed, detector = state.get("split_seed"), state.get("detector")
+        seed, detector, rule = state.get("split_seed"), state.get("detector"), state.get("split_rule")
+        if rule is not None and not (isinstance(rule, dict) and set(rule) <= {"group_by", "split_lists"}):
+            raise ValueError(f"{path}: cannot load model (its split rule is not understood)")
         if detector is not None and not (isinstance(detector, dict) and {"thresholds", "smooth_ms", "refractory_ms"} <= set(detector)):
             raise ValueError(f"{path}: cannot load model (its detector settings are incomplete)")
         return cls(model.to(device).eval(), state["model_name"], kwargs, encoder, float(dt), classes,
-                   seed if isinstance(seed, int) and not isinstance(seed, bool) else None, detector)
+                   seed if isinstance(seed, int) and not isinstance(seed, bool) else None, detector, rule)
 
 
 def input_key(encoder, dt_ms, classes):
@@ -277,16 +298,29 @@ def collate_for(dt_ms):
     return lambda batch: collate_spikes(batch, dt_ms=dt_ms)
 
 
-def split_kind(dataset, split, val_speakers=None):
+def split_kind(dataset, split, val_speakers=None, rule=None):
     """How a training split divides the corpus, in words (a folder's hash split may put one speaker on both sides)."""
     if dataset in SPIKE_DATASETS:
         return ("official split, validation speakers " + ", ".join(val_speakers) + " held out of training"
                 if val_speakers else "official split with its own validation file")
     if dataset == "folder":
+        if rule and rule.get("split_lists"):
+            return "split lists" + (f", speakers by {rule['group_by']!r} checked disjoint" if rule.get("group_by") else "")
+        if rule and rule.get("group_by"):
+            return f"group split: speakers by {rule['group_by']!r}, none on two sides"
         return "hash split of file names (speakers may be on both sides)"
     if split.startswith("loso:"):
-        return f"leave one speaker out ({split[5:]})"
+        return (f"leave one speaker out ({split[5:]}; validation speaker {', '.join(val_speakers)})" if val_speakers
+                else f"leave one speaker out ({split[5:]})")
     return "official split"
+
+
+def split_rule(group_by=None, split_lists=None):
+    """The record of a folder's speaker-aware split (None for the hash split of file names)."""
+    if group_by is None and split_lists is None:
+        return None
+    return {"group_by": group_by,
+            "split_lists": None if split_lists is None else [None if p is None else str(Path(p).resolve()) for p in split_lists]}
 
 
 def plot_confusion(confusion, classes, path, title):
@@ -340,6 +374,7 @@ class TrainPlan:
     options: list
     resume_state: object  # the checkpoint read back, when resuming
     settings: dict
+    split_rule: dict | None = None  # a folder's speaker-aware split (see :func:`split_rule`)
 
 
 def _noise_policy(augment, data, noise_dir):
@@ -382,7 +417,7 @@ def _check_output(out, resume, force):
 
 def plan_training(dataset, data, out, *, split="official", model="srnn", encoder="spiketrum", rate=1000.0, dt_ms=10.0,
                   augment=None, config=TrainConfig(), model_kwargs=None, cache_dir=None, resume=False, noise_dir=None,
-                  options=(), force=False):
+                  options=(), force=False, group_by=None, split_lists=None):
     """Step 1 of :func:`train`: check every argument and combination of options, read the corpus's file list,
     and decide the encoder and the settings; writes and encodes nothing. Returns a :class:`TrainPlan`."""
     out = Path(out)
@@ -406,8 +441,12 @@ def plan_training(dataset, data, out, *, split="official", model="srnn", encoder
         splits = spike_parts(dataset, data, dt_ms)
         enc, encoder, rate = splits[0].input_config, splits[0].input_config.name, None
     else:
-        splits = audio_splits(dataset, data, split, noise_dir, seed=config.seed)
+        splits = audio_splits(dataset, data, split, noise_dir, seed=config.seed, group_by=group_by, split_lists=split_lists)
         enc = training_encoder(dataset, splits, encoder, rate)
+        if dataset == "folder" and group_by is None and split_lists is None:
+            warnings.warn(f"{data}: split by a hash of file names, so one speaker's clips may be in both training and "
+                          "test, and the test accuracy is speaker-dependent; give --group-by REGEX or --split-lists",
+                          stacklevel=2)
     classes = list(splits[0].classes)
     model_kwargs = dict(model_kwargs or {})
     if not math.isclose(model_kwargs.setdefault("dt", dt_ms), dt_ms):  # the model's bin is the spike tensor's
@@ -422,7 +461,8 @@ def plan_training(dataset, data, out, *, split="official", model="srnn", encoder
             o.check_model(net)
     settings = {"dataset": dataset, "split": split, "model": model, "model_kwargs": model_kwargs,
                 "encoder": json.loads(enc.to_json()), "dt_ms": dt_ms, "augment": augment.spec(),
-                "options": [o.settings() for o in options] or None}
+                "options": [o.settings() for o in options] or None,
+                **({} if split_rule(group_by, split_lists) is None else {"split_rule": split_rule(group_by, split_lists)})}
     if resume:
         saved = json.loads((out / "settings.json").read_text()) if (out / "settings.json").is_file() else {}
         differ = sorted(k for k in settings if saved.get(k) != json.loads(json.dumps(settings[k])))
@@ -431,7 +471,8 @@ def plan_training(dataset, data, out, *, split="official", model="srnn", encoder
         check_resumable(resume_state, config, checkpoint)
     cache_dir = Path(cache_dir) if cache_dir is not None else out.parent / "cache"
     return TrainPlan(dataset, Path(data), out, split, model, model_kwargs, encoder, enc, rate, dt_ms, augment, no_noise,
-                     noise_dir, config, cache_dir, splits, classes, list(options), resume_state, settings)
+                     noise_dir, config, cache_dir, splits, classes, list(options), resume_state, settings,
+                     split_rule(group_by, split_lists))
 
 
 def prepare_data(plan, jobs=1, progress=True):
@@ -499,11 +540,15 @@ def report(plan, trainer, test_set, skipped=(), start=None):
     rank, world = rank_and_world()
     classes = plan.classes
     result = trainer.evaluate(test_set, n_classes=len(classes))
-    run = Run(trainer.model, plan.model, plan.model_kwargs, plan.encoder, plan.dt_ms, classes, plan.config.seed)
+    run = Run(trainer.model, plan.model, plan.model_kwargs, plan.encoder, plan.dt_ms, classes, plan.config.seed,
+              split_rule=plan.split_rule)
     if rank != 0:  # the run folder, its activity and latency are rank 0's
         return {"test_accuracy": result["accuracy"], "n_test": result["n"], "processes": world}
     dt_ms, options = plan.dt_ms, plan.options
-    kind = split_kind(plan.dataset, plan.split, getattr(test_set, "val_speakers", None))
+    val_speakers = getattr(test_set, "val_speakers", None)
+    if val_speakers is None and (plan.split.startswith("loso:") or plan.split_rule):  # whole held-out speakers
+        val_speakers = sorted(set(plan.splits[1].groups or ()))
+    kind = split_kind(plan.dataset, plan.split, val_speakers, plan.split_rule)
     metrics = {"test_accuracy": result["accuracy"], "n_test": result["n"], "classes": classes,
                "confusion": result["confusion"], "dataset": plan.dataset, "split": plan.split,
                "split_kind": kind, "model": plan.model,
@@ -515,8 +560,10 @@ def report(plan, trainer, test_set, skipped=(), start=None):
                **activity(run.model, test_set, collate_for(dt_ms), trainer.device),
                "cpu_latency_ms": cpu_latency(run.model, test_set, collate_for(dt_ms)),
                "skipped_files": list(skipped)}
-    if plan.dataset in SPIKE_DATASETS:  # per-speaker accuracy and the speakers unseen in training (SHD: 2 of 12)
-        metrics.update(speaker_metrics(test_set, result["predictions"]))
+    # per-speaker accuracy, and on the speakers unseen in training (SHD: 2 of 12; every one of a speaker split)
+    trained = None if plan.dataset in SPIKE_DATASETS else dataset_speakers(plan.splits[0])
+    metrics.update(speaker_metrics(test_set, result["predictions"], trained,
+                                   None if plan.dataset in SPIKE_DATASETS else val_speakers))
     if options:
         metrics["options"] = [o.settings() for o in options]
     for o in options:
@@ -535,7 +582,8 @@ def report(plan, trainer, test_set, skipped=(), start=None):
 
 def train(dataset, data, out, *, split="official", model="srnn", encoder="spiketrum", rate=1000.0, dt_ms=10.0,
           augment=None, config=TrainConfig(), model_kwargs=None, cache_dir=None, jobs=1, resume=False,
-          noise_dir=None, options=(), callbacks=(), progress=True, device=None, force=False):
+          noise_dir=None, options=(), callbacks=(), progress=True, device=None, force=False, group_by=None,
+          split_lists=None):
     """Train a keyword-spotting SNN and write the run folder ``out``; returns the metrics dict.
 
     The steps: :func:`plan_training` (every check; nothing written or encoded), :func:`prepare_data`
@@ -544,7 +592,8 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
     ``options`` are training options (:mod:`snn.pruning`, :mod:`snn.distill`; e.g. ``[ESL(0.1)]``):
     callbacks whose ``settings()`` go into ``settings.json`` and ``metrics.json``, with the per-layer
     densities of a sparse option; each option's ``check`` and ``check_model`` run before any encoding.
-    ``callbacks`` are plain callbacks, not recorded.
+    ``callbacks`` are plain callbacks, not recorded. ``group_by`` and ``split_lists`` make a folder dataset's
+    split speaker-independent (see :func:`audio_splits`); without them the run warns that speakers may leak.
 
     ``augment`` is a :class:`~spiketrum.perturb.Augment` or its spec string (``"none"`` for none).
     The default, :data:`~spiketrum.perturb.DEFAULT_AUGMENT`, mixes in background noise from
@@ -564,11 +613,42 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
     progress = progress and rank == 0
     plan = plan_training(dataset, data, out, split=split, model=model, encoder=encoder, rate=rate, dt_ms=dt_ms, augment=augment,
                          config=config, model_kwargs=model_kwargs, cache_dir=cache_dir, resume=resume,
-                         noise_dir=noise_dir, options=options, force=force)
+                         noise_dir=noise_dir, options=options, force=force, group_by=group_by, split_lists=split_lists)
     train_set, val_set, test_set, skipped = prepare_data(plan, jobs, progress)
     net = build(plan)
     trainer = fit(plan, net, train_set, val_set, callbacks, device, progress)
     return report(plan, trainer, test_set, skipped, start)
+
+
+def train_loso(data, out, *, force=False, progress=True, **kwargs):
+    """Leave-one-speaker-out over every FSDD speaker: fold ``s`` trains into ``out/fold-<s>/`` (``split="loso:<s>"``:
+    validation on the next speaker, test on ``s``), then ``out/loso.json`` holds each fold and the mean.
+
+    Finished folds (their ``model.pt``) are kept and read back, so a killed run continues where it stopped;
+    ``force`` trains every fold afresh. ``kwargs`` go to :func:`train`. Returns the summary dict.
+    """
+    out = Path(out)
+    if (out / "loso.json").exists() and not force:
+        raise OutputExists(out, "a finished leave-one-speaker-out run (loso.json)")
+    speakers = FSDD(data, split="test").all_speakers
+    folds = {}
+    for i, speaker in enumerate(speakers):
+        fold = out / f"fold-{speaker}"
+        if progress:
+            print(f"fold {i + 1}/{len(speakers)}: {speaker}", flush=True)
+        if (fold / "model.pt").is_file() and (fold / "metrics.json").is_file() and not force:
+            metrics = json.loads((fold / "metrics.json").read_text())
+        else:
+            resume = (fold / "checkpoint.pt").is_file() and not force
+            metrics = train("fsdd", data, fold, split=f"loso:{speaker}", force=force, resume=resume, progress=progress,
+                            **kwargs)
+        folds[speaker] = {"test_accuracy": metrics["test_accuracy"], "best_val_accuracy": metrics["best_val_accuracy"],
+                          "validation_speakers": metrics.get("validation_speakers"), "epochs_run": metrics["epochs_run"]}
+    accs = [f["test_accuracy"] for f in folds.values()]
+    summary = {"dataset": "fsdd", "split": "loso", "mean_accuracy": float(np.mean(accs)), "min_accuracy": float(min(accs)),
+               "worst_speaker": min(folds, key=lambda k: folds[k]["test_accuracy"]), "folds": folds}
+    write_json(summary, out / "loso.json")
+    return summary
 
 
 @torch.no_grad()
@@ -622,22 +702,33 @@ def training_seed(run, run_dir):
         return 0
 
 
-def split_audio(run, dataset, data, split="test", noise_dir=None, seed=0):
+def split_audio(run, dataset, data, split="test", noise_dir=None, seed=0, class_map=None):
     """The audio of one split, labelled with ``run``'s classes; returns ``(audio, unknown_classes)``.
 
     ``split`` is ``train``, ``val`` or ``test`` of the official split, or ``loso:<speaker>[:part]``
-    (part defaults to test). A folder's split is the hash split training made with ``seed``
-    (:func:`training_seed`), or ``all`` for every file; its classes the model does not know are skipped
-    and listed. Files whose header does not read are left out, listed in the audio's ``skipped``.
+    (part defaults to test). A folder's split is the split training made (:func:`training_seed`, the run's
+    split rule), or ``all`` for every file; ``class_map`` renames its class folders to the model's classes
+    (e.g. ``{"zero": "0", ...}`` to score an FSDD model on Speech Commands' digit words); classes the model does
+    not know are skipped and listed. Files whose header does not read are left out, listed in the audio's
+    ``skipped``.
     """
     check_split(dataset, split, "score")
+    if class_map and dataset != "folder":
+        raise ValueError(f"a class map renames a folder dataset's class folders; {dataset} has fixed classes")
     if dataset == "folder":
-        full = AudioFolder(data)
+        rule = run.split_rule or {}
+        full = AudioFolder(data, group_by=rule.get("group_by"))
+        if class_map:
+            missing = sorted(set(class_map) - set(full.classes))
+            if missing:
+                raise ValueError(f"{data}: the class map names folders that are not there: {', '.join(missing)}")
+            full.classes = [class_map.get(c, c) for c in full.classes]
         known = [c for c in full.classes if c in run.classes]
         unknown = sorted(set(full.classes) - set(known))
         if not known:
             raise ValueError(f"{data}: none of its class folders ({', '.join(full.classes)}) is a class of this model")
-        audio = full.split(split, seed)
+        lists = rule.get("split_lists")
+        audio = full.split_by_lists(split, lists) if lists and split != "all" else full.split(split, seed)
         audio = audio.subset([i for i, lab in enumerate(audio.labels) if audio.classes[lab] in run.classes])
         remap = {i: run.classes.index(c) for i, c in enumerate(full.classes) if c in run.classes}
         audio.labels = [remap[lab] for lab in audio.labels]
@@ -651,7 +742,7 @@ def split_audio(run, dataset, data, split="test", noise_dir=None, seed=0):
     return audio, []
 
 
-def evaluate(run_dir, dataset, data, split="test", noise_dir=None, cache_dir=None, progress=True):
+def evaluate(run_dir, dataset, data, split="test", noise_dir=None, cache_dir=None, progress=True, class_map=None):
     """Accuracy of a trained run on a dataset split: ``{"accuracy", "n", "unknown_classes", "skipped_files", "energy"}``;
     ``energy`` is the energy per clip on the same clips (:meth:`snn.models.Activity.energy`).
 
@@ -663,14 +754,21 @@ def evaluate(run_dir, dataset, data, split="test", noise_dir=None, cache_dir=Non
     if dataset in SPIKE_DATASETS:
         return evaluate_spikes(run, run_dir, dataset, data, split)
     require_audio_encoder(run, run_dir)
-    audio, unknown = split_audio(run, dataset, data, split, noise_dir, seed=training_seed(run, run_dir))
+    audio, unknown = split_audio(run, dataset, data, split, noise_dir, seed=training_seed(run, run_dir), class_map=class_map)
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(run_dir).parent / "cache"
     (spikes,) = spike_sets([audio], run.encoder, cache_dir, run.dt_ms, progress=progress)
     trainer = Trainer(run.model, spikes, None, collate_for(run.dt_ms), TrainConfig(), progress=False)
     with record_activity(run.model) as act:
         result = trainer.evaluate(spikes, n_classes=len(run.classes))
+    trained = dataset_speakers(audio)  # the speakers the run trained on (all of them when scoring its training part)
+    if split == "all" or class_map:  # another corpus, or every file: its speakers' part in training is not known
+        trained = None
+    elif trained is not None and split != "train" and not split.endswith(":train"):
+        train_part = "train" if not split.startswith("loso:") else ":".join(split.split(":")[:2] + ["train"])
+        trained = dataset_speakers(split_audio(run, dataset, data, train_part, noise_dir, training_seed(run, run_dir))[0])
     return {"accuracy": result["accuracy"], "n": result["n"], "unknown_classes": unknown,
-            "skipped_files": skipped_files([audio], [spikes]), "energy": act.energy()}
+            "skipped_files": skipped_files([audio], [spikes]), **speaker_metrics(spikes, result["predictions"], trained),
+            "energy": act.energy()}
 
 
 def evaluate_spikes(run, run_dir, dataset, data, split="test"):
