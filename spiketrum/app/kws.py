@@ -443,10 +443,6 @@ def plan_training(dataset, data, out, *, split="official", model="srnn", encoder
     else:
         splits = audio_splits(dataset, data, split, noise_dir, seed=config.seed, group_by=group_by, split_lists=split_lists)
         enc = training_encoder(dataset, splits, encoder, rate)
-        if dataset == "folder" and group_by is None and split_lists is None:
-            warnings.warn(f"{data}: split by a hash of file names, so one speaker's clips may be in both training and "
-                          "test, and the test accuracy is speaker-dependent; give --group-by REGEX or --split-lists",
-                          stacklevel=2)
     classes = list(splits[0].classes)
     model_kwargs = dict(model_kwargs or {})
     if not math.isclose(model_kwargs.setdefault("dt", dt_ms), dt_ms):  # the model's bin is the spike tensor's
@@ -549,6 +545,10 @@ def report(plan, trainer, test_set, skipped=(), start=None):
     if val_speakers is None and (plan.split.startswith("loso:") or plan.split_rule):  # whole held-out speakers
         val_speakers = sorted(set(plan.splits[1].groups or ()))
     kind = split_kind(plan.dataset, plan.split, val_speakers, plan.split_rule)
+    if plan.dataset == "folder" and plan.split_rule is None:  # said with the result, which it qualifies
+        warnings.warn(f"{plan.data}: split by a hash of file names, so one speaker's clips may be in both training and "
+                      "test, and the test accuracy is speaker-dependent; give --group-by REGEX or --split-lists",
+                      stacklevel=2)
     metrics = {"test_accuracy": result["accuracy"], "n_test": result["n"], "classes": classes,
                "confusion": result["confusion"], "dataset": plan.dataset, "split": plan.split,
                "split_kind": kind, "model": plan.model,
