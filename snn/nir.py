@@ -278,13 +278,168 @@ def _flatten_graph(graph, prefix=""):
     return nodes, edges
 
 
-def _as_array(x, shape=None):
-    a = np.asarray(x, dtype=np.float64)
-    return np.broadcast_to(a, shape).copy() if shape is not None else a
-
-
 def _unsupported(name, node, why="has no counterpart in spiketrum's models"):
     return ValueError(f"NIR node {name!r} ({type(node).__name__}) {why}")
+
+
+def _f64(a):
+    return np.asarray(a, dtype=np.float64)
+
+
+def _put(param, value):
+    with torch.no_grad():
+        param.copy_(torch.as_tensor(np.asarray(value), dtype=param.dtype).reshape(param.shape))
+
+
+def _fold(weight, bias, gain):
+    """Weights [out, ...] and bias scaled per output by the input gain of the neurons they drive."""
+    g = _f64(gain).reshape(-1)
+    if np.allclose(g, 1.0, rtol=1e-12, atol=0.0):
+        return weight, bias
+    g = g.reshape(-1, *(1,) * (weight.ndim - 1))
+    return weight * g, None if bias is None else bias * g.reshape(-1)
+
+
+class _GraphReader:
+    """A flattened graph, walked into its chain of layers, and the conversions :func:`from_nir` builds from."""
+
+    def __init__(self, graph, dt_ms):
+        nir = self.nir = _nir()
+        self.dt_ms, self.dt_s = dt_ms, dt_ms / 1000.0
+        self.nodes, edges = _flatten_graph(graph)
+        succ = {n: [b for a, b in edges if a == n] for n in self.nodes}
+        inputs = [n for n, v in self.nodes.items() if isinstance(v, nir.Input)]
+        if len(inputs) != 1:
+            raise ValueError(f"the graph has {len(inputs)} Input nodes; one is needed")
+        # walk the forward chain; a LIF may have one extra successor, a weight node leading straight back to it
+        chain, name, seen = [], inputs[0], set()
+        while True:
+            seen.add(name)
+            nxt = [b for b in succ[name] if b not in seen]
+            recurrent = None
+            if isinstance(self.nodes[name], (nir.LIF, nir.CubaLIF, nir.IF)):
+                back = [b for b in nxt if succ.get(b) == [name] and isinstance(self.nodes[b], (nir.Linear, nir.Affine))]
+                if back:
+                    recurrent = back[0]
+                    nxt = [b for b in nxt if b != recurrent]
+                    seen.add(recurrent)
+            chain.append((name, recurrent))
+            if isinstance(self.nodes[name], nir.Output):
+                break
+            if len(nxt) != 1:
+                raise ValueError(f"NIR node {name!r} has {len(nxt)} successors; only chains (with recurrent cycles) import")
+            name = nxt[0]
+        self.body = chain[1:-1]  # (node name, its recurrent weight node or None), Input and Output left out
+        kinds = [type(self.nodes[n]) for n, _ in self.body]
+        if kinds[-2:] not in ([nir.Affine, nir.LI], [nir.Affine, nir.LIF]):
+            raise ValueError("the graph must end in an Affine readout into LI (or LIF) neurons before its Output")
+        self.conv = nir.Conv1d in kinds
+
+    def node(self, i):
+        return self.nodes[self.body[i][0]]
+
+    def neuron(self, name, expect=None):
+        """(decay per step, input gain, threshold or None) of a LIF (or LI) node, as float64 arrays."""
+        nir, node = self.nir, self.nodes[name]
+        expect = expect or nir.LIF
+        if not isinstance(node, expect):
+            raise _unsupported(name, node, f"is not a {expect.__name__}, which must follow a weight layer here")
+        if isinstance(node, nir.LIF) and not np.allclose(node.v_reset, 0.0):
+            raise _unsupported(name, node, "resets to a nonzero v_reset; spiketrum's neurons reset to 0")
+        if not np.allclose(node.v_leak, 0.0):
+            raise _unsupported(name, node, "has a nonzero v_leak")
+        tau = _f64(node.tau)
+        threshold = _f64(node.v_threshold) if isinstance(node, nir.LIF) else None
+        return 1.0 - self.dt_s / tau, _f64(node.r) * self.dt_s / tau, threshold
+
+    def per_map(self, a, name, maps):
+        """One value per conv map from a [maps, positions] (or scalar, or [maps]) array, which must be constant
+        along positions (spiketrum's conv neurons share their parameters over positions)."""
+        a = _f64(a)
+        a = a.reshape(maps, -1) if a.size % maps == 0 and a.size >= maps else np.broadcast_to(a, (maps, 1))
+        if not np.allclose(a, a[:, :1]):
+            raise _unsupported(name, self.nodes[name], "varies along conv positions; spiketrum shares it per map")
+        return a[:, 0]
+
+    def set_neurons(self, mod, beta, threshold, name):
+        if (beta < 0).any() or (beta > 1).any():
+            raise _unsupported(name, self.nodes[name], f"has tau < dt ({self.dt_ms:g} ms): forward Euler is unstable there")
+        _put(mod.beta, beta)
+        if threshold is not None:
+            _put(mod.threshold, threshold)
+
+    def dense(self, linear, neurons, lin, neu, expect=None):
+        """Load an Affine (or Linear) node into ``linear`` and the LIF/LI node after it into ``neurons``, gains folded."""
+        beta, gain, threshold = self.neuron(neu, expect)
+        node = self.nodes[lin]
+        w = _f64(node.weight)
+        w, b = _fold(w, _f64(node.bias) if isinstance(node, self.nir.Affine) else np.zeros(w.shape[0]), gain)
+        _put(linear.weight, w)
+        _put(linear.bias, b)
+        self.set_neurons(neurons, beta, threshold, neu)
+
+    def readout(self, model):
+        (lin, _), (neu, _) = self.body[-2:]
+        self.dense(model.readout.linear, model.readout.integrator, lin, neu, type(self.nodes[neu]))
+
+    def srnn(self, readout):
+        nir, pairs = self.nir, self.body[:-2]  # (Affine -> LIF [+ recurrent]) * k, then the readout
+        if len(pairs) % 2 or not pairs:
+            raise ValueError("an SRNN graph is Affine -> LIF layers (each with an optional recurrent cycle), then the readout")
+        for lin, _ in pairs[::2]:
+            if not isinstance(self.nodes[lin], (nir.Affine, nir.Linear)):
+                raise _unsupported(lin, self.nodes[lin], "is where an Affine or Linear layer is expected")
+        hidden = tuple(self.nodes[lin].weight.shape[0] for lin, _ in pairs[::2])
+        kwargs = dict(hidden=hidden, adaptive=False, reset="zero", readout=readout, dt=self.dt_ms)
+        model = SRNN(self.nodes[pairs[0][0]].weight.shape[1], self.node(-2).weight.shape[0], **kwargs)
+        for linear, neurons, (lin, _), (neu, rec) in zip(model.linears, model.neurons, pairs[::2], pairs[1::2]):
+            self.dense(linear, neurons, lin, neu)
+            if rec is not None:
+                node = self.nodes[rec]
+                if isinstance(node, nir.Affine) and not np.allclose(node.bias, 0.0):
+                    raise _unsupported(rec, node, "has a bias on the recurrent weights; spiketrum's have none")
+                _put(neurons.weight, _fold(_f64(node.weight), None, self.neuron(neu)[1])[0])
+            else:
+                _put(neurons.weight, np.zeros(tuple(neurons.weight.shape)))
+        self.readout(model)
+        return model.eval(), kwargs
+
+    def conv_snn(self, readout):
+        nir, body, convs, i = self.nir, self.body, [], 0
+        while isinstance(self.node(i), nir.Conv1d):
+            c, (neu, rec) = self.node(i), body[i + 1]
+            if rec is not None:
+                raise _unsupported(rec, self.nodes[rec], "is a recurrent cycle on a conv layer, which ConvSNN lacks")
+            if c.groups != 1 or c.dilation != 1 or isinstance(c.padding, str):
+                raise _unsupported(body[i][0], c, "uses groups, dilation or string padding")
+            maps = c.weight.shape[0]
+            beta, gain, threshold = self.neuron(neu)
+            convs.append((c, *(self.per_map(a, neu, maps) for a in (beta, gain, threshold)), neu))
+            i += 2
+        if not isinstance(self.node(i), nir.Flatten):
+            raise ValueError("a conv graph must flatten its maps after the last Conv1d -> LIF")
+        rest = len(body) - i - 1  # after Flatten: [Affine -> LIF] and the readout
+        if rest not in (2, 4):
+            raise ValueError("a conv graph has at most one Affine -> LIF layer between its convolutions and the readout")
+        first = convs[0][0]
+        k, stride = first.weight.shape[2], int(np.asarray(first.stride).reshape(-1)[0])
+        if any(c.weight.shape[2] != k or int(np.asarray(c.stride).reshape(-1)[0]) != stride or c.padding != k // 2
+               for c, *_ in convs):
+            raise ValueError("spiketrum's ConvSNN has one kernel size and stride for every conv, padded by kernel // 2")
+        in_maps, kernels = first.weight.shape[1], int(np.asarray(first.input_shape).reshape(-1)[0])
+        kwargs = dict(in_maps=in_maps, channels=tuple(c.weight.shape[0] for c, *_ in convs), kernel_size=k,
+                      stride=stride, hidden=self.node(i + 1).weight.shape[0] if rest == 4 else None, adaptive=False,
+                      reset="zero", readout=readout, dt=self.dt_ms)
+        model = ConvSNN(in_maps * kernels, self.node(-2).weight.shape[0], **kwargs)
+        for conv, (c, beta, gain, threshold, name) in zip(model.convs, convs):
+            w, b = _fold(_f64(c.weight), _f64(c.bias), gain)
+            _put(conv.conv.weight, w)
+            _put(conv.conv.bias, b)
+            self.set_neurons(conv.neurons, beta, threshold, name)
+        if rest == 4:
+            self.dense(model.hidden[0], model.hidden[1], body[i + 1][0], body[i + 2][0])
+        self.readout(model)
+        return model.eval(), kwargs
 
 
 def from_nir(graph, dt_ms, *, readout="mean"):
@@ -319,172 +474,11 @@ def from_nir(graph, dt_ms, *, readout="mean"):
     >>> torch.equal(same(x), model(x))
     True
     """
-    nir = _nir()
     if not (isinstance(dt_ms, (int, float)) and math.isfinite(dt_ms) and dt_ms > 0):
         raise ValueError(f"dt_ms must be a positive number of ms, got {dt_ms!r}")
-    dt_s = dt_ms / 1000.0
-    nodes, edges = _flatten_graph(graph)
-    succ = {n: [b for a, b in edges if a == n] for n in nodes}
-    inputs = [n for n, v in nodes.items() if isinstance(v, nir.Input)]
-    if len(inputs) != 1:
-        raise ValueError(f"the graph has {len(inputs)} Input nodes; one is needed")
-    # walk the forward chain; a LIF may have one extra successor, a weight node leading straight back to it
-    chain, name, seen = [], inputs[0], set()
-    while True:
-        seen.add(name)
-        nxt = [b for b in succ[name] if b not in seen]
-        recurrent = None
-        if isinstance(nodes[name], (nir.LIF, nir.CubaLIF, nir.IF)):
-            back = [b for b in nxt if succ.get(b) == [name] and isinstance(nodes[b], (nir.Linear, nir.Affine))]
-            if back:
-                recurrent = back[0]
-                nxt = [b for b in nxt if b != recurrent]
-                seen.add(recurrent)
-        chain.append((name, recurrent))
-        if isinstance(nodes[name], nir.Output):
-            break
-        if len(nxt) != 1:
-            raise ValueError(f"NIR node {name!r} has {len(nxt)} successors; only chains (with recurrent cycles) import")
-        name = nxt[0]
-    body = chain[1:-1]
-    kinds = [type(nodes[n]) for n, _ in body]
-
-    def neuron(name, expect=nir.LIF):
-        node = nodes[name]
-        if not isinstance(node, expect):
-            raise _unsupported(name, node, f"is not a {expect.__name__}, which must follow a weight layer here")
-        if isinstance(node, nir.LIF) and not np.allclose(node.v_reset, 0.0):
-            raise _unsupported(name, node, "resets to a nonzero v_reset; spiketrum's neurons reset to 0")
-        if not np.allclose(node.v_leak, 0.0):
-            raise _unsupported(name, node, "has a nonzero v_leak")
-        tau = np.asarray(node.tau, dtype=np.float64)
-        beta = 1.0 - dt_s / tau
-        gain = np.asarray(node.r, dtype=np.float64) * dt_s / tau
-        return beta, gain, (np.asarray(node.v_threshold, dtype=np.float64) if isinstance(node, nir.LIF) else None)
-
-    def per_map(a, name, maps):
-        """One value per conv map from a [maps, positions] (or scalar/[maps]) array, which must be constant along
-        positions (spiketrum's conv neurons share parameters over positions)."""
-        a = np.asarray(a, dtype=np.float64)
-        a = a.reshape(maps, -1) if a.size % maps == 0 and a.size >= maps else np.broadcast_to(a, (maps, 1))
-        if not np.allclose(a, a[:, :1]):
-            raise _unsupported(name, nodes[name], "varies along conv positions; spiketrum shares it per map")
-        return a[:, 0]
-
-    def fold(weight, bias, gain):
-        """Weights [out, ...] and bias scaled per output by the neuron's input gain."""
-        g = np.asarray(gain, dtype=np.float64).reshape(-1)
-        if np.allclose(g, 1.0, rtol=1e-12, atol=0.0):
-            return weight, bias
-        g = g.reshape(-1, *(1,) * (weight.ndim - 1))
-        return weight * g, None if bias is None else bias * g.reshape(-1)
-
-    def put(param, value):
-        with torch.no_grad():
-            param.copy_(torch.as_tensor(np.asarray(value), dtype=param.dtype).reshape(param.shape))
-
-    def set_neurons(mod, beta, threshold, name):
-        beta = np.asarray(beta)
-        if (beta < 0).any() or (beta > 1).any():
-            raise _unsupported(name, nodes[name], f"has tau < dt ({dt_ms:g} ms): forward Euler is unstable there")
-        put(mod.beta, beta)
-        if threshold is not None:
-            put(mod.threshold, threshold)
-
-    head = body[-2:]
-    if [kinds[-2], kinds[-1]] not in ([nir.Affine, nir.LI], [nir.Affine, nir.LIF]):
-        raise ValueError("the graph must end in an Affine readout into LI (or LIF) neurons before its Output")
-    readout_kind = "count" if kinds[-1] is nir.LIF else readout
-    w_out = np.asarray(nodes[head[0][0]].weight, dtype=np.float64)
-    n_classes, n_last = w_out.shape
-    if nir.Conv1d in kinds:
-        return _conv_from_nir(nodes, body, neuron, per_map, fold, put, set_neurons, dt_ms, readout_kind, nir)
-    # SRNN: (Affine -> LIF [+ recurrent]) * k
-    pairs = body[:-2]
-    if len(pairs) % 2 or not pairs:
-        raise ValueError("an SRNN graph is Affine -> LIF layers (each with an optional recurrent cycle), "
-                         "then the readout")
-    hidden, layers = [], []
-    for (lin, _), (neu, rec) in zip(pairs[::2], pairs[1::2]):
-        if not isinstance(nodes[lin], (nir.Affine, nir.Linear)):
-            raise _unsupported(lin, nodes[lin], "is where an Affine layer is expected")
-        w = np.asarray(nodes[lin].weight, dtype=np.float64)
-        b = np.asarray(getattr(nodes[lin], "bias", np.zeros(w.shape[0])), dtype=np.float64)
-        beta, gain, threshold = neuron(neu)
-        w_rec = np.zeros((w.shape[0], w.shape[0])) if rec is None else np.asarray(nodes[rec].weight, dtype=np.float64)
-        if rec is not None and isinstance(nodes[rec], nir.Affine) and not np.allclose(nodes[rec].bias, 0.0):
-            b = b + np.asarray(nodes[rec].bias, dtype=np.float64)  # a constant current either way
-        hidden.append(w.shape[0])
-        layers.append((fold(w, b, gain), fold(w_rec, None, gain)[0], beta, threshold, neu))
-    n_in = layers[0][0][0].shape[1]
-    kwargs = dict(hidden=tuple(hidden), adaptive=False, reset="zero", readout=readout_kind, dt=dt_ms)
-    model = SRNN(n_in, n_classes, **kwargs)
-    for (linear, neurons), ((w, b), w_rec, beta, threshold, name) in zip(zip(model.linears, model.neurons), layers):
-        put(linear.weight, w)
-        put(linear.bias, b)
-        put(neurons.weight, w_rec)
-        set_neurons(neurons, beta, threshold, name)
-    _set_readout(model, nodes, head, neuron, fold, put, set_neurons)
-    return model.eval(), kwargs
-
-
-def _set_readout(model, nodes, head, neuron, fold, put, set_neurons):
-    (lin, _), (neu, _) = head
-    w = np.asarray(nodes[lin].weight, dtype=np.float64)
-    b = np.asarray(nodes[lin].bias, dtype=np.float64)
-    is_lif = model.readout.readout == "count"
-    beta, gain, threshold = neuron(neu, type(nodes[neu]))
-    w, b = fold(w, b, gain)
-    put(model.readout.linear.weight, w)
-    put(model.readout.linear.bias, b)
-    set_neurons(model.readout.integrator, beta, threshold if is_lif else None, neu)
-
-
-def _conv_from_nir(nodes, body, neuron, per_map, fold, put, set_neurons, dt_ms, readout_kind, nir):
-    convs, i = [], 0
-    while i < len(body) and isinstance(nodes[body[i][0]], nir.Conv1d):
-        c, (neu, rec) = nodes[body[i][0]], body[i + 1]
-        if rec is not None:
-            raise _unsupported(rec, nodes[rec], "is a recurrent cycle on a conv layer, which spiketrum's ConvSNN lacks")
-        maps = c.weight.shape[0]
-        beta, gain, threshold = neuron(neu)
-        if c.groups != 1 or c.dilation != 1 or isinstance(c.padding, str):
-            raise _unsupported(body[i][0], c, "uses groups, dilation or string padding")
-        convs.append((c, per_map(beta, neu, maps), per_map(gain, neu, maps), per_map(threshold, neu, maps), neu))
-        i += 2
-    if i >= len(body) or not isinstance(nodes[body[i][0]], nir.Flatten):
-        raise ValueError("a conv graph must flatten its maps after the last Conv1d -> LIF")
-    i += 1
-    hidden = None
-    if len(body) - i == 4:
-        (lin, _), (neu, _) = body[i], body[i + 1]
-        hidden = (nodes[lin], *neuron(neu), neu)
-    elif len(body) - i != 2:
-        raise ValueError("a conv graph has at most one Affine -> LIF layer between its convolutions and the readout")
-    first = convs[0][0]
-    in_maps, kernels = first.weight.shape[1], int(np.asarray(first.input_shape).reshape(-1)[0])
-    k = first.weight.shape[2]
-    stride = first.stride if np.ndim(first.stride) == 0 else int(np.asarray(first.stride).reshape(-1)[0])
-    if any(c.weight.shape[2] != k or c.stride != first.stride or c.padding != k // 2 for c, *_ in convs):
-        raise ValueError("spiketrum's ConvSNN has one kernel size and stride for every conv, padded by kernel // 2")
-    n_classes = nodes[body[-2][0]].weight.shape[0]
-    kwargs = dict(in_maps=in_maps, channels=tuple(c.weight.shape[0] for c, *_ in convs), kernel_size=k,
-                  stride=int(stride), hidden=None if hidden is None else hidden[0].weight.shape[0], adaptive=False,
-                  reset="zero", readout=readout_kind, dt=dt_ms)
-    model = ConvSNN(in_maps * kernels, n_classes, **kwargs)
-    for conv, (c, beta, gain, threshold, name) in zip(model.convs, convs):
-        w, b = fold(np.asarray(c.weight, dtype=np.float64), np.asarray(c.bias, dtype=np.float64), gain)
-        put(conv.conv.weight, w)
-        put(conv.conv.bias, b)
-        set_neurons(conv.neurons, beta, threshold, name)
-    if hidden is not None:
-        node, beta, gain, threshold, name = hidden
-        w, b = fold(np.asarray(node.weight, dtype=np.float64), np.asarray(node.bias, dtype=np.float64), gain)
-        put(model.hidden[0].weight, w)
-        put(model.hidden[0].bias, b)
-        set_neurons(model.hidden[1], beta, threshold, name)
-    _set_readout(model, nodes, body[-2:], neuron, fold, put, set_neurons)
-    return model.eval(), kwargs
+    reader = _GraphReader(graph, float(dt_ms))
+    kind = "count" if isinstance(reader.node(-1), reader.nir.LIF) else readout
+    return reader.conv_snn(kind) if reader.conv else reader.srnn(kind)
 
 
 __all__ = ["METADATA_KEY", "NotExportable", "check_exportable", "fold_gain", "from_nir", "graph_metadata", "to_nir"]
