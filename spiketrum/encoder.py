@@ -166,6 +166,75 @@ class SpiketrumConfig(EncoderConfig):
         """An :class:`EncoderStream`: this encoder, causal, over audio pushed a piece at a time."""
         return EncoderStream(self)
 
+    def operations(self, seconds=None, spikes=None):
+        """The encoder's own arithmetic per second of audio, as this implementation runs it (an estimate).
+
+        Counted, per chunk of onsets (a clip of ``seconds`` is one chunk up to ``chunk_s``):
+
+        - the correlation map by overlap-save FFTs (:func:`_correlation_map`): a real FFT of n points taken
+          as 2.5 n log2 n flops, the input blocks' and the kernels' forward FFTs, 6 flops per complex
+          product, one inverse FFT per kernel and block;
+        - per spike, the multiply-accumulates of the pursuit: the fast mode's amplitude from the residual
+          (the kernel's length), the residual update (the same) and the correlation update of every kernel
+          (the cross-correlation terms kept, :func:`cross_correlations`);
+        - per spike, the comparisons of the argmax: the superblock maxima of every kernel and the scan inside
+          one superblock, and the block maxima recomputed where the update touched.
+
+        Not counted: the fast mode's resyncs (the map recomputed around an atom that drifted), the level
+        quantisation, resampling, and the tables built once per config.
+
+        Parameters
+        ----------
+        seconds : float, optional
+            Length of the audio encoded at once (default ``chunk_s``: long audio); short clips pay more map
+            per second (a block is never shorter than the clip needs).
+        spikes : SpikeTrain, optional
+            Spikes of this encoder: their kernels weight the per-spike costs, and their count over their length
+            gives the rate; else every kernel alike at ``rate`` spikes/s.
+
+        Returns
+        -------
+        dict
+            Per second of audio: ``fft_flops``, ``pursuit_macs``, ``compares``, ``spikes``, and ``ops`` = flops
+            + 2 x MACs + compares; ``per_spike_macs`` (the mean).
+
+        Examples
+        --------
+        >>> ops = SpiketrumConfig(sr=8000, rate=1000).operations()
+        >>> ops["spikes"], ops["ops"] > ops["fft_flops"] > 0
+        (1000.0, True)
+        """
+        from . import _kernels
+
+        phi, lengths = dictionary(self.sr, self.kernels, self.fmin, self.resolved_fmax, self.floor_db)
+        fast = self.mode == "fast"
+        hlen = cross_correlations(self.sr, self.kernels, self.fmin, self.resolved_fmax, self.floor_db,
+                                  self.xcorr_floor_db if fast else None, "float32" if fast else "float64")[3]
+        if spikes is not None:
+            seconds = spikes.n_samples / self.sr if seconds is None else seconds
+            share = np.bincount(spikes.kernel, minlength=self.kernels) / max(len(spikes), 1)
+            rate = len(spikes) / (spikes.n_samples / self.sr)
+        else:
+            if self.rate is None:
+                raise ValueError("the spike rate is not fixed by this config (snr_db or n_spikes): pass spikes")
+            share, rate = np.full(self.kernels, 1 / self.kernels), float(self.rate)
+        T = max(1, int(round(min(self.chunk_s if seconds is None else seconds, self.chunk_s) * self.sr)))
+        M, lmax = phi.shape
+        nb = min(max(8192, scipy.fft.next_fast_len(4 * lmax, real=True)), scipy.fft.next_fast_len(T + lmax - 1, real=True))
+        blocks = -(-T // (nb - lmax + 1))
+        fft = 2.5 * nb * np.log2(nb)
+        fft_flops = (blocks + M + M * blocks) * fft + M * blocks * (nb // 2 + 1) * 6
+        macs = hlen.sum(1) + lengths * (2 if fast else 1)
+        B, S = _kernels.B, _kernels.S
+        superblocks = -(-T // (B * S))
+        touched = ((-(-hlen // B) + 1) * B + S) * (hlen > 0)  # block maxima recomputed over the range updated
+        compares = M * superblocks + S + 2 * B + touched.sum(1)
+        per_second = T / self.sr
+        fft_flops = float(fft_flops) / per_second
+        return {"fft_flops": fft_flops, "pursuit_macs": rate * float(share @ macs),
+                "compares": rate * float(share @ compares), "spikes": rate,
+                "ops": fft_flops + rate * float(share @ (2 * macs + compares)), "per_spike_macs": float(share @ macs)}
+
     def decode(self, spike_train, exact=False):
         """Sum the atoms back into audio of the encoded length.
 

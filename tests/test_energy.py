@@ -118,3 +118,28 @@ def test_energy_convention():
     assert e["uj"] == pytest.approx(2 * 0.9 + 0.5 * 4.6)
     assert e["uj_with_state"] == pytest.approx(e["uj"] + 0.1 * 4.6)
     assert "Horowitz" in e["convention"]
+
+
+def test_encoder_operations_count_the_pursuit_of_real_spikes(monkeypatch):
+    """Exact mode keeps every nonzero cross-correlation term, so a spike of kernel k updates the L_k + L_m - 1 lags
+    where it overlaps kernel m (less the end terms, exact zeros as a gammatone starts at 0), plus L_k residual
+    samples; and the map is computed once per chunk (no resyncs), as the estimate says."""
+    import numpy as np
+
+    import spiketrum.encoder as enc
+
+    cfg = enc.SpiketrumConfig(sr=8000, rate=400, kernels=6, levels=1, fmin=200.0, mode="exact")
+    maps = []
+    real_map = enc._correlation_map
+    monkeypatch.setattr(enc, "_correlation_map", lambda r, phi, T, *a, **k: maps.append(T) or real_map(r, phi, T, *a, **k))
+    x = np.random.default_rng(0).standard_normal(4000)
+    st = cfg.encode(x, 8000)
+    assert maps == [4000] and len(st) == 200
+    lengths = enc.dictionary(8000, 6, 200.0, cfg.resolved_fmax, cfg.floor_db)[1]
+    per_spike = [sum(int(lengths[k]) + int(lm) - 1 for lm in lengths) + int(lengths[k]) for k in st.kernel]
+    ops = cfg.operations(spikes=st)
+    assert ops["spikes"] == 400.0
+    counted = ops["pursuit_macs"] * 0.5  # 0.5 s of audio
+    assert sum(per_spike) - 2 * 6 * len(st) <= counted <= sum(per_spike)
+    assert ops["per_spike_macs"] == pytest.approx(counted / len(st), rel=1e-12)
+    assert ops["ops"] > ops["fft_flops"] > 0 and ops["compares"] > 0

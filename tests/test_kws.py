@@ -46,6 +46,14 @@ def test_train_evaluate_predict_through_the_cli(tiny_folder, tmp_path):
     assert r.returncode == 0, r.stderr
     ev = json.loads(r.stdout)
     assert ev["n"] == m["n_test"] and ev["accuracy"] == pytest.approx(m["test_accuracy"])  # the test part training held out
+    # energy per clip on the same clips: SynOps as in activity, state updates from the valid steps (SRNN 24 + readout 3)
+    e = m["energy"]
+    assert e["samples"] == m["n_test"] and e["synops"] > 0
+    assert e["synops"] == pytest.approx(m["activity"]["synops_per_sample"])
+    assert e["state_updates"] == pytest.approx(m["activity"]["steps_per_sample"] * (3 * 24 + 3))
+    assert e["uj"] == pytest.approx(e["synops"] * 0.9e-6) and e["macs"] == 0
+    assert ev["energy"]["synops"] == pytest.approx(e["synops"], rel=1e-6)
+    assert ev["energy"]["state_updates"] == pytest.approx(e["state_updates"])
     r = run("evaluate", out, "--dataset", "folder", "--data", tiny_folder, "--json", "--split", "all")
     assert r.returncode == 0, r.stderr
     ev = json.loads(r.stdout)

@@ -439,7 +439,7 @@ def test_activity_conv_synops():
     with snn.record_activity(model) as act:
         model(x)
     layers = act.summary()["layers"]
-    assert list(layers) == ["input", "conv0", "hidden"]
+    assert list(layers) == ["input", "conv0", "hidden", "readout"]  # the readout: state updates only, no spikes
     fan = model.convs[0].fan_out(8).reshape(6, 8)  # 48 channels = 8 kernels x 6 maps
     counts = x.reshape(30, 2, 8, 6).sum((0, 1)).T  # [maps, kernels]
     assert layers["input"]["synops_per_sample"] == pytest.approx((counts * fan).sum().item() / 2)
