@@ -545,6 +545,9 @@ def report(plan, trainer, test_set, skipped=(), start=None):
     if val_speakers is None and (plan.split.startswith("loso:") or plan.split_rule):  # whole held-out speakers
         val_speakers = sorted(set(plan.splits[1].groups or ()))
     kind = split_kind(plan.dataset, plan.split, val_speakers, plan.split_rule)
+    if result["n"] == 0:
+        warnings.warn(f"{plan.data}: the test part is empty ({len(plan.splits[0])} training clips), so the test accuracy "
+                      "is not measured; give more clips (or speakers), or --split-lists", stacklevel=2)
     if plan.dataset == "folder" and plan.split_rule is None:  # said with the result, which it qualifies
         warnings.warn(f"{plan.data}: split by a hash of file names, so one speaker's clips may be in both training and "
                       "test, and the test accuracy is speaker-dependent; give --group-by REGEX or --split-lists",
