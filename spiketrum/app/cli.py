@@ -442,7 +442,7 @@ def cmd_to_shd(args):
 
 
 def _speaker_line(m):
-    """The unseen-speaker figure of a spike dataset's metrics, in words ('' when there is none)."""
+    """The unseen-speaker figure of a run's or evaluation's metrics, in words ('' where speakers are not known)."""
     if not m.get("per_speaker"):
         return ""
     if m.get("unseen_speaker_accuracy") is None:

@@ -19,14 +19,9 @@ from spiketrum import config_from_json
 from spiketrum.io import atomic_output
 
 from .errors import OutputExists
-from .kws import Run, check_model_kwargs
+from .kws import Run, check_model_kwargs, random_spikes
 
 MODEL_NAMES = {"SRNN": "srnn", "ConvSNN": "conv"}
-
-
-def _random_spikes(n_channels, clips=32, steps=100, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(steps, clips, n_channels, generator=g) < 0.05).float()
 
 
 def export(run_dir, out, *, int8=False, force=False):
@@ -53,7 +48,7 @@ def export(run_dir, out, *, int8=False, force=False):
     with atomic_output(out, suffix=".nir") as tmp:
         nir.write(tmp, graph)
     back, _ = from_nir(nir.read(str(out)), run.dt_ms, readout=run.model.readout.readout)
-    x = _random_spikes(run.encoder.n_channels)
+    x = random_spikes(run.encoder.n_channels, clips=32)
     with torch.no_grad():
         ref, got = run.model(x, per_step=True), back(x, per_step=True)
     scale = graph_metadata(graph)["scales"][-1]  # an int8 readout is the float one divided by its scale

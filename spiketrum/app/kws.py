@@ -12,6 +12,7 @@ import inspect
 import json
 import math
 import pickle
+import re
 import textwrap
 import time
 import warnings
@@ -831,6 +832,13 @@ def predict(run_dir, files):
     return out
 
 
+def random_spikes(n_channels, clips, steps=100, p=0.05, seed=0):
+    """Seeded random spike input [steps, clips, n_channels] (each entry a spike with probability ``p``), on which
+    an exported model is checked against its source."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(steps, clips, n_channels, generator=g) < p).float()
+
+
 def prune_export(run_dir, out, force=False):
     """Remove the pruned channels of an SCA-pruned conv run physically: writes ``out/model.pt`` (the compact
     model) and ``out/export.json`` (the report), and returns the report.
@@ -852,8 +860,7 @@ def prune_export(run_dir, out, force=False):
     if not force and any((out / n).exists() for n in ("model.pt", "export.json")):
         raise OutputExists(out, "a model (model.pt or export.json)")
     small, kwargs = compact(run.model, run.model_kwargs)
-    g = torch.Generator().manual_seed(0)
-    x = (torch.rand(100, 64, run.encoder.n_channels, generator=g) < 0.05).float()  # 64 clips of 100 steps
+    x = random_spikes(run.encoder.n_channels, clips=64)
     with torch.no_grad():
         diff = float((small(x) - run.model(x)).abs().max())
     clips = [(x[:, i], 0) for i in range(x.shape[1])]
@@ -880,8 +887,6 @@ _SPEAKER_NAMES = (r"\d_([^_]+)_\d+\.wav", r"([0-9a-f]{8})_nohash_\d+\.\w+")
 
 def speaker_of(path):
     """The speaker a clip's file name says (see :data:`_SPEAKER_NAMES`), else the name of its folder."""
-    import re
-
     name = Path(str(path)).name
     for pattern in _SPEAKER_NAMES:
         m = re.fullmatch(pattern, name)
