@@ -54,8 +54,11 @@ class SpikeDataset(torch.utils.data.Dataset):
     snr_db : float or (float, float), optional
         SNR of the mix, or a range it is drawn from uniformly per item. Needed with ``noise``.
     seed : int
-        Seeds the noise. Each item's mix comes from a generator seeded with ``seed`` and the item's
-        content, so it is the same whatever the item's position or process.
+        Seeds the noise and ``perturb``. Each item's draws come from a generator seeded with ``seed`` and the
+        item's content, so they are the same whatever the item's position or process.
+    perturb : callable, optional
+        ``perturb(x, sr, rng) -> x`` changes every clip's audio before the noise is mixed in (e.g.
+        :meth:`spiketrum.perturb.Augment.audio`: speed and spectral tilt); it must pickle for ``jobs`` > 1.
     transform : callable, optional
         Applied to every item's spikes (the SpikeTrain when ``dt_ms`` is None, else the dense tensor).
     in_memory : bool
@@ -73,7 +76,7 @@ class SpikeDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, base, encoder_config, cache_dir, *, dt_ms, jobs=1, noise=None, snr_db=None, seed=0, transform=None,
-                 in_memory=True):
+                 in_memory=True, perturb=None):
         if dt_ms is not None and not dt_ms > 0:
             raise ValueError(f"dt_ms must be > 0 milliseconds or None, got {dt_ms!r}")
         if not (isinstance(jobs, int) and jobs >= 1):
@@ -84,7 +87,7 @@ class SpikeDataset(torch.utils.data.Dataset):
             raise ValueError(f"noise is at {noise.sr} Hz, the encoder at {encoder_config.sr} Hz: load it with "
                              f"NoiseFolder(root, sr={encoder_config.sr})")
         self.base, self.config, self.dt_ms, self.jobs = base, encoder_config, dt_ms, jobs
-        self.noise, self.snr_db, self.seed, self.transform = noise, snr_db, seed, transform
+        self.noise, self.snr_db, self.seed, self.transform, self.perturb = noise, snr_db, seed, transform, perturb
         self.config_json = encoder_config.to_json()
         self._key = f"cache-v{CACHE_VERSION}-format-v{FORMAT_VERSION}|{self.config_json}".encode()
         self.cache_dir = Path(cache_dir) / hashlib.sha256(self._key).hexdigest()[:16]
@@ -95,25 +98,33 @@ class SpikeDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.base)
 
+    @property
+    def _drawn(self):
+        """Whether items are drawn from a generator (noise, perturb): their key is then the encoder's input."""
+        return self.noise is not None or self.perturb is not None
+
     def _input(self, i, fingerprint):
-        """The encoder's input for item ``i``: audio at the config's rate, noise mixed in if asked."""
+        """The encoder's input for item ``i``: audio at the config's rate, perturbed and noise mixed in if asked."""
         x, sr = self.base.load(i)
         if sr != self.config.sr:
             x = resample(x, sr, self.config.sr)
-        if self.noise is not None:
+        if self._drawn:
             rng = np.random.default_rng([self.seed, *np.frombuffer(fingerprint[:16], np.uint32).tolist()])
-            snr = rng.uniform(*self.snr_db) if np.ndim(self.snr_db) else self.snr_db
-            x = self.noise.mix(x, snr, rng)
+            if self.perturb is not None:
+                x = self.perturb(x, self.config.sr, rng)
+            if self.noise is not None:
+                snr = rng.uniform(*self.snr_db) if np.ndim(self.snr_db) else self.snr_db
+                x = self.noise.mix(x, snr, rng)
         return x
 
     def audio(self, i):
-        """The encoder's input for item ``i``: its audio at the config's rate, with the noise mixed in if any."""
-        return self._input(i, self.base.fingerprint(i) if self.noise is not None else None)
+        """The encoder's input for item ``i``: its audio at the config's rate, perturbed and noisy if asked."""
+        return self._input(i, self.base.fingerprint(i) if self._drawn else None)
 
     def entry(self, i):
-        """Cache path of item ``i``, and its encoder input when the key needed it (noisy items), else None."""
+        """Cache path of item ``i``, and its encoder input when the key needed it (drawn items), else None."""
         content, x = self.base.fingerprint(i), None
-        if self.noise is not None:
+        if self._drawn:
             x = self._input(i, content)
             content = hashlib.sha256(b"%d:" % self.config.sr + x.tobytes()).digest()
         return self.cache_dir / f"{hashlib.sha256(self._key + b'|' + content).hexdigest()}.npz", x

@@ -1,5 +1,6 @@
 """Perturbations of a SpikeTrain: seeded spike loss, jitter and insertion for robustness tests, and the
-stretches, shifts and masks that augment training data.
+stretches, shifts and masks that augment training data; and two of the audio before it is encoded, speed
+and spectral tilt, that vary a voice and a microphone.
 
 Each function returns a new SpikeTrain with the same config (and length, unless it says otherwise) and leaves its input
 untouched. It works for spiketrum and baseline trains alike. The operation and its arguments are
@@ -11,6 +12,7 @@ import dataclasses
 
 import numpy as np
 
+from .io import resample
 from .spiketrain import SpikeTrain
 
 _FIELDS = ("samples", "kernel", "level", "polarity", "amplitude")
@@ -210,6 +212,45 @@ def delay(st, ms):
     return _rebuild(st, fields, {"op": "delay", "ms": float(ms)}, st.n_samples + n)
 
 
+def speed(x, sr, factor):
+    """Play audio ``x`` (sampled at ``sr`` Hz) ``factor`` times faster: every frequency, the pitch and the
+    formants scale by ``factor`` and the length by ``1 / factor`` (Ko et al., Interspeech 2015).
+
+    The factor is rounded to a multiple of 1/100, so that the polyphase resampler's ratio stays small.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.sin(2 * np.pi * 500 * np.arange(8000) / 8000)
+    >>> y = speed(x, 8000, 1.1)
+    >>> len(y), round(np.argmax(np.abs(np.fft.rfft(y))) * 8000 / len(y))
+    (7273, 550)
+    """
+    _check("factor", factor, 0.5, 2.0)
+    steps = int(round(factor * 100))
+    return x if steps == 100 else resample(x, sr * steps, sr * 100)
+
+
+def tilt(x, sr, db_per_octave, pivot_hz=1000.0):
+    """Tilt the spectrum of ``x`` by ``db_per_octave`` about ``pivot_hz``, zero phase: a microphone or a voice
+    that is brighter (> 0) or duller (< 0). Below 100 Hz the gain stays at its 100 Hz value.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t = np.arange(8000) / 8000
+    >>> y = tilt(np.sin(2 * np.pi * 2000 * t), 8000, 6.0)
+    >>> round(float(20 * np.log10(np.abs(y).max())), 1)
+    6.0
+    """
+    _check("db_per_octave", db_per_octave, -24, 24)
+    if db_per_octave == 0 or len(x) == 0:
+        return x
+    f = np.fft.rfftfreq(len(x), 1 / sr)
+    gain = 10 ** (db_per_octave * np.log2(np.maximum(f, 100.0) / pivot_hz) / 20)
+    return np.fft.irfft(np.fft.rfft(x) * gain, len(x)).astype(x.dtype, copy=False)
+
+
 @dataclasses.dataclass(frozen=True)
 class Augment:
     """Random transforms of every training clip's spikes, drawn afresh each time the clip is used.
@@ -238,9 +279,16 @@ class Augment:
         With probability 1/2 the clip is replaced by an encoding of it with real background noise
         (from the first 80 % of each noise clip) mixed at an SNR drawn uniformly from
         ``[noise, noise + 20]`` dB. The noisy encodings are cached like the clean ones.
+    speed : float
+        Audio speed perturbation (:func:`speed`), factor uniform in ``[1 - speed, 1 + speed]``: pitch and
+        formants move together, as between a child, a woman and a man.
+    tilt : float
+        Spectral tilt (:func:`tilt`) in dB per octave, uniform in ``[-tilt, tilt]``: the microphone and the
+        voice's brightness.
     copies : int
-        Noisy encodings per clip, each with its own noise excerpt and SNR; every noisy use draws one,
-        so the model does not learn one fixed noise per clip.
+        Perturbed encodings per clip (noise, speed and tilt act on the audio, so they are encoded and cached),
+        each with its own draw; every perturbed use draws one, so the model does not learn one fixed
+        noise per clip.
     """
 
     deletion: float = 0.0
@@ -251,9 +299,11 @@ class Augment:
     mask: int = 0
     delay: float = 0.0
     noise: float | None = None
+    speed: float = 0.0
+    tilt: float = 0.0
     copies: int = 1
 
-    UNITS = {"jitter": "ms", "delay": "ms", "noise": "dB"}
+    UNITS = {"jitter": "ms", "delay": "ms", "noise": "dB", "tilt": "dB"}
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -264,8 +314,8 @@ class Augment:
             elif f.name == "copies":
                 if not (isinstance(v, (int, np.integer)) and v >= 1):
                     raise ValueError(f"augment copies must be a positive integer, got {v!r}")
-            elif not (np.isfinite(v) and v >= 0) or (f.name == "deletion" and v > 1):
-                raise ValueError(f"augment {f.name} must be {'in [0, 1]' if f.name == 'deletion' else 'a finite number >= 0'}, got {v!r}")
+            elif not (np.isfinite(v) and v >= 0) or (f.name in ("deletion", "speed") and v > {"speed": 0.5}.get(f.name, 1)):
+                raise ValueError(f"augment {f.name} must be {'in [0, 1]' if f.name == 'deletion' else 'in [0, 0.5]' if f.name == 'speed' else 'a finite number >= 0'}, got {v!r}")
 
     @classmethod
     def parse(cls, spec):
@@ -274,7 +324,7 @@ class Augment:
         Examples
         --------
         >>> Augment.parse("deletion:0.2,jitter:1ms,noise:10dB")
-        Augment(deletion=0.2, jitter=1.0, insertion=0.0, stretch=0.0, shift=0, mask=0, delay=0.0, noise=10.0, copies=1)
+        Augment(deletion=0.2, jitter=1.0, insertion=0.0, stretch=0.0, shift=0, mask=0, delay=0.0, noise=10.0, speed=0.0, tilt=0.0, copies=1)
         """
         spec = spec.strip()
         if spec.lower() in ("", "none"):
@@ -303,6 +353,19 @@ class Augment:
         items = [f"{f.name}:{number(getattr(self, f.name))}{self.UNITS.get(f.name, '')}" for f in dataclasses.fields(self)
                  if getattr(self, f.name) != f.default]
         return ",".join(items) or "none"
+
+    @property
+    def encoded(self):
+        """Whether any transform acts on the audio (noise, speed, tilt), so that it needs perturbed encodings."""
+        return self.noise is not None or self.speed > 0 or self.tilt > 0
+
+    def audio(self, x, sr, rng):
+        """Speed and tilt drawn from ``rng`` applied to audio ``x`` at ``sr`` Hz (noise is mixed by the dataset)."""
+        if self.speed:
+            x = speed(x, sr, 1.0 + rng.uniform(-self.speed, self.speed))
+        if self.tilt:
+            x = tilt(x, sr, rng.uniform(-self.tilt, self.tilt))
+        return x
 
     def __call__(self, st, rng):
         """A transformed copy of SpikeTrain ``st``; ``rng`` (a numpy Generator) makes every draw."""

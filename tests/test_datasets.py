@@ -345,6 +345,26 @@ def test_noise_and_silence_items_are_cached_by_content(sc_root, noise_root, tmp_
         SpikeDataset(base, replace(cfg16, sr=8000), tmp_path, dt_ms=1.0, noise=noise, snr_db=10.0)
 
 
+def test_perturbed_items_are_drawn_per_item_and_cached_by_their_audio(few, cfg, tmp_path, encoder_calls):
+    from spiketrum.perturb import Augment
+
+    aug = Augment(speed=0.2, tilt=6.0)
+    clean = SpikeDataset(few, cfg, tmp_path, dt_ms=1.0)
+    varied = SpikeDataset(few, cfg, tmp_path, dt_ms=1.0, perturb=aug.audio)
+    again = SpikeDataset(few, cfg, tmp_path, dt_ms=1.0, perturb=aug.audio)
+    other = SpikeDataset(few, cfg, tmp_path, dt_ms=1.0, perturb=aug.audio, seed=1)
+    sizes = []
+    for i in range(3):
+        x, y = clean.audio(i), varied.audio(i)
+        assert np.array_equal(y, again.audio(i)) and not np.array_equal(y, other.audio(i))
+        assert 0.8 * x.size - 1 <= y.size <= x.size / 0.8 + 1
+        sizes.append(y.size != x.size)
+    assert any(sizes)  # a speed factor other than 1 changed the length
+    assert {varied.entry(i)[0] for i in range(3)}.isdisjoint(clean.entry(i)[0] for i in range(3))
+    assert varied.prepare(progress=False) == 3 and again.prepare(progress=False) == 0
+    assert [varied.spikes(i).n_samples for i in range(3)] == [varied.audio(i).size for i in range(3)]
+
+
 # -- collate --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dt_ms", [1, 4.0])
 def test_collate_pads_and_keeps_every_spike(few, cfg, tmp_path, dt_ms):

@@ -191,10 +191,12 @@ def test_augment_spec_round_trips_and_draws_are_seeded(train):
 
     from spiketrum.perturb import DEFAULT_AUGMENT, Augment
 
-    @given(st_.floats(0, 1), st_.floats(0, 20), st_.integers(0, 3), st_.one_of(st_.none(), st_.floats(-10, 30)))
-    def round_trip(p, jit, shift, noise):
-        a = Augment(deletion=p, jitter=jit, shift=shift, noise=noise)
+    @given(st_.floats(0, 1), st_.floats(0, 20), st_.integers(0, 3), st_.one_of(st_.none(), st_.floats(-10, 30)),
+           st_.floats(0, 0.5), st_.floats(0, 12))
+    def round_trip(p, jit, shift, noise, speed, tilt):
+        a = Augment(deletion=p, jitter=jit, shift=shift, noise=noise, speed=speed, tilt=tilt)
         assert Augment.parse(a.spec()) == a
+        assert a.encoded == (noise is not None or speed > 0 or tilt > 0)
 
     round_trip()
     assert Augment.parse("none") == Augment() and Augment().spec() == "none"
@@ -202,6 +204,41 @@ def test_augment_spec_round_trips_and_draws_are_seeded(train):
     a, b = (aug(train, np.random.default_rng(7)) for _ in range(2))
     assert a == b and a != aug(train, np.random.default_rng(8))
     assert Augment()(train, np.random.default_rng(0)) is train
-    for bad in ("deletion:2", "jitter:-1ms", "shift:x", "volume:3", "deletion"):
+    for bad in ("deletion:2", "jitter:-1ms", "shift:x", "volume:3", "deletion", "speed:0.6", "tilt:-1dB"):
         with pytest.raises(ValueError):
             Augment.parse(bad)
+
+
+def test_speed_scales_every_frequency_and_the_length():
+    from hypothesis import given, settings, strategies as st_
+
+    from spiketrum.perturb import speed
+
+    @settings(max_examples=25, deadline=None)
+    @given(st_.integers(80, 120), st_.integers(4, 30))
+    def scaled(steps, bin_):
+        sr, n = 8000, 8000
+        f = bin_ * 100.0  # a whole number of cycles in 1 s
+        y = speed(np.sin(2 * np.pi * f * np.arange(n) / sr), sr, steps / 100)
+        assert abs(y.size - n * 100 / steps) <= 1
+        peak = np.argmax(np.abs(np.fft.rfft(y, 8 * y.size))) * sr / (8 * y.size)
+        assert abs(peak - f * steps / 100) <= sr / (8 * y.size) + 1e-9
+
+    scaled()
+    x = np.random.default_rng(0).standard_normal(100)
+    assert speed(x, 8000, 1.0) is x
+
+
+def test_tilt_gains_are_db_per_octave_about_the_pivot():
+    from spiketrum.perturb import tilt
+
+    sr, n = 8000, 8000
+    t = np.arange(n) / sr
+    for f, s in [(250.0, 3.0), (1000.0, -5.0), (2000.0, 6.0), (3000.0, -2.5), (50.0, 4.0)]:
+        y = tilt(np.sin(2 * np.pi * f * t), sr, s)
+        gain_db = 20 * np.log10(np.abs(np.fft.rfft(y)).max() / np.abs(np.fft.rfft(np.sin(2 * np.pi * f * t))).max())
+        assert gain_db == pytest.approx(s * np.log2(max(f, 100.0) / 1000.0), abs=1e-6)
+    x = np.random.default_rng(0).standard_normal(1000).astype(np.float32)
+    assert tilt(x, sr, 0.0) is x and tilt(x, sr, 3.0).dtype == np.float32
+    # a tilt and its opposite undo each other
+    np.testing.assert_allclose(tilt(tilt(x, sr, 4.0), sr, -4.0), x, atol=1e-5)

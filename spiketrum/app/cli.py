@@ -617,7 +617,8 @@ def build_parser():
     t.add_argument("--dt-ms", type=_positive_float, default=10.0, help="time bin of the spike tensor in ms (default 10)")
     t.add_argument("--augment", metavar="SPEC",
                    help="training augmentation, key:value,... with keys deletion, jitter (ms), insertion (spikes/s per "
-                        "channel), stretch, shift (kernels), mask (kernels), delay (ms), noise (dB); 'none' for none "
+                        "channel), stretch, shift (kernels), mask (kernels), delay (ms), noise (dB), speed (audio speed factor "
+                        "range), tilt (dB per octave), copies (perturbed encodings per clip); 'none' for none "
                         f"(default: {DEFAULT_AUGMENT}; noise only where a noise folder is found; spike datasets: none, "
                         "the only choice)")
     t.add_argument("--prune", choices=["esl", "static", "sca"],

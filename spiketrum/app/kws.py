@@ -163,7 +163,7 @@ def corpus_rate(splits):
 class AugmentedSpikes(torch.utils.data.Dataset):
     """Training items ``(dense spikes [T, C], label)`` from a clean :class:`~datasets.SpikeDataset`,
     transformed by an :class:`Augment` each time they are read. Half the reads take the item from
-    one of the ``noisy`` datasets (noisy encodings of the same clips) instead, drawn uniformly.
+    one of the ``noisy`` datasets (encodings of the same clips with noise, speed or tilt) instead, drawn uniformly.
 
     The per-read generator is seeded from numpy's global state, which the Trainer's checkpoints
     carry: a resumed run draws the same augmentations as an uninterrupted one.
@@ -389,7 +389,8 @@ def _noise_policy(augment, data, noise_dir):
             raise FileNotFoundError(f"{data}: noise augmentation needs a background-noise folder; none was found in or "
                                     "beside the data and none was given (noise_dir)")
         if noise_dir is None:
-            augment = dataclasses.replace(augment, noise=None, copies=1)
+            augment = dataclasses.replace(augment, noise=None)
+            augment = augment if augment.encoded else dataclasses.replace(augment, copies=1)
     return augment, noise_dir, default and augment.noise is None
 
 
@@ -482,16 +483,17 @@ def prepare_data(plan, jobs=1, progress=True):
         return (*plan.splits, [])
     with rank_zero_first():  # rank 0 encodes, then the other processes load its cache entries
         train_set, val_set, test_set = spike_sets(plan.splits, plan.encoder, plan.cache_dir, plan.dt_ms, jobs, progress)
-        noisy = []
-        if plan.augment.noise is not None:
-            noise = NoiseFolder(plan.noise_dir, plan.encoder.sr, part="train")
-            for k in range(plan.augment.copies):  # copy 0 keeps the seed of single-copy runs: their cache serves
+        noisy, aug = [], plan.augment
+        if aug.encoded:
+            noise = NoiseFolder(plan.noise_dir, plan.encoder.sr, part="train") if aug.noise is not None else None
+            perturb = aug.audio if aug.speed or aug.tilt else None
+            for k in range(aug.copies):  # copy 0 keeps the seed of single-copy runs: their cache serves
                 noisy.append(SpikeDataset(train_set.base, plan.encoder, plan.cache_dir, dt_ms=None, jobs=jobs,
-                                          seed=plan.config.seed + 7919 * k, noise=noise,
-                                          snr_db=(plan.augment.noise, plan.augment.noise + 20.0)))
+                                          seed=plan.config.seed + 7919 * k, noise=noise, perturb=perturb,
+                                          snr_db=None if noise is None else (aug.noise, aug.noise + 20.0)))
                 noisy[-1].prepare(progress=progress)
-                if noisy[-1].skipped:  # a clip that took no noise: keep the clean and noisy sets aligned
-                    raise ValueError(f"{noisy[-1].skipped[0][0]}: cannot mix background noise into it "
+                if noisy[-1].skipped:  # a clip that took no noise: keep the clean and perturbed sets aligned
+                    raise ValueError(f"{noisy[-1].skipped[0][0]}: cannot perturb it or mix background noise into it "
                                      f"({noisy[-1].skipped[0][1]})")
     skipped = skipped_files(plan.splits, (train_set, val_set, test_set))
     if plan.augment != Augment():
