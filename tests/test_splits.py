@@ -121,6 +121,16 @@ def test_train_by_group_keeps_speakers_apart_and_scores_each(voices, tmp_path):
                        "--cache", tmp_path / "cache")
     r = json.loads(out)
     assert r["unseen_speakers"] == [] and not set(r["per_speaker"]) & test_speakers
+    # scored whole as another corpus, --group-by names its speakers
+    code, out, _ = cli("evaluate", run, "--dataset", "folder", "--data", voices, "--json", "--split", "all",
+                       "--group-by", "^([0-9a-f]{8})_nohash", "--cache", tmp_path / "cache")
+    r = json.loads(out)
+    assert len(r["per_speaker"]) == 30 and sum(v["n"] for v in r["per_speaker"].values()) == r["n"] == 90
+    code, out, _ = cli("evaluate", run, "--dataset", "folder", "--data", voices, "--json", "--split", "all",
+                       "--group-by", "^([0-9a-f]{4})", "--cache", tmp_path / "cache")
+    assert len(json.loads(out)["per_speaker"]) == 1  # every name starts 0000: one group
+    code, _, err = cli("evaluate", run, "--dataset", "folder", "--data", voices, "--group-by", "^(.)")
+    assert code == 2 and len(err) == 1 and "split all" in err[0]
 
 
 def test_hash_split_says_speakers_may_leak(voices, tmp_path):

@@ -325,7 +325,7 @@ def cmd_evaluate(args):
     from . import kws
 
     r = kws.evaluate(args.run_dir, args.dataset, args.data, split=args.split, noise_dir=args.noise_dir, cache_dir=args.cache,
-                     progress=not args.json, class_map=_class_map(args.class_map))
+                     progress=not args.json, class_map=_class_map(args.class_map), group_by=args.group_by)
     for c in r["unknown_classes"]:
         print(f"spiketrum evaluate: warning: {args.data}: class folder {c!r} is not a class of this model; skipped",
               file=sys.stderr)
@@ -731,6 +731,8 @@ def build_parser():
     ev.add_argument("--class-map", metavar="FOLDER=CLASS,...", help="folder: rename class folders to the model's "
                     "classes, e.g. zero=0,one=1,... to score an FSDD model on Speech Commands' digit words "
                     "(with --split all; other folders are skipped)")
+    ev.add_argument("--group-by", metavar="REGEX", help="folder, --split all: the first capture group of each file "
+                    "name is its speaker, for per-speaker accuracy on another corpus (e.g. '^([0-9a-f]{8})_nohash')")
     ev.add_argument("--cache")
     ev.add_argument("--json", action="store_true", help='print {"accuracy": ..., "n": ..., "energy": {...}}')
     ev.set_defaults(func=cmd_evaluate)

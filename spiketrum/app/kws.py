@@ -708,22 +708,26 @@ def training_seed(run, run_dir):
         return 0
 
 
-def split_audio(run, dataset, data, split="test", noise_dir=None, seed=0, class_map=None):
+def split_audio(run, dataset, data, split="test", noise_dir=None, seed=0, class_map=None, group_by=None):
     """The audio of one split, labelled with ``run``'s classes; returns ``(audio, unknown_classes)``.
 
     ``split`` is ``train``, ``val`` or ``test`` of the official split, or ``loso:<speaker>[:part]``
     (part defaults to test). A folder's split is the split training made (:func:`training_seed`, the run's
     split rule), or ``all`` for every file; ``class_map`` renames its class folders to the model's classes
     (e.g. ``{"zero": "0", ...}`` to score an FSDD model on Speech Commands' digit words); classes the model does
-    not know are skipped and listed. Files whose header does not read are left out, listed in the audio's
-    ``skipped``.
+    not know are skipped and listed. ``group_by`` (split ``all`` only: the speakers of another corpus) is the
+    regular expression of :class:`~datasets.AudioFolder` that finds each file's speaker, for per-speaker scores.
+    Files whose header does not read are left out, listed in the audio's ``skipped``.
     """
     check_split(dataset, split, "score")
     if class_map and dataset != "folder":
         raise ValueError(f"a class map renames a folder dataset's class folders; {dataset} has fixed classes")
+    if group_by is not None and (dataset != "folder" or split != "all"):
+        raise ValueError("group_by names the speakers of a folder scored whole (split all); a training split keeps "
+                         "the run's own grouping")
     if dataset == "folder":
         rule = run.split_rule or {}
-        full = AudioFolder(data, group_by=rule.get("group_by"))
+        full = AudioFolder(data, group_by=group_by or rule.get("group_by"))
         if class_map:
             missing = sorted(set(class_map) - set(full.classes))
             if missing:
@@ -748,19 +752,22 @@ def split_audio(run, dataset, data, split="test", noise_dir=None, seed=0, class_
     return audio, []
 
 
-def evaluate(run_dir, dataset, data, split="test", noise_dir=None, cache_dir=None, progress=True, class_map=None):
+def evaluate(run_dir, dataset, data, split="test", noise_dir=None, cache_dir=None, progress=True, class_map=None,
+             group_by=None):
     """Accuracy of a trained run on a dataset split: ``{"accuracy", "n", "unknown_classes", "skipped_files", "energy"}``;
     ``energy`` is the energy per clip on the same clips (:meth:`snn.models.Activity.energy`).
 
     A folder's ``test`` (the default), ``train`` and ``val`` are the parts the run's training made of that
-    folder; ``all`` is every file. Audio at another rate than the model's encoder is resampled to it. A
-    folder's unknown classes, and files that cannot be read or encoded, are reported and skipped.
+    folder; ``all`` is every file, whose speakers ``group_by`` finds (:func:`split_audio`). Audio at another rate
+    than the model's encoder is resampled to it. A folder's unknown classes, and files that cannot be read or
+    encoded, are reported and skipped.
     """
     run = Run.load(run_dir)
     if dataset in SPIKE_DATASETS:
         return evaluate_spikes(run, run_dir, dataset, data, split)
     require_audio_encoder(run, run_dir)
-    audio, unknown = split_audio(run, dataset, data, split, noise_dir, seed=training_seed(run, run_dir), class_map=class_map)
+    audio, unknown = split_audio(run, dataset, data, split, noise_dir, seed=training_seed(run, run_dir), class_map=class_map,
+                                 group_by=group_by)
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(run_dir).parent / "cache"
     (spikes,) = spike_sets([audio], run.encoder, cache_dir, run.dt_ms, progress=progress)
     trainer = Trainer(run.model, spikes, None, collate_for(run.dt_ms), TrainConfig(), progress=False)
