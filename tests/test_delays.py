@@ -1,4 +1,5 @@
 """Learnt synaptic delays (snn.layers.DelayedLinear, snn.models.DelaySNN) against a step-by-step reference."""
+import json
 import math
 
 import pytest
@@ -314,3 +315,44 @@ def test_bad_arguments():
         DelayedLinear(3, 2, dt=10.0, max_delay_ms=30.0)(torch.zeros(4, 1, 3), torch.zeros(2, 1, 3))
     with pytest.raises(ValueError, match="anneal"):
         DelaySNN(3, 2, anneal=2.0, dt=10.0)
+
+
+def test_kws_training_resumes_the_same_annealing(tiny_folder, tmp_path):
+    """kws adds the schedule for the delay model in both runs: a killed and resumed run ends as one that never stopped."""
+    from spiketrum.app import kws
+
+    class Kill(Callback):
+        def __init__(self, at=None):
+            self.at = at
+
+        def on_epoch_end(self, trainer, record):
+            if record["epoch"] == self.at:
+                raise KeyboardInterrupt
+
+    def train(out, kill=None, **kw):
+        cfg = TrainConfig(epochs=2, batch_size=8, patience=0)
+        return kws.train("folder", tiny_folder, out, model="delay", rate=500, dt_ms=10, config=cfg, progress=False,
+                         model_kwargs={"hidden": (16,), "max_delay_ms": 60.0}, cache_dir=tmp_path / "cache",
+                         callbacks=[Kill(kill)], **kw)
+
+    full = train(tmp_path / "a" / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "b" / "run", kill=2)  # dies before the second checkpoint: resumes from the first
+    resumed = train(tmp_path / "b" / "run", resume=True)
+    assert json.dumps(resumed["history"]) == json.dumps(full["history"])
+    a = torch.load(tmp_path / "a" / "run" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b" / "run" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    model = kws.Run.load(tmp_path / "a" / "run").model
+    assert float(model.layers[0].sigma) == pytest.approx(model.sigma_end_ms / 10.0)  # annealed, and saved with it
+
+
+def test_cli_model_delay_flags():
+    from spiketrum.app.cli import build_parser, cmd_train
+
+    args = build_parser().parse_args(["train", "--dataset", "folder", "--data", "x", "-o", "y", "--model", "delay",
+                                      "--max-delay-ms", "120"])
+    assert args.model == "delay" and args.max_delay_ms == 120.0
+    wrong = build_parser().parse_args(["train", "--dataset", "folder", "--data", "x", "-o", "y", "--max-delay-ms", "50"])
+    with pytest.raises(ValueError, match="--max-delay-ms needs --model delay"):
+        cmd_train(wrong)
