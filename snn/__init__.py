@@ -9,3 +9,8 @@ from .models import SRNN, Activity, ConvSNN, record_activity
 
 __all__ = ["functional", "LIF", "ALIF", "RLIF", "RALIF", "LI", "SpikingConv1d", "SRNN", "ConvSNN",
            "Activity", "record_activity"]
+
+from .layers import DelayedLinear  # noqa: E402
+from .models import DelaySNN  # noqa: E402
+
+__all__ += ["DelayedLinear", "DelaySNN"]

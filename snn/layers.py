@@ -222,6 +222,160 @@ class LI(nn.Module):
         return F.li_sequence(x, beta, state)
 
 
+class DelayedLinear(nn.Module):
+    """Fully connected synapses, each with a weight and a learnt transmission delay (DCLS-Delays).
+
+    Synapse ``(j, i)`` carries presynaptic channel ``i`` to postsynaptic neuron ``j`` with weight ``w_ji``
+    and a real delay ``d_ji`` in [0, ``max_delay_ms``]. The layer is a causal convolution over time whose
+    kernel has one smoothed tap per synapse (Hammouamri, Khalfaoui-Hassani & Masquelier, "Learning delays in
+    spiking neural networks using dilated convolutions with learnable spacings", ICLR 2024):
+
+    ``y[t, j] = b_j + sum_i w_ji sum_k g_ji(k) x[t - k, i]``, taps ``k = 0 .. taps - 1``,
+
+    where ``g_ji`` is a Gaussian of width ``sigma`` (in bins) centred on the delay in bins and normalised over
+    the taps (a softmax of ``-(k - d)^2 / (2 sigma^2)``), so the delay is learnt by gradient descent while
+    ``sigma`` > 0. ``sigma = 0`` is its limit: every delay rounded to the nearest bin, an exact shift.
+    Training anneals ``sigma`` from about half the maximum delay down to a fraction of a bin
+    (:meth:`snn.models.DelaySNN.schedule`).
+
+    The convolution is one batched operation over the whole sequence (``conv1d``), never a loop over time.
+
+    Parameters
+    ----------
+    n_in, n_out : int
+        Presynaptic channels and postsynaptic neurons.
+    dt : float
+        Time bin of the input in ms.
+    max_delay_ms : float
+        Longest delay in ms, >= 0; ``taps = floor(max_delay_ms / dt) + 1`` kernel bins (delays of 0 up to
+        ``(taps - 1) * dt`` ms).
+    sigma_ms : float, optional
+        Initial width of the Gaussian in ms (default half the longest delay), >= 0.
+    bias : bool
+        Add a learnt bias per neuron.
+
+    Attributes
+    ----------
+    weight : torch.nn.Parameter
+        [n_out, n_in], uniform in +-1/sqrt(n_in) as ``nn.Linear``.
+    position : torch.nn.Parameter
+        [n_out, n_in]: the delay in bins is ``clamp((taps - 1) / 2 + RATE * position, 0, taps - 1)``. Centred,
+        so weight decay pulls delays to the middle of their range rather than to 0; scaled by :attr:`RATE` so
+        that one optimiser moves delays :attr:`RATE` times faster (in bins) than weights, as DCLS-Delays
+        trains its positions with a learning rate 100 times the weights'. Initial delays are uniform over
+        the range.
+    sigma : torch.Tensor
+        Buffer (saved with the weights): the Gaussian's width in bins; :meth:`set_sigma` changes it.
+
+    Notes
+    -----
+    ``forward(x, state=None)``: input [T, B, n_in] -> current [T, B, n_out], and the state: the last
+    ``taps - 1`` input frames [taps - 1, B, n_in] (zeros before the first call), with which the next call
+    continues exactly (chunked == whole).
+
+    Examples
+    --------
+    >>> layer = DelayedLinear(2, 1, dt=10.0, max_delay_ms=50.0, bias=False)
+    >>> layer.taps
+    6
+    >>> _ = torch.nn.init.ones_(layer.weight)
+    >>> layer.set_delays_ms(torch.tensor([[20.0, 40.0]]))
+    >>> layer.set_sigma(0.0)  # exact shifts
+    >>> x = torch.zeros(8, 1, 2)
+    >>> x[0, 0, 0] = x[1, 0, 1] = 1.0  # channel 0 at 0 ms, channel 1 at 10 ms
+    >>> y, state = layer(x)
+    >>> y[:, 0, 0].tolist()  # arrive at 0 + 20 and 10 + 40 ms
+    [0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+    >>> state.shape  # the last taps - 1 input frames
+    torch.Size([5, 1, 2])
+    """
+
+    #: Bins of delay per unit of :attr:`position` (DCLS-Delays' positions learn at 100 x the weights' rate).
+    RATE = 100.0
+
+    def __init__(self, n_in, n_out, *, dt, max_delay_ms=250.0, sigma_ms=None, bias=True):
+        super().__init__()
+        if not dt > 0:
+            raise ValueError(f"dt must be > 0 (ms), got {dt!r}")
+        if not (isinstance(max_delay_ms, (int, float)) and math.isfinite(max_delay_ms) and max_delay_ms >= 0):
+            raise ValueError(f"max_delay_ms must be a finite number >= 0, got {max_delay_ms!r}")
+        self.n_in, self.n_out, self.dt, self.max_delay_ms = n_in, n_out, dt, max_delay_ms
+        self.taps = int(math.floor(max_delay_ms / dt + 1e-9)) + 1
+        bound = 1.0 / math.sqrt(n_in)  # nn.Linear's default scale
+        self.weight = nn.Parameter(torch.empty(n_out, n_in).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(n_out).uniform_(-bound, bound)) if bias else None
+        half = (self.taps - 1) / 2
+        self.position = nn.Parameter(torch.empty(n_out, n_in).uniform_(-half / self.RATE, half / self.RATE))
+        self.register_buffer("sigma", torch.zeros(()))
+        self.set_sigma(max_delay_ms / 2 if sigma_ms is None else sigma_ms)
+
+    def extra_repr(self):
+        return (f"{self.n_in}, {self.n_out}, dt={self.dt}, max_delay_ms={self.max_delay_ms}, taps={self.taps}, "
+                f"sigma={float(self.sigma):.3g} bins, bias={self.bias is not None}")
+
+    # -- delays and sigma --------------------------------------------------------------------------
+    def delay_bins(self):
+        """The delays in bins [n_out, n_in] (real, differentiable, clamped to [0, taps - 1])."""
+        return ((self.taps - 1) / 2 + self.RATE * self.position).clamp(0.0, self.taps - 1)
+
+    @property
+    def delays_ms(self):
+        """The delays in ms [n_out, n_in] (detached)."""
+        return self.delay_bins().detach() * self.dt
+
+    @torch.no_grad()
+    def set_delays_ms(self, delays):
+        """Set the delays (ms, [n_out, n_in] or a scalar), clipped to [0, (taps - 1) dt]."""
+        d = torch.as_tensor(delays, dtype=self.position.dtype, device=self.position.device) / self.dt
+        self.position.copy_(((d.clamp(0.0, self.taps - 1) - (self.taps - 1) / 2) / self.RATE).expand_as(self.position))
+
+    @torch.no_grad()
+    def set_sigma(self, sigma_ms):
+        """Set the Gaussian's width, given in ms (>= 0; 0: every delay rounded to the nearest bin)."""
+        s = float(sigma_ms)
+        if not (math.isfinite(s) and s >= 0):
+            raise ValueError(f"sigma must be a finite number >= 0 (ms), got {sigma_ms!r}")
+        self.sigma.fill_(s / self.dt)
+
+    @torch.no_grad()
+    def clamp_(self):
+        """Bring every position back into the delay range (the clamp in :meth:`delay_bins` has no gradient
+        outside it, where a delay could stay stuck)."""
+        lim = (self.taps - 1) / 2 / self.RATE
+        self.position.clamp_(-lim, lim)
+
+    @torch.no_grad()
+    def round_delays(self):
+        """Round every delay to a whole bin and set ``sigma`` to 0: exact integer delays, e.g. for inference
+        once trained."""
+        self.set_delays_ms(self.delay_bins().round() * self.dt)
+        self.sigma.zero_()
+
+    def kernel(self):
+        """The interpolation weights ``g`` [n_out, n_in, taps] (each row sums to 1; tap k = delay of k bins)."""
+        d = self.delay_bins()
+        k = torch.arange(self.taps, dtype=d.dtype, device=d.device)
+        sigma = float(self.sigma)
+        if sigma > 0:
+            return torch.softmax(-0.5 * ((k - d[..., None]) / sigma) ** 2, -1)
+        return (k == d.detach().round()[..., None]).to(d.dtype)
+
+    # -- forward -----------------------------------------------------------------------------------
+    def forward(self, x, state=None):
+        if x.dim() != 3 or x.shape[-1] != self.n_in:
+            raise ValueError(f"x must have shape [T, B, {self.n_in}], got {tuple(x.shape)}")
+        T, B, _ = x.shape
+        back = self.taps - 1
+        if state is None:
+            state = x.new_zeros(back, B, self.n_in)
+        elif tuple(state.shape) != (back, B, self.n_in):
+            raise ValueError(f"state must have shape [{back}, {B}, {self.n_in}], got {tuple(state.shape)}")
+        frames = torch.cat([state.to(x.dtype), x]) if back else x
+        w = (self.weight[..., None] * self.kernel()).to(x.dtype).flip(-1)  # conv1d correlates: tap k at t - k
+        y = torch.nn.functional.conv1d(frames.permute(1, 2, 0), w, None if self.bias is None else self.bias.to(x.dtype))
+        return y.permute(2, 0, 1), frames[frames.shape[0] - back:]
+
+
 def conv_fan_out(conv, length):
     """Synapses of ``conv`` (an ``nn.Conv1d``) driven by one input spike of each map at each of ``length``
     positions: tensor [in_maps * length] (map-major).

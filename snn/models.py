@@ -17,6 +17,7 @@ from torch import nn
 
 from .layers import (ALIF, LI, LIF, RALIF, RLIF, TAU_ADAPT, TAU_MEM, TAU_OUT, SpikingConv1d, SpikingConvLSTM1d,
                      conv_fan_out)
+from .layers import DelayedLinear
 
 
 def step_mask(steps, lengths, device=None):
@@ -550,6 +551,115 @@ class SCBAMSNN(_StepModel):
                   lambda: _fan_out(self.readout.linear.weight) + conv_fan_out(last.conv_h, self._lengths[-1]),
                   SpikingConvLSTM1d.STATE_UPDATES)
         u, st = self.readout.steps(s.reshape(T, B, -1), state[-1])
+        self._ops("readout", u.shape[-1], state=1)
+        return u, (*out, st)
+
+
+class DelaySNN(_StepModel):
+    """Feed-forward SNN with learnt synaptic delays (DCLS-Delays, Hammouamri et al., ICLR 2024): stacked
+    :class:`snn.layers.DelayedLinear` -> LIF layers and a leaky-integrator readout, no recurrence.
+
+    Every synapse has a weight and a delay in [0, ``max_delay_ms``], learnt together; the delay is a
+    Gaussian-smoothed tap of a causal temporal convolution whose width ``sigma`` is annealed during training
+    (:meth:`schedule`, driven by the :class:`snn.trainer.Schedule` callback): from ``sigma_ms`` exponentially
+    down to ``sigma_end_ms`` over the first ``anneal`` fraction of the optimiser steps, then held (the
+    official DCLS-Delays schedule: half the longest delay down to 0.23 bins over the first quarter of the
+    epochs). :meth:`round_delays` then makes them exact whole-bin delays.
+
+    Parameters
+    ----------
+    n_in, n_classes : int
+        Input channels and classes.
+    hidden : tuple of int
+        Neurons per layer (DCLS-Delays on SHD: two of 256).
+    max_delay_ms : float
+        Longest synaptic delay in ms (``floor(max_delay_ms / dt) + 1`` kernel bins).
+    sigma_ms, sigma_end_ms : float, optional
+        Gaussian width at the start and the end of the annealing, in ms (defaults: ``max_delay_ms / 2`` and
+        ``0.23 dt``).
+    anneal : float
+        Fraction of the training steps over which ``sigma`` shrinks, in [0, 1] (0: ``sigma_end_ms`` from the
+        first step).
+    tau_mem, tau_out, threshold, learn_beta, reset, surrogate, slope, dropout, readout, dt
+        As in :class:`SRNN` (LIF neurons).
+
+    Notes
+    -----
+    SynOps: a spike drives each of its synapses once, whatever their delays; the convolution that
+    simulates them costs ``taps`` multiply-accumulates per synapse and step on this hardware, which is not
+    counted (a delay is a buffer on neuromorphic hardware). The state of a layer is ``(frames, neurons)``: its
+    last ``taps - 1`` input frames and its neurons' :class:`snn.functional.NeuronState`.
+
+    Examples
+    --------
+    >>> model = DelaySNN(40, 5, hidden=(32,), max_delay_ms=100.0, dt=10.0)
+    >>> x = (torch.rand(60, 2, 40) < 0.1).float()
+    >>> model(x).shape
+    torch.Size([2, 5])
+    >>> model.schedule(1.0)  # the end of training: sigma at sigma_end_ms
+    >>> round(float(model.layers[0].sigma), 2)  # in bins
+    0.23
+    >>> model = model.eval()
+    >>> scores, state = model.steps(x[:25])  # streaming, as SRNN
+    >>> more, state = model.steps(x[25:], state)
+    >>> torch.allclose(torch.cat([scores, more]).mean(0), model(x), atol=1e-6)
+    True
+    """
+
+    def __init__(self, n_in, n_classes, hidden=(256, 256), max_delay_ms=250.0, sigma_ms=None, sigma_end_ms=None,
+                 anneal=0.25, tau_mem=TAU_MEM, tau_out=TAU_OUT, threshold=1.0, learn_beta=True, reset="subtract",
+                 surrogate="atan", slope=None, dropout=0.0, readout="mean", *, dt):
+        super().__init__()
+        if not (isinstance(anneal, (int, float)) and 0 <= anneal <= 1):
+            raise ValueError(f"anneal must be a fraction of training in [0, 1], got {anneal!r}")
+        self.dt, self.anneal = dt, anneal
+        self.sigma_ms = max_delay_ms / 2 if sigma_ms is None else sigma_ms
+        self.sigma_end_ms = min(0.23 * dt, self.sigma_ms) if sigma_end_ms is None else sigma_end_ms
+        if not 0 <= self.sigma_end_ms <= self.sigma_ms:
+            raise ValueError(f"sigma_end_ms must be in [0, sigma_ms={self.sigma_ms}], got {self.sigma_end_ms!r}")
+        neuron = dict(threshold=threshold, reset=reset, surrogate=surrogate, slope=slope)
+        sizes = (n_in, *hidden)
+        self.layers = nn.ModuleList(DelayedLinear(a, b, dt=dt, max_delay_ms=max_delay_ms, sigma_ms=self.sigma_ms)
+                                    for a, b in zip(sizes, sizes[1:]))
+        self.neurons = nn.ModuleList(LIF(n, dt=dt, tau_mem=tau_mem, learn_beta=learn_beta, **neuron) for n in hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.readout = _Readout(sizes[-1], n_classes, readout, dt, tau_out, neuron)
+        self._layers = len(hidden) + 1
+
+    def sigma_at(self, progress):
+        """The Gaussian width in ms at ``progress`` (optimiser steps taken / all steps, in [0, 1]): exponential
+        from ``sigma_ms`` to ``sigma_end_ms`` until ``anneal``, then constant (a geometric mean of the two when
+        the end is 0 would be 0 at once: then linear)."""
+        f = 1.0 if self.anneal == 0 else min(max(progress, 0.0) / self.anneal, 1.0)
+        a, b = self.sigma_ms, self.sigma_end_ms
+        return a * (b / a) ** f if b > 0 else a * (1 - f)
+
+    def schedule(self, progress):
+        """Called by :class:`snn.trainer.Schedule` at the start of training and after every optimiser step:
+        sets every layer's ``sigma`` for ``progress`` and brings the delays back into range. A function of
+        ``progress`` alone, so a resumed run has the same ``sigma`` as one that never stopped."""
+        sigma = self.sigma_at(progress)
+        for layer in self.layers:
+            layer.set_sigma(sigma)
+            layer.clamp_()
+
+    def round_delays(self):
+        """Every delay to a whole bin and ``sigma`` to 0 (see :meth:`snn.layers.DelayedLinear.round_delays`)."""
+        for layer in self.layers:
+            layer.round_delays()
+
+    def _run(self, x, state, mask):
+        self._log("input", x, mask, lambda: _fan_out(self.layers[0].weight))
+        s, out = x, []
+        for i, (layer, neurons) in enumerate(zip(self.layers, self.neurons)):
+            frames, neuron_state = state[i] if state[i] is not None else (None, None)
+            current, frames = layer(s, frames)
+            s, neuron_state = neurons(current, neuron_state)
+            out.append((frames, neuron_state))
+            nxt = self.layers[i + 1] if i + 1 < len(self.layers) else self.readout.linear
+            self._log(f"hidden{i}", s, mask, lambda: _fan_out(nxt.weight), state_updates(neurons))
+            s = self.dropout(s)
+        u, st = self.readout.steps(s, state[-1])
         self._ops("readout", u.shape[-1], state=1)
         return u, (*out, st)
 

@@ -82,6 +82,8 @@ def _check_neurons(neurons, name):
 
 def check_exportable(model):
     """Raise :class:`NotExportable` naming the first part of ``model`` NIR cannot express exactly."""
+    if type(model).__name__ == "DelaySNN":  # nir.Delay is per channel: per-synapse delays are not mapped (yet)
+        raise NotExportable("DelaySNN: its per-synapse delays have no NIR mapping here; srnn and conv models export")
     if not isinstance(model, (SRNN, ConvSNN)):
         layer = {"SCBAMSNN": "its spiking ConvLSTM cells and CBAM attention", "ANN": "its GRU layers"}.get(
             type(model).__name__, "its layers")

@@ -87,6 +87,20 @@ class Callback:
         pass
 
 
+class Schedule(Callback):
+    """Tells the model how far training is: calls ``model.schedule(progress)``, ``progress`` = optimiser steps
+    taken / all steps of the run (``Trainer.total_steps``), at the start of training (a resumed run too) and
+    after every optimiser step. For models with hyper-parameters annealed over training (the Gaussian width
+    of :class:`snn.models.DelaySNN`'s delays); a function of the step count alone, which the checkpoint
+    carries, so a resumed run continues the same schedule. It keeps no state of its own."""
+
+    def on_train_begin(self, trainer):
+        trainer.model.schedule(trainer.step / trainer.total_steps)
+
+    def on_step_end(self, trainer):
+        trainer.model.schedule(trainer.step / trainer.total_steps)
+
+
 class Classification:
     """What the Trainer minimises by default: one label per clip, cross-entropy on the model's logits.
 

@@ -216,6 +216,10 @@ def cmd_train(args):
             if args.model not in ("srnn", "conv"):
                 raise ValueError(f"{flag} needs --model srnn or conv")
             model_kwargs[key] = value
+    if args.max_delay_ms is not None:
+        if args.model != "delay":
+            raise ValueError("--max-delay-ms needs --model delay")
+        model_kwargs["max_delay_ms"] = args.max_delay_ms
     options = []
     if args.prune == "sca":
         from snn.pruning import SCA
@@ -601,9 +605,11 @@ def build_parser():
     t.add_argument("--split", default="official", help="fsdd: official, loso:<speaker> or loso (every speaker in turn, "
                    "into RUN/fold-<speaker>/, and RUN/loso.json); speech-commands and folder: "
                    "official (folder: 10 %% validation and 10 %% test by a hash of each file name) (default official)")
-    t.add_argument("--model", choices=["srnn", "conv", "srnn-scbam", "ann"], default="srnn",
+    t.add_argument("--model", choices=["srnn", "conv", "srnn-scbam", "ann", "delay"], default="srnn",
                    help="srnn (default), conv (ConvSNN), srnn-scbam (spiking ConvLSTM with attention on its forget "
-                        "gate) or ann (a non-spiking GRU teacher on the same input)")
+                        "gate), ann (a non-spiking GRU teacher on the same input) or delay (feed-forward LIF layers "
+                        "with learnt synaptic delays, DCLS-Delays)")
+    t.add_argument("--max-delay-ms", type=_positive_float, help="delay: longest synaptic delay in ms (default 250)")
     t.add_argument("--hidden", type=_positive_int, nargs="+", help="hidden layer sizes (srnn-scbam: state maps per layer)")
     t.add_argument("--attention", choices=["cbam", "channel", "spatial", "temporal", "none"],
                    help="srnn-scbam: forget-gate attention (default cbam), one of its two gates, the temporal (TA) "

@@ -26,9 +26,11 @@ from datasets import FSDD, AudioFolder, NoiseFolder, SpeechCommands, SpikeDatase
 from datasets.base import check_split, locate
 from datasets.shd import write_spike_corpus
 from snn.models import ANN, SCBAMSNN, SRNN, ConvSNN, record_activity
+from snn.models import DelaySNN
 from snn.pruning import compact
 from snn.trainer import (TrainConfig, Trainer, atomic_save, check_resumable, rank_and_world, rank_zero_first,
                          read_checkpoint, seed_everything, write_json)
+from snn.trainer import Schedule
 from spiketrum import config_from_json, make_config
 from spiketrum.registry import NO_AUDIO_ENCODER, audio_encoders
 from spiketrum.io import atomic_output, load_audio
@@ -185,6 +187,7 @@ class AugmentedSpikes(torch.utils.data.Dataset):
 
 
 MODELS = {"srnn": SRNN, "conv": ConvSNN, "srnn-scbam": SCBAMSNN, "ann": ANN}
+MODELS["delay"] = DelaySNN
 
 
 def build_model(name, n_in, n_classes, **kwargs):
@@ -519,8 +522,9 @@ def build(plan):
 
 def fit(plan, net, train_set, val_set, callbacks=(), device=None, progress=True):
     """Step 4: train ``net`` (resuming from the plan's checkpoint if any); returns the :class:`Trainer`."""
+    schedule = [Schedule()] if hasattr(net, "schedule") else []  # the model's annealing (DelaySNN's sigma)
     trainer = Trainer(net, train_set, val_set if len(val_set) else None, collate_for(plan.dt_ms), plan.config,
-                      [*plan.options, *callbacks], run_dir=plan.out, device=device, progress=progress)
+                      [*plan.options, *callbacks, *schedule], run_dir=plan.out, device=device, progress=progress)
     if plan.resume_state is not None:
         trainer.load_checkpoint(plan.out / "checkpoint.pt")
     rank, _ = rank_and_world()
