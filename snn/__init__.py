@@ -4,8 +4,9 @@ Layout is time-major ``[T, B, N]`` throughout. :mod:`snn.functional` holds the p
 functions, :mod:`snn.layers` the modules, :mod:`snn.models` the classifiers.
 """
 from . import functional
-from .layers import ALIF, LI, LIF, RALIF, RLIF, SpikingConv1d
-from .models import SRNN, Activity, ConvSNN, record_activity
+from .layers import ALIF, LI, LIF, RALIF, RLIF, SEAdLIF, SpikingConv1d
+from .models import SRNN, Activity, ConvSNN, SEAdLIFSNN, record_activity
 
 __all__ = ["functional", "LIF", "ALIF", "RLIF", "RALIF", "LI", "SpikingConv1d", "SRNN", "ConvSNN",
+           "SEAdLIF", "SEAdLIFSNN",
            "Activity", "record_activity"]

@@ -83,7 +83,8 @@ def _check_neurons(neurons, name):
 def check_exportable(model):
     """Raise :class:`NotExportable` naming the first part of ``model`` NIR cannot express exactly."""
     if not isinstance(model, (SRNN, ConvSNN)):
-        layer = {"SCBAMSNN": "its spiking ConvLSTM cells and CBAM attention", "ANN": "its GRU layers"}.get(
+        layer = {"SCBAMSNN": "its spiking ConvLSTM cells and CBAM attention", "ANN": "its GRU layers",
+                 "SEAdLIFSNN": "its SE-adLIF neurons"}.get(
             type(model).__name__, "its layers")
         raise NotExportable(f"{type(model).__name__}: {layer} have no NIR primitive; srnn and conv models export")
     layers = ([(f"hidden{i}", n) for i, n in enumerate(model.neurons)] if isinstance(model, SRNN) else

@@ -212,3 +212,146 @@ def test_input_validation():
         F.seadlif_sequence(x, alpha=torch.ones(5))
     with pytest.raises(ValueError, match=r"\[T, B, N\]"):
         F.seadlif_sequence(torch.zeros(3, 4))
+
+
+# -- layer and model -------------------------------------------------------------------------------------------
+def test_layer_parameters_in_ranges_and_clamped():
+    torch.manual_seed(0)
+    layer = L.SEAdLIF(200, dt=10.0, tau_u=(20.0, 100.0), tau_w=(240.0, 1200.0), a=(0.0, 1.0), b=(0.0, 2.0), q=120.0)
+    tau_u, tau_w = -10.0 / layer.alpha.double().log(), -10.0 / layer.beta.double().log()
+    assert 20.0 - 1e-3 <= tau_u.min() and tau_u.max() <= 100.0 + 1e-3 and tau_u.std() > 10  # spread over the range
+    assert 240.0 - 1e-2 <= tau_w.min() and tau_w.max() <= 1200.0 + 1e-2
+    assert 0 <= layer.a.min() and layer.a.max() <= 1 and 0 <= layer.b.min() and layer.b.max() <= 2
+    with torch.no_grad():  # pushed out of range by an optimiser: the forward clamps
+        layer.alpha.fill_(0.999)
+        layer.beta.fill_(0.1)
+        layer.a.fill_(-3.0)
+        layer.b.fill_(5.0)
+    alpha, beta = layer.decays()
+    assert torch.allclose(alpha, torch.full_like(alpha, math.exp(-10 / 100)))
+    assert torch.allclose(beta, torch.full_like(beta, math.exp(-10 / 240)))
+    a, b = layer.couplings()
+    assert torch.equal(a, torch.zeros_like(a)) and torch.equal(b, torch.full_like(b, 240.0))
+    assert layer.dt == 10.0 and set(dict(layer.named_parameters())) == {"alpha", "beta", "a", "b"}
+    assert "weight" in dict(L.SEAdLIF(3, dt=10.0, recurrent=True).named_parameters())
+
+
+def test_layer_gradients_reach_every_parameter():
+    torch.manual_seed(1)
+    layer = L.SEAdLIF(16, dt=10.0, recurrent=True)
+    x = torch.rand(40, 3, 16) * 6
+    s, _ = layer(x)
+    assert s.sum() > 0
+    s.sum().backward()
+    for name, p in layer.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_layer_chunks_equal_one_pass(recurrent, path):
+    torch.manual_seed(2)
+    layer = L.SEAdLIF(24, dt=10.0, recurrent=recurrent)
+    x = torch.rand(150, 2, 24) * 8
+    with torch.no_grad():
+        s, h, state = layer(x, return_membrane=True)
+        assert 0.01 < s.mean().item() < 0.6
+        for chunk in (1, 11, 150):
+            parts, st = [], None
+            for t in range(0, 150, chunk):
+                p, st = layer(x[t:t + chunk], st)
+                parts.append(p)
+            assert torch.equal(torch.cat(parts), s)
+            assert all((a - b).abs().max().item() <= 1e-5 for a, b in zip(st, state))
+
+
+def _model(**kw):
+    return snn.SEAdLIFSNN(48, 5, hidden=(32, 24), dt=10.0, **kw)
+
+
+def test_model_steps_in_chunks_equal_one_pass(path):
+    torch.manual_seed(3)
+    model = _model().eval()
+    x = (torch.rand(230, 3, 48) < 0.3).float()
+    with torch.no_grad():
+        u, state = model.steps(x)
+        assert torch.allclose(model.readout.reduce(u, None), model(x))
+        for chunk in (1, 7, 230):
+            out, st = [], None
+            for t in range(0, 230, chunk):
+                v, st = model.steps(x[t:t + chunk], st)
+                out.append(v)
+            assert (torch.cat(out) - u).abs().max().item() <= 1e-5
+            assert len(st) == len(state) == 3
+            assert all(torch.equal(a.s, b.s) for a, b in zip(st[:-1], state[:-1]))
+
+
+def test_model_padding_does_not_change_logits():
+    torch.manual_seed(4)
+    model = _model().eval()
+    x = (torch.rand(60, 2, 48) < 0.3).float()
+    with torch.no_grad():
+        both = model(x, lengths=torch.tensor([60, 35]))
+        alone = model(x[:35, 1:])
+    assert torch.allclose(both[1], alone[0], atol=1e-6)
+
+
+def test_model_trains_on_a_separable_task():
+    """Two balanced classes whose spikes come from different halves of the channels: a few Adam steps take the
+    loss far below ln 2, the best a readout bias can do without the hidden spikes."""
+    torch.manual_seed(5)
+    model = snn.SEAdLIFSNN(20, 2, hidden=(32,), dt=10.0)
+    labels = torch.arange(16) % 2
+    rates = torch.where((torch.arange(20) < 10)[None, :] == (labels == 0)[:, None], 0.4, 0.02)
+    x = (torch.rand(50, 16, 20) < rates).float()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(25):
+        with M.record_activity(model) as act:
+            logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        assert act.summary()["layers"]["hidden0"]["rate"] > 0.005  # the hidden layer is not silent
+    assert loss.item() < 0.4 * math.log(2)
+    assert torch.equal(logits.argmax(1), labels)
+
+
+def test_model_activity_and_energy():
+    torch.manual_seed(6)
+    model = _model()
+    x = (torch.rand(30, 2, 48) < 0.3).float()
+    with M.record_activity(model) as act:
+        model(x)
+    summary = act.summary()
+    layers = summary["layers"]
+    assert set(layers) == {"input", "hidden0", "hidden1", "readout"}
+    assert layers["input"]["synops_per_sample"] == x.sum().item() / 2 * 32
+    assert layers["hidden0"]["state_updates_per_sample"] == L.SEAdLIF.STATE_UPDATES * 32 * 30
+    assert act.energy()["uj"] > 0
+
+
+def test_registered_as_a_kws_model_and_refused_by_nir():
+    from snn.nir import NotExportable, check_exportable
+    from spiketrum.app.kws import MODELS, build_model
+
+    assert MODELS["seadlif"] is snn.SEAdLIFSNN
+    model = build_model("seadlif", 12, 3, hidden=(8,), dt=10.0)
+    assert model.dt == 10.0 and model(torch.zeros(5, 2, 12)).shape == (2, 3)
+    with pytest.raises(NotExportable, match="SEAdLIFSNN: its SE-adLIF neurons have no NIR primitive"):
+        check_exportable(model)
+
+
+def test_cli_offers_the_model():
+    from spiketrum.app.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--dataset", "fsdd", "--data", "d", "-o", "o", "--model", "seadlif"])
+    assert args.model == "seadlif"
+
+
+def test_docstring_examples():
+    for obj, module in ((F.seadlif_sequence, F), (L.SEAdLIF, L), (M.SEAdLIFSNN, M)):
+        finder = doctest.DocTestFinder()
+        runner = doctest.DocTestRunner()
+        for test in finder.find(obj, globs=vars(module)):
+            runner.run(test)
+        assert runner.failures == 0 and runner.tries > 0

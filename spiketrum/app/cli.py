@@ -601,9 +601,10 @@ def build_parser():
     t.add_argument("--split", default="official", help="fsdd: official, loso:<speaker> or loso (every speaker in turn, "
                    "into RUN/fold-<speaker>/, and RUN/loso.json); speech-commands and folder: "
                    "official (folder: 10 %% validation and 10 %% test by a hash of each file name) (default official)")
-    t.add_argument("--model", choices=["srnn", "conv", "srnn-scbam", "ann"], default="srnn",
+    t.add_argument("--model", choices=["srnn", "conv", "srnn-scbam", "ann", "seadlif"], default="srnn",
                    help="srnn (default), conv (ConvSNN), srnn-scbam (spiking ConvLSTM with attention on its forget "
-                        "gate) or ann (a non-spiking GRU teacher on the same input)")
+                        "gate), ann (a non-spiking GRU teacher on the same input) or seadlif (recurrent SE-adLIF "
+                        "neurons, Baronig et al. 2025)")
     t.add_argument("--hidden", type=_positive_int, nargs="+", help="hidden layer sizes (srnn-scbam: state maps per layer)")
     t.add_argument("--attention", choices=["cbam", "channel", "spatial", "temporal", "none"],
                    help="srnn-scbam: forget-gate attention (default cbam), one of its two gates, the temporal (TA) "
