@@ -4,13 +4,8 @@ Layout is time-major ``[T, B, N]`` throughout. :mod:`snn.functional` holds the p
 functions, :mod:`snn.layers` the modules, :mod:`snn.models` the classifiers.
 """
 from . import functional
-from .layers import ALIF, LI, LIF, RALIF, RLIF, SpikingConv1d
-from .models import SRNN, Activity, ConvSNN, record_activity
+from .layers import ALIF, LI, LIF, RALIF, RLIF, DelayedLinear, SEAdLIF, SpikingConv1d
+from .models import SRNN, Activity, ConvSNN, DelaySNN, SEAdLIFSNN, record_activity
 
-__all__ = ["functional", "LIF", "ALIF", "RLIF", "RALIF", "LI", "SpikingConv1d", "SRNN", "ConvSNN",
-           "Activity", "record_activity"]
-
-from .layers import DelayedLinear  # noqa: E402
-from .models import DelaySNN  # noqa: E402
-
-__all__ += ["DelayedLinear", "DelaySNN"]
+__all__ = ["functional", "LIF", "ALIF", "RLIF", "RALIF", "LI", "SEAdLIF", "DelayedLinear", "SpikingConv1d", "SRNN",
+           "ConvSNN", "SEAdLIFSNN", "DelaySNN", "Activity", "record_activity"]

@@ -355,3 +355,198 @@ def li_backward(u, u0, gu, beta, gx, gbeta, gu0):
         gbeta[b] = acc
         for n in range(N):
             gu0[b, n] = beta[n] * g[n]
+
+
+# -- SE-adLIF: adaptive LIF, symplectic-Euler discretisation (Baronig et al., Nat. Commun. 2025) ----------------
+#
+# One step, state (u, w, s) after step t-1, current c_t = x_t [+ W s_{t-1}]:
+#
+#     h_t = alpha u_{t-1} + (1 - alpha) (c_t - w_{t-1})          membrane before reset
+#     s_t = h_t > theta
+#     u_t = h_t (1 - s_t)  (zero)  or  h_t - theta s_t  (subtract)   s_t under a stop-gradient here
+#     w_t = beta w_{t-1} + (1 - beta) (a u_t + b s_t)              symplectic: the NEW u_t
+#
+# Backward replays h, u, w bit-exactly from the current c (the input x without recurrence; with it the
+# forward writes c) and the initial state; ``oma``, ``omb`` are 1 - alpha, 1 - beta computed by torch.
+# Carries dL/du_t, dL/dw_t (and, recurrent, dL/ds_t through W at t+1); per step:
+#
+#     gu      = dL/du_t + (1 - beta) a dL/dw_t                    (total membrane-after-reset gradient)
+#     G       = dL/ds_t + (1 - beta) b dL/dw_t                    (total spike gradient: no reset path)
+#     dL/dh_t = G sg'(h_t - theta) + gu (1 - s_t | 1) [+ dL/dh_t from the membrane output]
+#     dL/dc_t = (1 - alpha) dL/dh_t,  dL/du_{t-1} = alpha dL/dh_t,  dL/dw_{t-1} = beta dL/dw_t - dL/dc_t
+#
+# Per-neuron parameter sums gpar[b, k, n] (float64), k = alpha, beta, a, b, theta.
+
+@nb.njit(cache=True, inline="always", error_model="numpy")
+def _se_forward_row(cr, hr, sr, u, w, al, oma, be, omb, ca, cb, th, zero_reset):
+    """One SE-adLIF step for one row: current cr -> h and s rows; updates u, w in place."""
+    for i in range(cr.shape[0]):
+        ht = al[i] * u[i] + oma[i] * (cr[i] - w[i])
+        sp = ht > th[i]
+        hr[i] = ht
+        sr[i] = 1.0 if sp else 0.0
+        # ht - ht: an exact 0 in the dtype of h (a 0.0 literal would make ut, and w's update, float64)
+        ut = (ht - ht if zero_reset else ht - th[i]) if sp else ht
+        u[i] = ut
+        w[i] = be[i] * w[i] + omb[i] * (ca[i] * ut + cb[i] if sp else ca[i] * ut)
+
+
+@nb.njit(cache=True, inline="always", error_model="numpy")
+def _se_replay(c, b, n0, n1, u0, w0, al, oma, be, omb, ca, cb, th, zero_reset, hs, ups, wps):
+    """Replay the forward of neurons n0:n1 of row b from the current c and u0, w0: h_t into hs[t],
+    u_{t-1}, w_{t-1} into ups[t], wps[t] ([T, n1 - n0] scratch)."""
+    u = u0[b, n0:n1].copy()
+    w = w0[b, n0:n1].copy()
+    spikes = np.empty(n1 - n0, c.dtype)
+    for t in range(c.shape[0]):
+        ups[t] = u
+        wps[t] = w
+        _se_forward_row(c[t, b, n0:n1], hs[t], spikes, u, w, al, oma, be, omb, ca, cb, th, zero_reset)
+
+
+@nb.njit(cache=True, inline="always", error_model="numpy")
+def _se_backward_row(cr, hr, up, wp, gsr, ghor, has_gho, al, oma, be, omb, ca, cb, th, zero_reset, kind, k,
+                     gu, gw, gcr, acc):
+    """Backward of one SE-adLIF step for one row: writes dL/dc_t into gcr, updates the carries gu, gw
+    and the parameter sums acc[5, w]."""
+    for i in range(hr.shape[0]):
+        ht, th_i, gw_i, omb_i = hr[i], th[i], gw[i], omb[i]
+        sp = ht > th_i
+        ut = (ht - ht if zero_reset else ht - th_i) if sp else ht
+        g_u = gu[i] + omb_i * ca[i] * gw_i
+        G = gsr[i] + omb_i * cb[i] * gw_i
+        gd = G * _dspike(ht - th_i, kind, k)
+        gh = gd + (0.0 if (zero_reset and sp) else g_u)
+        if has_gho:
+            gh += ghor[i]
+        gc = oma[i] * gh
+        gcr[i] = gc
+        acc[0, i] += gh * (up[i] - (cr[i] - wp[i]))
+        acc[1, i] += gw_i * (wp[i] - (ca[i] * ut + cb[i] if sp else ca[i] * ut))
+        acc[2, i] += gw_i * omb_i * ut
+        acc[3, i] += gw_i * omb_i if sp else 0.0
+        acc[4, i] += -gd - (g_u if (sp and not zero_reset) else 0.0)
+        gu[i] = al[i] * gh
+        gw[i] = be[i] * gw_i - gc
+
+
+@nb.njit(cache=True, parallel=True, error_model="numpy")
+def se_ff_forward(x, alpha, oma, beta, omb, ca, cb, theta, zero_reset, s, h, us, ws, block):
+    """SE-adLIF over x[T, B, N]: spikes s and pre-reset membrane h ([T, B, N], or a [1, B, N] scratch);
+    ``us``, ``ws`` [B, N]: the initial u, w, overwritten with the final ones. Jobs as in ff_forward."""
+    T, B, N = x.shape
+    keep_h = h.shape[0] == T
+    nblk = (N + block - 1) // block
+    for job in nb.prange(B * nblk):
+        b = job // nblk
+        n0 = (job % nblk) * block
+        n1 = min(n0 + block, N)
+        u = us[b, n0:n1].copy()
+        w = ws[b, n0:n1].copy()
+        al, oa, be, ob = alpha[n0:n1], oma[n0:n1], beta[n0:n1], omb[n0:n1]
+        a_, b_, te = ca[n0:n1], cb[n0:n1], theta[n0:n1]
+        for t in range(T):
+            _se_forward_row(x[t, b, n0:n1], h[t if keep_h else 0, b, n0:n1], s[t, b, n0:n1], u, w, al, oa, be,
+                            ob, a_, b_, te, zero_reset)
+        us[b, n0:n1] = u
+        ws[b, n0:n1] = w
+
+
+@nb.njit(cache=True, parallel=True, error_model="numpy")
+def se_ff_backward(x, u0, w0, gs, gho, has_gho, alpha, oma, beta, omb, ca, cb, theta, zero_reset, kind, k,
+                   gx, gpar, gus, gws, block):
+    """BPTT of se_ff_forward from x and the initial u0, w0 [B, N]: writes gx [T, B, N] and gpar [B, 5, N];
+    ``gus``, ``gws`` [B, N] hold dL/du, dL/dw of the final state and get those of the initial state."""
+    T, B, N = x.shape
+    nblk = (N + block - 1) // block
+    for job in nb.prange(B * nblk):
+        b = job // nblk
+        n0 = (job % nblk) * block
+        n1 = min(n0 + block, N)
+        m = n1 - n0
+        al, oa, be, ob = alpha[n0:n1], oma[n0:n1], beta[n0:n1], omb[n0:n1]
+        a_, b_, te = ca[n0:n1], cb[n0:n1], theta[n0:n1]
+        hs = np.empty((T, m), x.dtype)
+        ups = np.empty((T, m), x.dtype)
+        wps = np.empty((T, m), x.dtype)
+        _se_replay(x, b, n0, n1, u0, w0, al, oa, be, ob, a_, b_, te, zero_reset, hs, ups, wps)
+        gu = gus[b, n0:n1].copy()
+        gw = gws[b, n0:n1].copy()
+        g_s = np.empty(m, x.dtype)
+        acc = np.zeros((5, m))
+        for t in range(T - 1, -1, -1):
+            g_s[:] = gs[t, b, n0:n1]  # gs may be strided: copy the row
+            _se_backward_row(x[t, b, n0:n1], hs[t], ups[t], wps[t], g_s, gho[t, b, n0:n1] if has_gho else g_s,
+                             has_gho, al, oa, be, ob, a_, b_, te, zero_reset, kind, k, gu, gw, gx[t, b, n0:n1], acc)
+        gpar[b, :, n0:n1] = acc
+        gus[b, n0:n1] = gu
+        gws[b, n0:n1] = gw
+
+
+@nb.njit(cache=True, parallel=True, error_model="numpy")
+def se_rec_forward(x, wt, alpha, oma, beta, omb, ca, cb, theta, zero_reset, s, h, c, us, ws, s0):
+    """Recurrent SE-adLIF: current c_t = x_t + W s_{t-1} (``wt = W.T`` contiguous, s0 [B, N] the spikes
+    before step 0), written into c ([T, B, N] for backward, or a [1, B, N] scratch); else as
+    se_ff_forward. Parallel over batch rows."""
+    T, B, N = x.shape
+    keep_h, keep_c = h.shape[0] == T, c.shape[0] == T
+    for b in nb.prange(B):
+        u = us[b].copy()
+        w = ws[b].copy()
+        rec = np.zeros(N, x.dtype)
+        idx = np.empty(N, np.int64)
+        for t in range(T):
+            _sum_rows(wt, s[t - 1, b] if t > 0 else s0[b], idx, rec)
+            cr, xr = c[t if keep_c else 0, b], x[t, b]
+            for n in range(N):
+                cr[n] = xr[n] + rec[n]
+            _se_forward_row(cr, h[t if keep_h else 0, b], s[t, b], u, w, alpha, oma, beta, omb, ca, cb, theta,
+                            zero_reset)
+        us[b] = u
+        ws[b] = w
+
+
+@nb.njit(cache=True, parallel=True, error_model="numpy")
+def se_rec_backward(c, u0, w0, s0, gs, gho, has_gho, wmat, alpha, oma, beta, omb, ca, cb, theta, zero_reset,
+                    kind, k, gx, gpar, gwt, gus, gws, gs0, want_gs0):
+    """BPTT of se_rec_forward from its current c and the initial u0, w0, s0 [B, N]: gx = dL/dc (= dL/dx),
+    gpar, and ``gwt[j]`` the part of dL/dW.T from row chunk j; gus, gws as in se_ff_backward; with
+    ``want_gs0`` dL/ds0 into gs0. Chunks of rows step back in time together (see rec_backward)."""
+    T, B, N = c.shape
+    nchunk = gwt.shape[0]
+    for j in nb.prange(nchunk):
+        b0, b1 = j * B // nchunk, (j + 1) * B // nchunk
+        R = b1 - b0
+        g_wt = gwt[j]
+        hs = np.empty((R, T, N), c.dtype)
+        ups = np.empty((R, T, N), c.dtype)
+        wps = np.empty((R, T, N), c.dtype)
+        for r in range(R):
+            _se_replay(c, b0 + r, 0, N, u0, w0, alpha, oma, beta, omb, ca, cb, theta, zero_reset, hs[r], ups[r],
+                       wps[r])
+        gu = gus[b0:b1].copy()
+        gw = gws[b0:b1].copy()
+        gsum = np.zeros((R, N), c.dtype)  # dL/ds_t: from outside plus through W at step t+1
+        acc = np.zeros((R, 5, N))
+        for t in range(T - 1, -1, -1):
+            for r in range(R):
+                b = b0 + r
+                gsum[r] += gs[t, b]
+                _se_backward_row(c[t, b, 0:N], hs[r, t], ups[r, t], wps[r, t], gsum[r],
+                                 gho[t, b, 0:N] if has_gho else gsum[r], has_gho, alpha, oma, beta, omb, ca, cb,
+                                 theta, zero_reset, kind, k, gu[r], gw[r], gx[t, b, 0:N], acc[r])
+            gc = gx[t, b0:b1]
+            if t > 0 or want_gs0:
+                _vecmat(gc, wmat, gsum)
+            for r in range(R):
+                hp, sp0 = hs[r, t - 1] if t > 0 else hs[r, 0], s0[b0 + r]
+                for m in range(N):
+                    if (hp[m] > theta[m]) if t > 0 else (sp0[m] != 0.0):  # m spiked at step t-1
+                        row = g_wt[m]
+                        for n in range(N):
+                            row[n] += gc[r, n]
+        gpar[b0:b1] = acc
+        gus[b0:b1] = gu
+        gws[b0:b1] = gw
+        if want_gs0:
+            gs0[b0:b1] = gsum

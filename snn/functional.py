@@ -562,3 +562,213 @@ def li_sequence(x, beta=0.9, state=None):
     else:  # inference: no autograd node, as in _sequence
         u = _li_forward(x, beta, x.new_zeros(x.shape[1:]) if state is None else state)
     return u, (u[-1] if len(x) else (x.new_zeros(x.shape[1:]) if state is None else state))
+
+
+# -- SE-adLIF (Baronig et al., Nat. Commun. 2025) ------------------------------------------------------------
+def _se_torch_forward(x, w_rec, alpha, oma, beta, omb, ca, cb, theta, zero_reset, u, w, s_prev):
+    """The torch path of the SE-adLIF forward: (s, h, c, u, w), c the current x [+ s_{t-1} @ W.T]; the same
+    float operations in the same order as _kernels._se_forward_row."""
+    s, h = torch.empty_like(x), torch.empty_like(x)
+    c = torch.empty_like(x) if w_rec is not None else x
+    for t, xt in enumerate(x.unbind(0)):
+        ct = xt if w_rec is None else xt + s_prev @ w_rec.t()
+        ht = alpha * u + oma * (ct - w)
+        s_prev = (ht > theta).to(x.dtype)
+        u = ht * (1 - s_prev) if zero_reset else ht - theta * s_prev
+        w = beta * w + omb * (ca * u + cb * s_prev)
+        s[t], h[t] = s_prev, ht
+        if w_rec is not None:
+            c[t] = ct
+    return s, h, c, u, w
+
+
+def _se_torch_backward(c, gs, gho, w_rec, alpha, oma, beta, omb, ca, cb, theta, zero_reset, surrogate, k,
+                       u0, w0, s0, gu, gw):
+    """The torch path of the SE-adLIF backward (see _kernels): replays from the current c."""
+    hs, ups, wps = torch.empty_like(c), torch.empty_like(c), torch.empty_like(c)
+    u, w = u0, w0
+    for t, ct in enumerate(c.unbind(0)):
+        ups[t], wps[t] = u, w
+        ht = alpha * u + oma * (ct - w)
+        st = (ht > theta).to(c.dtype)
+        u = ht * (1 - st) if zero_reset else ht - theta * st
+        w = beta * w + omb * (ca * u + cb * st)
+        hs[t] = ht
+    ss = (hs > theta).to(c.dtype)
+    gr = torch.zeros_like(u0)
+    gx = torch.empty_like(c)
+    gpar = torch.zeros(5, c.shape[-1], dtype=c.dtype, device=c.device)
+    for t in range(c.shape[0] - 1, -1, -1):
+        ht, st = hs[t], ss[t]
+        ut = ht * (1 - st) if zero_reset else ht - theta * st
+        g_u = gu + omb * ca * gw
+        gd = (gs[t] + gr + omb * cb * gw) * surrogate_grad(ht - theta, surrogate, k)
+        gh = gd + (g_u * (1 - st) if zero_reset else g_u)
+        if gho is not None:
+            gh = gh + gho[t]
+        gc = oma * gh
+        gx[t] = gc
+        gpar[0] += (gh * (ups[t] - (c[t] - wps[t]))).sum(0)
+        gpar[1] += (gw * (wps[t] - (ca * ut + cb * st))).sum(0)
+        gpar[2] += (gw * omb * ut).sum(0)
+        gpar[3] += (gw * omb * st).sum(0)
+        gpar[4] += (-gd if zero_reset else -gd - g_u * st).sum(0)
+        gu = alpha * gh
+        gw = beta * gw - gc
+        if w_rec is not None:
+            gr = gc @ w_rec
+    gwr = None
+    if w_rec is not None:
+        n = c.shape[-1]
+        s_prev = torch.cat([s0[None], ss[:-1]])
+        gwr = gx.reshape(-1, n).t() @ s_prev.reshape(-1, n)
+    return gx, gwr, gpar, gu, gw, gr
+
+
+def _se_forward(x, weight, params, zero_reset, keep, u0, w0, s0):
+    """``(s, h, c, u, w)``: spikes, membrane before reset, the current (x without recurrence; a [1, B, N]
+    scratch when not ``keep``), final u, w. ``params``: alpha, 1 - alpha, beta, 1 - beta, a, b, threshold."""
+    u, w = (x.new_zeros(x.shape[1:]) if t is None else t.clone() for t in (u0, w0))
+    if weight is not None and s0 is None:
+        s0 = x.new_zeros(x.shape[1:])
+    if not _use_numba(x):
+        return _se_torch_forward(x, weight, *params, zero_reset, u, w, s0)
+    s = torch.empty_like(x)
+    h = torch.empty_like(x) if keep else x.new_empty(1, *x.shape[1:])
+    p = [_np(q) for q in params]
+    if weight is None:
+        K.se_ff_forward(_np(x), *p, zero_reset, s.numpy(), h.numpy(), u.numpy(), w.numpy(),
+                        K.block_size(*x.shape[1:], numba.get_num_threads()))
+        return s, h, x, u, w
+    c = torch.empty_like(x) if keep else x.new_empty(1, *x.shape[1:])
+    K.se_rec_forward(_np(x), _np(weight.t()), *p, zero_reset, s.numpy(), h.numpy(), c.numpy(), u.numpy(),
+                     w.numpy(), _np(s0))
+    return s, h, c, u, w
+
+
+class _SEAdLIFSequence(torch.autograd.Function):
+    """One autograd node for a SE-adLIF sequence. Saved: the current c (the input x without recurrence),
+    from which backward replays the forward, and the initial state (None: zeros)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, alpha, beta, ca, cb, theta, u0, w0, s0, zero_reset, surrogate, k, membrane):
+        params = (alpha, 1 - alpha, beta, 1 - beta, ca, cb, theta)
+        s, h, c, u, w = _se_forward(x, weight, params, zero_reset, True, u0, w0, s0)
+        ctx.save_for_backward(c, weight, *params, u0, w0, s0)
+        ctx.cfg = zero_reset, surrogate, k
+        ctx.set_materialize_grads(False)
+        return s, (h if membrane else None), u, w
+
+    @staticmethod
+    def backward(ctx, gs, gho, gu, gw):
+        c, weight, *rest = ctx.saved_tensors
+        params, state = rest[:7], rest[7:]
+        zero_reset, surrogate, k = ctx.cfg
+        u0, w0, s0 = _zeros_if_none(state, c)
+        if gs is None:
+            gs = c.new_zeros(()).expand_as(c)
+        gu, gw = (torch.zeros_like(u0) if g is None else g.contiguous().clone() for g in (gu, gw))
+        gwr = gs0 = None
+        want_gs0 = weight is not None and ctx.needs_input_grad[9]
+        if _use_numba(c):
+            T, B, N = c.shape
+            gx = torch.empty_like(c)
+            gpar = torch.empty(B, 5, N, dtype=torch.float64)
+            has_gho = gho is not None
+            gho_np = _np(gho) if has_gho else _np(c[:0])
+            args = ([_np(q) for q in params], zero_reset, SURROGATES[surrogate][0], k)
+            if weight is None:
+                K.se_ff_backward(_np(c), _np(u0), _np(w0), gs.detach().numpy(), gho_np, has_gho, *args[0], *args[1:],
+                                 gx.numpy(), gpar.numpy(), gu.numpy(), gw.numpy(),
+                                 K.block_size(B, N, numba.get_num_threads()))
+            else:
+                gwt = torch.zeros(max(1, min(B // 2, numba.get_num_threads())), N, N, dtype=c.dtype)
+                gs0 = torch.empty_like(u0) if want_gs0 else u0[:0]
+                K.se_rec_backward(_np(c), _np(u0), _np(w0), _np(s0), gs.detach().numpy(), gho_np, has_gho,
+                                  _np(weight), *args[0], *args[1:], gx.numpy(), gpar.numpy(), gwt.numpy(), gu.numpy(),
+                                  gw.numpy(), gs0.numpy(), want_gs0)
+                gwr = gwt.sum(0).t()
+            gpar = gpar.sum(0).to(c.dtype)
+        else:
+            gx, gwr, gpar, gu, gw, gs0 = _se_torch_backward(c, gs, gho, weight, *params, zero_reset, surrogate, k,
+                                                            u0, w0, s0, gu, gw)
+        return (gx, gwr, *gpar.unbind(0), gu if state[0] is not None else None,
+                gw if state[1] is not None else None, gs0 if want_gs0 else None, None, None, None, None)
+
+
+def seadlif_sequence(x, weight=None, alpha=0.8, beta=0.98, a=60.0, b=120.0, threshold=1.0, reset="zero",
+                     surrogate="atan", slope=None, return_membrane=False, state=None):
+    """SE-adLIF neurons: adaptive LIF with the symplectic-Euler discretisation (Baronig et al., "Advancing
+    spatio-temporal processing through adaptation in spiking neural networks", Nat. Commun. 16, 2025).
+
+    Per step t, from the state after step t-1 (membrane u, adaptation current w, spikes s)::
+
+        h_t = alpha * u_{t-1} + (1 - alpha) * (x_t [+ s_{t-1} @ W.T] - w_{t-1})
+        s_t = heaviside(h_t - threshold)
+        u_t = h_t * (1 - s_t)   reset="zero" (the paper's)   or   h_t - threshold * s_t   reset="subtract"
+        w_t = beta * w_{t-1} + (1 - beta) * (a * u_t + b * s_t)
+
+    The adaptation update reads the new, reset membrane ``u_t`` (symplectic Euler; forward Euler would read
+    ``u_{t-1}``). As in the paper, the reset is outside the gradient (a stop-gradient on ``s_t`` in
+    ``u_t``); the spike's gradient is the surrogate ``sg'(h - threshold)`` and reaches ``w`` through ``b s_t``.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Input current [T, B, N].
+    weight : torch.Tensor, optional
+        Recurrent weights [N, N] as in :func:`rlif_sequence`; None: feed-forward.
+    alpha, beta : float or torch.Tensor
+        Decays per step of the membrane and of the adaptation current, scalar or [N].
+    a, b : float or torch.Tensor
+        Sub-threshold coupling (membrane -> adaptation) and spike-triggered adaptation, scalar or [N]
+        (the paper's ``q a`` and ``q b``).
+    threshold : float or torch.Tensor
+        Firing threshold, scalar or [N].
+    reset, surrogate, slope, return_membrane
+        As in :func:`lif_sequence`.
+    state : NeuronState, optional
+        ``(u, w, s)`` before the first step (``NeuronState.a`` holds ``w``); zeros when None.
+
+    Returns
+    -------
+    spikes : torch.Tensor
+        0/1 in the dtype of ``x``, [T, B, N].
+    membrane : torch.Tensor
+        ``h`` [T, B, N], only with ``return_membrane``.
+    state : NeuronState
+        ``(u, w, s)`` after the last step.
+
+    Examples
+    --------
+    >>> x = torch.full((6, 1, 1), 3.0)
+    >>> seadlif_sequence(x, alpha=0.5, beta=0.5, a=0.0, b=0.0)[0].flatten().tolist()
+    [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    >>> spikes, state = seadlif_sequence(x, alpha=0.5, beta=0.5, a=0.0, b=2.0)  # each spike raises w
+    >>> spikes.flatten().tolist(), state.a.item()
+    ([1.0, 0.0, 1.0, 0.0, 1.0, 0.0], 0.65625)
+    """
+    if x.dim() != 3:
+        raise ValueError(f"x must have shape [T, B, N], got {tuple(x.shape)}")
+    if reset not in RESETS:
+        raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
+    _, k = _surrogate(surrogate, slope)
+    n = x.shape[-1]
+    if weight is not None and tuple(weight.shape) != (n, n):
+        raise ValueError(f"recurrent weight must have shape [{n}, {n}], got {tuple(weight.shape)}")
+    weight = None if weight is None else weight.to(x.dtype)
+    alpha, beta, a, b, threshold = (_param(p, x, n, name) for p, name in
+                                    ((alpha, "alpha"), (beta, "beta"), (a, "a"), (b, "b"), (threshold, "threshold")))
+    zero_reset = reset == "zero"
+    u0, w0, s0 = _state(state, x)
+    init = (u0, w0, s0 if weight is not None else None)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                       for t in (x, weight, alpha, beta, a, b, threshold, *init)):
+        s, h, u, w = _SEAdLIFSequence.apply(x, weight, alpha, beta, a, b, threshold, *init, zero_reset, surrogate, k,
+                                            return_membrane)
+    else:  # inference: no autograd node, as in _sequence
+        params = (alpha, 1 - alpha, beta, 1 - beta, a, b, threshold)
+        s, h, _, u, w = _se_forward(x, weight, params, zero_reset, return_membrane, *init)
+    last = s[-1] if len(x) else (x.new_zeros(x.shape[1:]) if s0 is None else s0)
+    state = NeuronState(u, w, last)
+    return (s, h, state) if return_membrane else (s, state)

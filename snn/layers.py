@@ -607,3 +607,115 @@ class SpikingConvLSTM1d(nn.Module):
         if not return_attention:
             return s, state
         return s, ((torch.stack(maps_c), torch.stack(maps_s)) if maps_c else (None, None)), state
+
+
+#: SE-adLIF ranges in ms: the paper's (Baronig et al. 2025, SHD) tau_u in [5, 25] and tau_w in [60, 300] steps of
+#: its 4 ms bins; at 10 ms bins they give decays alpha in [0.61, 0.90] and beta in [0.96, 0.99] per bin.
+SE_TAU_U, SE_TAU_W = (20.0, 100.0), (240.0, 1200.0)
+
+
+class SEAdLIF(nn.Module):
+    """SE-adLIF neurons: adaptive LIF with the symplectic-Euler discretisation (Baronig et al., "Advancing
+    spatio-temporal processing through adaptation in spiking neural networks", Nat. Commun. 16, 2025),
+    :func:`snn.functional.seadlif_sequence`::
+
+        h_t = alpha u_{t-1} + (1 - alpha) (x_t [+ W s_{t-1}] - w_{t-1})
+        s_t = heaviside(h_t - threshold),   u_t = h_t (1 - s_t)   (reset to 0)
+        w_t = beta w_{t-1} + (1 - beta) q (a u_t + b s_t)
+
+    with ``alpha = exp(-dt / tau_u)``, ``beta = exp(-dt / tau_w)`` and ``a``, ``b`` learnt per neuron, drawn
+    uniformly in their ranges at construction and clamped to them in every forward (decays to those of the
+    tau ranges).
+
+    Parameters
+    ----------
+    n : int
+        Number of neurons.
+    dt : float
+        Time bin of the input in ms.
+    tau_u, tau_w : tuple of float
+        Ranges (min, max) in ms of the membrane and adaptation time constants (default :data:`SE_TAU_U`,
+        :data:`SE_TAU_W`: the paper's ranges in steps of 4 ms). Equal bounds fix the time constant.
+    a, b : tuple of float
+        Ranges of the sub-threshold coupling and of the spike-triggered adaptation (the paper's [0, 1] and
+        [0, 2]); ``a < 0`` would make the neuron amplify rather than resist sub-threshold input.
+    q : float
+        Scale of ``a`` and ``b`` (the paper's reparametrisation; 120 on SHD).
+    threshold : float
+        Firing threshold (fixed).
+    learn : bool
+        Learn alpha, beta, a and b per neuron (else buffers).
+    recurrent : bool
+        Add the recurrent input ``W s_{t-1}`` (``weight`` [n, n], orthogonal at construction as in the paper).
+    reset : {"zero", "subtract"}
+        The paper's reset to 0, or subtracting the threshold.
+    surrogate, slope
+        Surrogate gradient of the spike (:data:`snn.functional.SURROGATES`).
+
+    Notes
+    -----
+    ``forward(x, state=None, return_membrane=False)``: current x [T, B, n] -> spikes [T, B, n] (and the membrane
+    before reset) and the state after the last step, a :class:`snn.functional.NeuronState` ``(u, w, s)``.
+
+    Examples
+    --------
+    >>> torch.manual_seed(0) and None
+    >>> layer = SEAdLIF(4, dt=10.0, recurrent=True)
+    >>> bool((layer.decays()[0] >= math.exp(-10 / 20)).all() and (layer.decays()[0] <= math.exp(-10 / 100)).all())
+    True
+    >>> x = torch.rand(50, 2, 4) * 3
+    >>> spikes, state = layer(x)
+    >>> first, st = layer(x[:20])
+    >>> rest, st = layer(x[20:], st)  # continues where the first call stopped
+    >>> torch.equal(torch.cat([first, rest]), spikes)
+    True
+    """
+
+    #: Multiplies per neuron and step of its own state: alpha u, (1 - alpha) (c - w), beta w, a u and
+    #: (1 - beta) (a u + b s) (b s is driven by a spike: an add).
+    STATE_UPDATES = 5
+
+    def __init__(self, n, *, dt, tau_u=SE_TAU_U, tau_w=SE_TAU_W, a=(0.0, 1.0), b=(0.0, 2.0), q=120.0, threshold=1.0,
+                 learn=True, recurrent=False, reset="zero", surrogate="atan", slope=None):
+        super().__init__()
+        if reset not in F.RESETS:
+            raise ValueError(f"reset must be one of {F.RESETS}, got {reset!r}")
+        F._surrogate(surrogate, slope)
+        for name, (lo, hi) in (("tau_u", tau_u), ("tau_w", tau_w), ("a", a), ("b", b)):
+            if not lo <= hi:
+                raise ValueError(f"{name} must be a range (min, max), got {(lo, hi)!r}")
+        decay(dt, tau_u[0]), decay(dt, tau_w[0])  # validates dt and the time constants
+        self.n, self.dt, self.q, self.threshold = n, dt, float(q), float(threshold)
+        self.tau_u, self.tau_w, self.a_range, self.b_range = tuple(tau_u), tuple(tau_w), tuple(a), tuple(b)
+        self.reset, self.surrogate, self.slope, self.recurrent = reset, surrogate, slope, recurrent
+        dtype = torch.get_default_dtype()
+
+        def uniform(lo, hi):
+            return torch.empty(n, dtype=torch.float64).uniform_(lo, hi)
+
+        values = {"alpha": torch.exp(-dt / uniform(*tau_u)), "beta": torch.exp(-dt / uniform(*tau_w)),
+                  "a": uniform(*a), "b": uniform(*b)}
+        for name, value in values.items():
+            if learn:
+                setattr(self, name, nn.Parameter(value.to(dtype)))
+            else:
+                self.register_buffer(name, value.to(dtype))
+        if recurrent:
+            self.weight = nn.Parameter(nn.init.orthogonal_(torch.empty(n, n)))
+
+    def extra_repr(self):
+        return (f"{self.n}, dt={self.dt}, tau_u={self.tau_u}, tau_w={self.tau_w}, a={self.a_range}, b={self.b_range}, "
+                f"q={self.q}, recurrent={self.recurrent}, reset={self.reset!r}, surrogate={self.surrogate!r}")
+
+    def decays(self):
+        """(alpha, beta) per neuron, clamped to the decays of the tau ranges."""
+        return (self.alpha.clamp(math.exp(-self.dt / self.tau_u[0]), math.exp(-self.dt / self.tau_u[1])),
+                self.beta.clamp(math.exp(-self.dt / self.tau_w[0]), math.exp(-self.dt / self.tau_w[1])))
+
+    def couplings(self):
+        """(q a, q b) per neuron, a and b clamped to their ranges."""
+        return self.q * self.a.clamp(*self.a_range), self.q * self.b.clamp(*self.b_range)
+
+    def forward(self, x, state=None, return_membrane=False):
+        return F.seadlif_sequence(x, self.weight if self.recurrent else None, *self.decays(), *self.couplings(),
+                                  self.threshold, self.reset, self.surrogate, self.slope, return_membrane, state)

@@ -85,7 +85,8 @@ def check_exportable(model):
     if type(model).__name__ == "DelaySNN":  # nir.Delay is per channel: per-synapse delays are not mapped (yet)
         raise NotExportable("DelaySNN: its per-synapse delays have no NIR mapping here; srnn and conv models export")
     if not isinstance(model, (SRNN, ConvSNN)):
-        layer = {"SCBAMSNN": "its spiking ConvLSTM cells and CBAM attention", "ANN": "its GRU layers"}.get(
+        layer = {"SCBAMSNN": "its spiking ConvLSTM cells and CBAM attention", "ANN": "its GRU layers",
+                 "SEAdLIFSNN": "its SE-adLIF neurons"}.get(
             type(model).__name__, "its layers")
         raise NotExportable(f"{type(model).__name__}: {layer} have no NIR primitive; srnn and conv models export")
     layers = ([(f"hidden{i}", n) for i, n in enumerate(model.neurons)] if isinstance(model, SRNN) else

@@ -163,7 +163,9 @@ def _models():
             "conv-alif": lambda: snn.ConvSNN(48, 5, in_maps=4, channels=(4,), hidden=None, adaptive=True,
                                              threshold=0.5, dt=10.0),
             "scbam": lambda: SCBAMSNN(48, 5, maps=(8,), dt=10.0),
-            "scbam-temporal": lambda: SCBAMSNN(48, 5, maps=(8,), attention="temporal", dt=10.0)}
+            "scbam-temporal": lambda: SCBAMSNN(48, 5, maps=(8,), attention="temporal", dt=10.0),
+            "seadlif": lambda: snn.SEAdLIFSNN(48, 5, hidden=(32, 24), dt=10.0),
+            "delay": lambda: snn.DelaySNN(48, 5, hidden=(16,), max_delay_ms=50.0, dt=10.0)}
 
 
 @pytest.mark.parametrize("name", list(_models()))
@@ -292,7 +294,7 @@ def test_version_1_model_files_load_with_time_constants_in_ms(tmp_path):
     assert kws.Run.load(tmp_path / "again.pt").model_kwargs == run.model_kwargs
 
 
-@pytest.mark.parametrize("name", ["srnn", "conv", "srnn-scbam", "ann"])
+@pytest.mark.parametrize("name", ["srnn", "conv", "srnn-scbam", "ann", "seadlif", "delay"])
 def test_a_model_refuses_spikes_binned_at_another_dt(name):
     from spiketrum.app.kws import build_model
 

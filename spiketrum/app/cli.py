@@ -605,10 +605,11 @@ def build_parser():
     t.add_argument("--split", default="official", help="fsdd: official, loso:<speaker> or loso (every speaker in turn, "
                    "into RUN/fold-<speaker>/, and RUN/loso.json); speech-commands and folder: "
                    "official (folder: 10 %% validation and 10 %% test by a hash of each file name) (default official)")
-    t.add_argument("--model", choices=["srnn", "conv", "srnn-scbam", "ann", "delay"], default="srnn",
+    t.add_argument("--model", choices=["srnn", "conv", "srnn-scbam", "ann", "seadlif", "delay"], default="srnn",
                    help="srnn (default), conv (ConvSNN), srnn-scbam (spiking ConvLSTM with attention on its forget "
-                        "gate), ann (a non-spiking GRU teacher on the same input) or delay (feed-forward LIF layers "
-                        "with learnt synaptic delays, DCLS-Delays)")
+                        "gate), ann (a non-spiking GRU teacher on the same input), seadlif (recurrent SE-adLIF "
+                        "neurons, Baronig et al. 2025) or delay (feed-forward LIF layers with learnt synaptic delays, "
+                        "DCLS-Delays)")
     t.add_argument("--max-delay-ms", type=_positive_float, help="delay: longest synaptic delay in ms (default 250)")
     t.add_argument("--hidden", type=_positive_int, nargs="+", help="hidden layer sizes (srnn-scbam: state maps per layer)")
     t.add_argument("--attention", choices=["cbam", "channel", "spatial", "temporal", "none"],
