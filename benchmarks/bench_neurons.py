@@ -1,7 +1,8 @@
 """Step time of the neuron models on one task: forward + backward of a whole model, per time step.
 
-Task: random spikes x[T=100, B=32, 120] Bernoulli(0.1) (seeded), logits of a model with one recurrent hidden
-layer of 256 neurons, loss = cross-entropy against random labels, backward. Each model in :data:`MODELS` (a
+Task: random spikes x[T=100, B=32, 120] Bernoulli(0.1) (seeded), logits of a model with hidden layers of 256
+neurons (recurrent for srnn and seadlif; feed-forward with learnt delays for delay, whose work grows with its
+taps: max delay / dt + 1), loss = cross-entropy against random labels, backward. Each model in :data:`MODELS` (a
 name -> builder dict; add an entry to time another neuron) runs ``--iters`` timed iterations after a warm-up,
 ``--repeats`` times interleaved with the others; the table gives the median (min-max over repeats) of the
 per-repeat medians in ms per time step, each model's ratio to the first (the SRNN) and its hidden spike rate
@@ -25,6 +26,9 @@ T, B, N_IN, HIDDEN, CLASSES, DT = 100, 32, 120, 256, 10, 10.0
 MODELS = {
     "srnn": lambda: snn.SRNN(N_IN, CLASSES, hidden=(HIDDEN,), dt=DT),  # RALIF, the default adaptive SRNN
     "seadlif": lambda: snn.SEAdLIFSNN(N_IN, CLASSES, hidden=(HIDDEN,), dt=DT),
+    "delay-1x256-100ms": lambda: snn.DelaySNN(N_IN, CLASSES, hidden=(HIDDEN,), max_delay_ms=100.0, dt=DT),
+    "delay-1x256": lambda: snn.DelaySNN(N_IN, CLASSES, hidden=(HIDDEN,), dt=DT),  # 250 ms: 26 taps
+    "delay-2x256": lambda: snn.DelaySNN(N_IN, CLASSES, dt=DT),  # DelaySNN's default, DCLS-Delays' SHD size
 }
 
 
@@ -78,13 +82,14 @@ def main(argv=None):
         for name in names:
             runs[name].append(time_model(models[name], x, labels, args.iters, device))
     ref = statistics.median(runs[names[0]])
-    print(f"{'model':<10} {'ms/step':>8}  {'(min-max)':<15} {'x ' + names[0]:>9} {'rate':>7}")
+    print(f"{'model':<18} {'params':>8} {'ms/step':>8}  {'(min-max)':<15} {'x ' + names[0]:>9} {'rate':>7}")
     for name in names:
         with torch.no_grad(), record_activity(models[name]) as act:
             models[name](x)
         rate = act.summary()["layers"].get("hidden0", {}).get("rate", float("nan"))
         med = statistics.median(runs[name])
-        print(f"{name:<10} {med:8.3f}  ({min(runs[name]):.3f}-{max(runs[name]):.3f})  {med / ref:8.2f} {rate:7.3f}")
+        params = sum(q.numel() for q in models[name].parameters())
+        print(f"{name:<18} {params:8d} {med:8.3f}  ({min(runs[name]):.3f}-{max(runs[name]):.3f})  {med / ref:8.2f} {rate:7.3f}")
 
 
 if __name__ == "__main__":
