@@ -40,6 +40,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     patience: int = 30  # epochs without a better validation accuracy before stopping; 0 never stops early
     seed: int = 0
+    ema: float = 0.0  # decay per optimiser step of a moving average of the weights, which validation scores and the run keeps; 0: off
 
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
@@ -51,6 +52,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not (isinstance(self.ema, (int, float)) and 0 <= self.ema < 1):
+            raise ValueError(f"ema must be a decay in [0, 1), got {self.ema!r}")
         if not (isinstance(self.patience, int) and self.patience >= 0):
             raise ValueError(f"patience must be an integer >= 0, got {self.patience!r}")
 
@@ -334,6 +337,7 @@ class Trainer:
         self.epoch, self.step = 0, 0
         self.best_accuracy, self.best_state, self.stale = -1.0, None, 0
         self.history = []
+        self.ema = None  # the moving average of the weights (config.ema), a state dict
 
     # -- data --------------------------------------------------------------------------------------
     def loader(self, dataset, shuffle, epoch=0):
@@ -389,6 +393,8 @@ class Trainer:
                 self.step += 1
                 for cb in self.callbacks:
                     cb.on_step_end(self)
+                if cfg.ema:
+                    self._average_weights()
                 labels = self.objective.labels(y)
                 n = labels.numel()
                 total += n
@@ -402,12 +408,15 @@ class Trainer:
             record = {"epoch": self.epoch + 1, "train_loss": loss_sum / max(total, 1), "train_accuracy": correct / max(total, 1),
                       "lr": self.scheduler.get_last_lr()[0]}
             if self.val_set is not None:
-                record["val_accuracy"] = self.evaluate(self.val_set)["accuracy"]
-                if record["val_accuracy"] > self.best_accuracy:
-                    self.best_accuracy, self.stale = record["val_accuracy"], 0
-                    self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                else:
-                    self.stale += 1
+                with self._averaged():
+                    record["val_accuracy"] = self.evaluate(self.val_set)["accuracy"]
+                    if record["val_accuracy"] > self.best_accuracy:
+                        self.best_accuracy, self.stale = record["val_accuracy"], 0
+                        self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                    else:
+                        self.stale += 1
+            elif self.ema is not None and self.epoch + 1 == cfg.epochs:
+                self.best_state = self.ema  # no validation: the run keeps the average
             for cb in self.callbacks:
                 cb.on_epoch_end(self, record)
             self.history.append(record)
@@ -419,6 +428,33 @@ class Trainer:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         return self.history
+
+    @torch.no_grad()
+    def _average_weights(self):
+        """Step the moving average of the weights; the decay ramps up over the first steps ((1 + t) / (10 + t)),
+        so that the average does not remember the random initialisation. Integer buffers are copied."""
+        decay = min(self.config.ema, (1 + self.step) / (10 + self.step))
+        if self.ema is None:
+            self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            return
+        for k, v in self.model.state_dict().items():
+            if v.is_floating_point():
+                self.ema[k].lerp_(v.detach(), 1 - decay)
+            else:
+                self.ema[k].copy_(v)
+
+    @contextmanager
+    def _averaged(self):
+        """The model holds the averaged weights inside the block (when there are any), its own after it."""
+        if self.ema is None:
+            yield
+            return
+        own = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.ema)
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(own)
 
     @torch.no_grad()
     def evaluate(self, dataset, n_classes=None):
@@ -454,7 +490,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "epoch": self.epoch,
                 "step": self.step, "best_accuracy": self.best_accuracy, "best_state": self.best_state, "stale": self.stale,
                 "history": self.history, "rng": _rng_state(), "callbacks": [cb.state_dict() for cb in self.callbacks],
-                "world_size": self.world_size}
+                "world_size": self.world_size, "ema": self.ema}
 
     def save_checkpoint(self, path):
         """Written by rank 0; in a process group every rank must call it (it gathers their random states)."""
@@ -479,6 +515,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.step, self.stale = state["epoch"], state["step"], state["stale"]
         self.best_accuracy, self.best_state, self.history = state["best_accuracy"], state["best_state"], state["history"]
+        self.ema = state.get("ema")
         for cb, s in zip(self.callbacks, state["callbacks"]):
             cb.load_state_dict(s)
         ranks = state.get("rng_ranks", [])  # from a run with as many processes: this rank's own states
@@ -509,7 +546,7 @@ def read_checkpoint(path, device="cpu"):
 
 def check_resumable(state, config, path):
     """ValueError naming ``path`` unless checkpoint ``state`` was trained with this :class:`TrainConfig`."""
-    saved, now = state["config"], dataclasses.asdict(config)
+    saved, now = {**dataclasses.asdict(TrainConfig()), **state["config"]}, dataclasses.asdict(config)  # newer fields: defaults
     if saved != now:
         diff = sorted(k for k in saved if saved[k] != now.get(k))
         raise ValueError(f"{path}: checkpoint was trained with other settings ({', '.join(diff)}); cannot resume")

@@ -113,7 +113,67 @@ def test_early_stopping_counts_stale_epochs(tmp_path):
     assert len(t.history) == 3
 
 
-@pytest.mark.parametrize("kw", [dict(epochs=0), dict(lr=0.0), dict(batch_size=2.5), dict(patience=-1), dict(grad_clip=float("nan"))])
+class Snapshots(Callback):
+    """Records the weights after every optimiser step (before the trainer's own average steps) and the
+    average at every epoch's end."""
+
+    def __init__(self):
+        self.weights, self.averages = [], []
+
+    def on_step_end(self, trainer):
+        self.weights.append({k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
+
+    def on_epoch_end(self, trainer, record):
+        self.averages.append({k: v.clone() for k, v in trainer.ema.items()})
+
+
+def test_weight_average_is_the_exact_moving_average_and_is_what_validation_scores(tmp_path):
+    torch.manual_seed(123)
+    snaps = Snapshots()
+    cfg = TrainConfig(epochs=4, batch_size=8, lr=5e-2, patience=0, seed=3, ema=0.9)
+    t = Trainer(Toy(), _data(), _data(20, seed=1), collate, cfg, callbacks=[snaps], device="cpu", progress=False)
+    t.fit()
+    ref = {k: v.clone() for k, v in snaps.weights[0].items()}
+    for step, w in enumerate(snaps.weights[1:], start=2):
+        decay = min(0.9, (1 + step) / (10 + step))
+        ref = {k: ref[k] + (w[k] - ref[k]) * (1 - decay) for k in ref}
+    for k in ref:
+        torch.testing.assert_close(t.ema[k], ref[k], rtol=1e-6, atol=1e-7)
+    assert not torch.equal(t.ema["fc.weight"], snaps.weights[-1]["fc.weight"])  # the average is not the last weights
+    # validation scored the average, and the run keeps the average of its best epoch
+    accs = [h["val_accuracy"] for h in t.history]
+    best = accs.index(max(accs))
+    assert all(torch.equal(t.model.state_dict()[k], v) for k, v in snaps.averages[best].items())
+    for avg, acc in zip(snaps.averages, accs):
+        t.model.load_state_dict(avg)
+        assert t.evaluate(t.val_set)["accuracy"] == acc
+
+
+def test_resume_with_a_weight_average_continues_exactly(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    full = _trainer(tmp_path / "a", ema=0.8)
+    full.fit()
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(tmp_path / "b", kill_at=3, ema=0.8).fit()
+    resumed = _trainer(tmp_path / "b", ema=0.8)
+    resumed.load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    resumed.fit()
+    assert resumed.history == full.history
+    for k in full.ema:
+        assert torch.equal(resumed.ema[k], full.ema[k]) and torch.equal(resumed.model.state_dict()[k], full.model.state_dict()[k])
+
+
+def test_without_validation_the_run_keeps_the_average(tmp_path):
+    torch.manual_seed(123)
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=5e-2, patience=0, seed=3, ema=0.9)
+    t = Trainer(Toy(), _data(), None, collate, cfg, device="cpu", progress=False)
+    t.fit()
+    assert all(torch.equal(t.model.state_dict()[k], v) for k, v in t.ema.items())
+
+
+@pytest.mark.parametrize("kw", [dict(epochs=0), dict(lr=0.0), dict(batch_size=2.5), dict(patience=-1), dict(grad_clip=float("nan")),
+                                dict(ema=1.0), dict(ema=-0.1)])
 def test_bad_config(kw):
     with pytest.raises(ValueError):
         TrainConfig(**kw)

@@ -186,8 +186,9 @@ def _train_config(args, epochs=80, patience=30):
     """The flags' TrainConfig; ``epochs`` and ``patience`` are the defaults of what is trained."""
     from snn.trainer import TrainConfig
 
+    given = {k: getattr(args, k) for k in ("ema", "label_smoothing") if getattr(args, k, None) is not None}
     return TrainConfig(epochs=args.epochs or epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                       patience=patience if args.patience is None else args.patience)
+                       patience=patience if args.patience is None else args.patience, **given)
 
 
 def cmd_train(args):
@@ -664,6 +665,9 @@ def build_parser():
     t.add_argument("--patience", type=int, help="early stopping: epochs without a better validation accuracy "
                    "(default 30, a detector 10; 0 never stops early)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--ema", type=float, metavar="DECAY", help="decay per step of the moving average of the weights that "
+                   "validation scores and the run keeps (0: off, the default)")
+    t.add_argument("--label-smoothing", type=float, help="label smoothing of the cross-entropy (default 0)")
     t.add_argument("--jobs", type=_positive_int, default=1, help="processes encoding the corpus")
     t.add_argument("--cache", help="encoding cache folder (default: cache/ beside the run folder)")
     t.add_argument("--noise-dir", help="background noise for Speech Commands silence and --augment noise")
