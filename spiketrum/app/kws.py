@@ -718,7 +718,9 @@ def split_audio(run, dataset, data, split="test", noise_dir=None, seed=0, class_
     (e.g. ``{"zero": "0", ...}`` to score an FSDD model on Speech Commands' digit words); classes the model does
     not know are skipped and listed. ``group_by`` (split ``all`` only: the speakers of another corpus) is the
     regular expression of :class:`~datasets.AudioFolder` that finds each file's speaker, for per-speaker scores.
-    Files whose header does not read are left out, listed in the audio's ``skipped``.
+    Files whose header does not read are left out, listed in the audio's ``skipped``. The audio's
+    ``trained_speakers`` are the speakers of the run's training part, from the same scan of the data (None where
+    speakers are not known, or for ``all``).
     """
     check_split(dataset, split, "score")
     if class_map and dataset != "folder":
@@ -739,17 +741,21 @@ def split_audio(run, dataset, data, split="test", noise_dir=None, seed=0, class_
         if not known:
             raise ValueError(f"{data}: none of its class folders ({', '.join(full.classes)}) is a class of this model")
         lists = rule.get("split_lists")
-        audio = full.split_by_lists(split, lists) if lists and split != "all" else full.split(split, seed)
+        part = lambda name: full.split_by_lists(name, lists) if lists and name != "all" else full.split(name, seed)  # noqa: E731
+        audio = part(split)
+        trained = None if split == "all" or class_map else dataset_speakers(part("train"))
         audio = audio.subset([i for i, lab in enumerate(audio.labels) if audio.classes[lab] in run.classes])
         remap = {i: run.classes.index(c) for i, c in enumerate(full.classes) if c in run.classes}
         audio.labels = [remap[lab] for lab in audio.labels]
         audio.classes = list(run.classes)
-        audio.skipped = list(full.skipped)
+        audio.skipped, audio.trained_speakers = list(full.skipped), trained
         return audio, unknown
     corpus_split, part = ("official", split) if not split.startswith("loso:") else (":".join(split.split(":")[:2]), (split.split(":") + ["test"])[2])
-    audio = dict(zip(("train", "val", "test"), audio_splits(dataset, data, corpus_split, noise_dir)))[part]
+    parts = dict(zip(("train", "val", "test"), audio_splits(dataset, data, corpus_split, noise_dir)))
+    audio = parts[part]
     if list(audio.classes) != list(run.classes):
         raise ValueError(f"{data}: classes {audio.classes} differ from the model's {run.classes}")
+    audio.trained_speakers = dataset_speakers(parts["train"])
     return audio, []
 
 
@@ -774,12 +780,7 @@ def evaluate(run_dir, dataset, data, split="test", noise_dir=None, cache_dir=Non
     trainer = Trainer(run.model, spikes, None, collate_for(run.dt_ms), TrainConfig(), progress=False)
     with record_activity(run.model) as act:
         result = trainer.evaluate(spikes, n_classes=len(run.classes))
-    trained = dataset_speakers(audio)  # the speakers the run trained on (all of them when scoring its training part)
-    if split == "all" or class_map:  # another corpus, or every file: its speakers' part in training is not known
-        trained = None
-    elif trained is not None and split != "train" and not split.endswith(":train"):
-        train_part = "train" if not split.startswith("loso:") else ":".join(split.split(":")[:2] + ["train"])
-        trained = dataset_speakers(split_audio(run, dataset, data, train_part, noise_dir, training_seed(run, run_dir))[0])
+    trained = audio.trained_speakers  # None for another corpus or every file: their part in training is not known
     return {"accuracy": result["accuracy"], "n": result["n"], "unknown_classes": unknown,
             "skipped_files": skipped_files([audio], [spikes]), **speaker_metrics(spikes, result["predictions"], trained),
             "energy": act.energy()}
