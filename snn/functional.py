@@ -322,8 +322,9 @@ def _state(state, x):
     return tuple(t.to(x.dtype) for t in state)
 
 
-def _sequence(x, weight, beta, threshold, rho, alpha, adaptive, reset, surrogate, slope,
-              return_membrane, state=None):
+def _check_sequence(x, weight, reset, surrogate, slope):
+    """The surrogate's slope, the neuron count and the recurrent weight in x's dtype, after checking the arguments
+    every sequence function shares."""
     if x.dim() != 3:
         raise ValueError(f"x must have shape [T, B, N], got {tuple(x.shape)}")
     if reset not in RESETS:
@@ -333,6 +334,12 @@ def _sequence(x, weight, beta, threshold, rho, alpha, adaptive, reset, surrogate
     if weight is not None and tuple(weight.shape) != (n, n):
         raise ValueError(f"recurrent weight must have shape [{n}, {n}], got {tuple(weight.shape)}")
     weight = None if weight is None else weight.to(x.dtype)
+    return k, n, weight
+
+
+def _sequence(x, weight, beta, threshold, rho, alpha, adaptive, reset, surrogate, slope,
+              return_membrane, state=None):
+    k, n, weight = _check_sequence(x, weight, reset, surrogate, slope)
     beta, threshold = _param(beta, x, n, "beta"), _param(threshold, x, n, "threshold")
     alpha, rho = (_param(alpha, x, n, "alpha"), _param(rho, x, n, "rho")) if adaptive else (None, None)
     zero_reset = reset == "zero"
@@ -748,15 +755,7 @@ def seadlif_sequence(x, weight=None, alpha=0.8, beta=0.98, a=60.0, b=120.0, thre
     >>> spikes.flatten().tolist(), state.a.item()
     ([1.0, 0.0, 1.0, 0.0, 1.0, 0.0], 0.65625)
     """
-    if x.dim() != 3:
-        raise ValueError(f"x must have shape [T, B, N], got {tuple(x.shape)}")
-    if reset not in RESETS:
-        raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
-    _, k = _surrogate(surrogate, slope)
-    n = x.shape[-1]
-    if weight is not None and tuple(weight.shape) != (n, n):
-        raise ValueError(f"recurrent weight must have shape [{n}, {n}], got {tuple(weight.shape)}")
-    weight = None if weight is None else weight.to(x.dtype)
+    k, n, weight = _check_sequence(x, weight, reset, surrogate, slope)
     alpha, beta, a, b, threshold = (_param(p, x, n, name) for p, name in
                                     ((alpha, "alpha"), (beta, "beta"), (a, "a"), (b, "b"), (threshold, "threshold")))
     zero_reset = reset == "zero"

@@ -78,7 +78,7 @@ def state_updates(neurons):
     """Multiply-accumulates per neuron and step of a layer of spiking neurons' own state: 1 for LIF (the membrane
     decay ``beta * v + x``), 3 for adaptive ones (also ``rho * a + (1 - rho) s`` and ``threshold + alpha * a``).
     The threshold comparison and the reset are not counted; the bias is added in the membrane update."""
-    return 3 if neurons.adaptive else 1
+    return getattr(neurons, "STATE_UPDATES", None) or (3 if neurons.adaptive else 1)
 
 
 class Activity:
@@ -303,7 +303,25 @@ class _Dense(nn.Sequential):
         return self[1](self[0](x), state)
 
 
-class SRNN(_StepModel):
+class _RecurrentStack(_StepModel):
+    """Stacked Linear -> recurrent spiking layers (``self.linears``, ``self.neurons``) and a readout."""
+
+    def _run(self, x, state, mask):
+        self._log("input", x, mask, lambda: _fan_out(self.linears[0].weight))
+        s, out = x, []
+        for i, (linear, neurons) in enumerate(zip(self.linears, self.neurons)):
+            s, st = neurons(linear(s), state[i])
+            out.append(st)
+            nxt = self.linears[i + 1] if i + 1 < len(self.linears) else self.readout.linear
+            self._log(f"hidden{i}", s, mask, lambda: _fan_out(nxt.weight) + _fan_out(neurons.weight),  # + recurrent
+                      state_updates(neurons))
+            s = self.dropout(s)
+        u, st = self.readout.steps(s, state[-1])
+        self._ops("readout", u.shape[-1], state=1)
+        return u, (*out, st)
+
+
+class SRNN(_RecurrentStack):
     """Adaptive recurrent SNN: stacked Linear -> R(A)LIF layers and a leaky-integrator readout.
 
     The strong baseline for spike-coded audio (after Yin et al. 2021 / Bellec et al. 2018):
@@ -366,19 +384,6 @@ class SRNN(_StepModel):
         self.readout = _Readout(sizes[-1], n_classes, readout, dt, tau_out, neuron)
         self._layers = len(hidden) + 1
 
-    def _run(self, x, state, mask):
-        self._log("input", x, mask, lambda: _fan_out(self.linears[0].weight))
-        s, out = x, []
-        for i, (linear, neurons) in enumerate(zip(self.linears, self.neurons)):
-            s, st = neurons(linear(s), state[i])
-            out.append(st)
-            nxt = self.linears[i + 1] if i + 1 < len(self.linears) else self.readout.linear
-            self._log(f"hidden{i}", s, mask, lambda: _fan_out(nxt.weight) + _fan_out(neurons.weight),  # + recurrent
-                      state_updates(neurons))
-            s = self.dropout(s)
-        u, st = self.readout.steps(s, state[-1])
-        self._ops("readout", u.shape[-1], state=1)
-        return u, (*out, st)
 
 
 class ConvSNN(_StepModel):
@@ -718,7 +723,7 @@ class ANN(_Recorded):
         return u if per_step else valid_mean(u, None if lengths is None else step_mask(x.shape[0], lengths, x.device))
 
 
-class SEAdLIFSNN(_StepModel):
+class SEAdLIFSNN(_RecurrentStack):
     """Recurrent SNN of SE-adLIF neurons (adaptive LIF, symplectic-Euler discretisation; Baronig et al.,
     Nat. Commun. 16, 2025): stacked Linear -> recurrent :class:`snn.layers.SEAdLIF` layers and a
     leaky-integrator readout, as :class:`SRNN` with its neurons replaced.
@@ -775,16 +780,3 @@ class SEAdLIFSNN(_StepModel):
         self.readout = _Readout(sizes[-1], n_classes, readout, dt, tau_out, neuron)
         self._layers = len(hidden) + 1
 
-    def _run(self, x, state, mask):
-        self._log("input", x, mask, lambda: _fan_out(self.linears[0].weight))
-        s, out = x, []
-        for i, (linear, neurons) in enumerate(zip(self.linears, self.neurons)):
-            s, st = neurons(linear(s), state[i])
-            out.append(st)
-            nxt = self.linears[i + 1] if i + 1 < len(self.linears) else self.readout.linear
-            self._log(f"hidden{i}", s, mask, lambda: _fan_out(nxt.weight) + _fan_out(neurons.weight),  # + recurrent
-                      SEAdLIF.STATE_UPDATES)
-            s = self.dropout(s)
-        u, st = self.readout.steps(s, state[-1])
-        self._ops("readout", u.shape[-1], state=1)
-        return u, (*out, st)
