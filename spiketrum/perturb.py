@@ -389,4 +389,4 @@ class Augment:
         return st
 
 
-DEFAULT_AUGMENT = "stretch:0.1,shift:1,mask:5,delay:100ms,deletion:0.2,noise:5dB,copies:4"
+DEFAULT_AUGMENT = "stretch:0.1,shift:1,mask:5,delay:100ms,deletion:0.2,noise:5dB,tilt:4dB,copies:4"
