@@ -741,7 +741,10 @@ def split_audio(run, dataset, data, split="test", noise_dir=None, seed=0, class_
         if not known:
             raise ValueError(f"{data}: none of its class folders ({', '.join(full.classes)}) is a class of this model")
         lists = rule.get("split_lists")
-        part = lambda name: full.split_by_lists(name, lists) if lists and name != "all" else full.split(name, seed)  # noqa: E731
+
+        def part(name):
+            return full.split_by_lists(name, lists) if lists and name != "all" else full.split(name, seed)
+
         audio = part(split)
         trained = None if split == "all" or class_map else dataset_speakers(part("train"))
         audio = audio.subset([i for i, lab in enumerate(audio.labels) if audio.classes[lab] in run.classes])
