@@ -709,8 +709,8 @@ class SEAdLIF(nn.Module):
 
     def decays(self):
         """(alpha, beta) per neuron, clamped to the decays of the tau ranges."""
-        return (self.alpha.clamp(math.exp(-self.dt / self.tau_u[0]), math.exp(-self.dt / self.tau_u[1])),
-                self.beta.clamp(math.exp(-self.dt / self.tau_w[0]), math.exp(-self.dt / self.tau_w[1])))
+        return (self.alpha.clamp(decay(self.dt, self.tau_u[0]), decay(self.dt, self.tau_u[1])),
+                self.beta.clamp(decay(self.dt, self.tau_w[0]), decay(self.dt, self.tau_w[1])))
 
     def couplings(self):
         """(q a, q b) per neuron, a and b clamped to their ranges."""

@@ -306,6 +306,22 @@ class _Dense(nn.Sequential):
 class _RecurrentStack(_StepModel):
     """Stacked Linear -> recurrent spiking layers (``self.linears``, ``self.neurons``) and a readout."""
 
+    def __init__(self, n_in, n_classes, hidden, make_neurons, *, gain=1.0, dropout, readout, tau_out, neuron, dt):
+        """``make_neurons(n)`` builds a layer of ``n`` neurons; the weights into them start ``gain`` times
+        nn.Linear's."""
+        super().__init__()
+        self.dt = dt
+        sizes = (n_in, *hidden)
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+        if gain != 1.0:
+            with torch.no_grad():
+                for linear in self.linears:
+                    linear.weight.mul_(gain)
+        self.neurons = nn.ModuleList(make_neurons(n) for n in hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.readout = _Readout(sizes[-1], n_classes, readout, dt, tau_out, neuron)
+        self._layers = len(hidden) + 1
+
     def _run(self, x, state, mask):
         self._log("input", x, mask, lambda: _fan_out(self.linears[0].weight))
         s, out = x, []
@@ -371,19 +387,15 @@ class SRNN(_RecurrentStack):
     def __init__(self, n_in, n_classes, hidden=(256,), adaptive=True, tau_mem=TAU_MEM, tau_adapt=TAU_ADAPT,
                  tau_out=TAU_OUT, alpha=1.8, threshold=1.0, learn_beta=True, reset="subtract",
                  surrogate="atan", slope=None, dropout=0.0, readout="mean", *, dt):
-        super().__init__()
-        self.dt = dt
         neuron = dict(threshold=threshold, reset=reset, surrogate=surrogate, slope=slope)
-        sizes = (n_in, *hidden)
-        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
-        self.neurons = nn.ModuleList(
-            RALIF(n, dt=dt, tau_mem=tau_mem, tau_adapt=tau_adapt, alpha=alpha, learn_beta=learn_beta, **neuron)
-            if adaptive else RLIF(n, dt=dt, tau_mem=tau_mem, learn_beta=learn_beta, **neuron)
-            for n in hidden)
-        self.dropout = nn.Dropout(dropout)
-        self.readout = _Readout(sizes[-1], n_classes, readout, dt, tau_out, neuron)
-        self._layers = len(hidden) + 1
 
+        def make_neurons(n):
+            if adaptive:
+                return RALIF(n, dt=dt, tau_mem=tau_mem, tau_adapt=tau_adapt, alpha=alpha, learn_beta=learn_beta, **neuron)
+            return RLIF(n, dt=dt, tau_mem=tau_mem, learn_beta=learn_beta, **neuron)
+
+        super().__init__(n_in, n_classes, hidden, make_neurons, dropout=dropout, readout=readout, tau_out=tau_out,
+                         neuron=neuron, dt=dt)
 
 
 class ConvSNN(_StepModel):
@@ -765,18 +777,10 @@ class SEAdLIFSNN(_RecurrentStack):
     def __init__(self, n_in, n_classes, hidden=(256,), tau_u=SE_TAU_U, tau_w=SE_TAU_W, a=(0.0, 1.0), b=(0.0, 2.0),
                  q=120.0, threshold=1.0, gain=10.0, tau_out=TAU_OUT, reset="zero", surrogate="atan", slope=None,
                  dropout=0.0, readout="mean", *, dt):
-        super().__init__()
-        self.dt = dt
-        sizes = (n_in, *hidden)
-        self.linears = nn.ModuleList(nn.Linear(i, o) for i, o in zip(sizes, sizes[1:]))
-        with torch.no_grad():
-            for linear in self.linears:
-                linear.weight.mul_(gain)
-        self.neurons = nn.ModuleList(
-            SEAdLIF(n, dt=dt, tau_u=tau_u, tau_w=tau_w, a=a, b=b, q=q, threshold=threshold, recurrent=True, reset=reset,
-                    surrogate=surrogate, slope=slope) for n in hidden)
-        self.dropout = nn.Dropout(dropout)
         neuron = dict(threshold=threshold, reset=reset, surrogate=surrogate, slope=slope)
-        self.readout = _Readout(sizes[-1], n_classes, readout, dt, tau_out, neuron)
-        self._layers = len(hidden) + 1
 
+        def make_neurons(n):
+            return SEAdLIF(n, dt=dt, tau_u=tau_u, tau_w=tau_w, a=a, b=b, q=q, recurrent=True, **neuron)
+
+        super().__init__(n_in, n_classes, hidden, make_neurons, gain=gain, dropout=dropout, readout=readout,
+                         tau_out=tau_out, neuron=neuron, dt=dt)
