@@ -131,7 +131,9 @@ class Detection(Classification):
     of keyword ``k > 0`` the step in ``[start, stop)`` where ``k`` has its highest log-probability is
     pulled towards ``k`` (the model picks its own moment), and every other valid step towards 0. A
     clip of class 0 pulls every valid step towards 0. Each clip's two terms weigh 1 each, however
-    long the clip.
+    long the clip. With ``hard_negative`` > 0 a third term, of that weight, pulls the one step where 0 is
+    least probable towards 0, among the steps before the keyword's window (every valid step of a class-0
+    clip): a false alarm is one step over threshold, which an average over steps barely sees.
 
     A clip is predicted as the keyword with the highest per-step probability over its valid steps
     when that probability exceeds ``threshold``, else 0.
@@ -147,8 +149,8 @@ class Detection(Classification):
 
     per_step = True
 
-    def __init__(self, threshold=0.5):
-        self.threshold = threshold
+    def __init__(self, threshold=0.5, hard_negative=0.0):
+        self.threshold, self.hard_negative = threshold, hard_negative
 
     def loss(self, u, y, lengths, config):
         T, B, _ = u.shape
@@ -161,6 +163,10 @@ class Detection(Classification):
         best = own.masked_fill(~window, -math.inf).amax(0)
         keyword = -torch.where(window.any(0), best, torch.zeros_like(best))
         silence = -(logp[..., 0] * rest).sum(0) / rest.sum(0).clamp(min=1)
+        if self.hard_negative:
+            before = valid & ((t < y[None, :, 1]) | (y[None, :, 0] == 0))
+            worst = logp[..., 0].masked_fill(~before, math.inf).amin(0)
+            silence = silence - self.hard_negative * torch.where(before.any(0), worst, torch.zeros_like(worst))
         return (keyword + silence).mean()
 
     def predict(self, u, lengths):

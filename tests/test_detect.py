@@ -47,7 +47,8 @@ def detector_run(corpus, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("runs") / "det"
     m = detect.train(corpus / "kw", out, keywords=["beep"], background=[corpus / "bg"], hidden=(64,),
-                     config=TrainConfig(epochs=8, patience=0, lr=5e-3), cache_dir=out.parent / "cache", progress=False)
+                     config=TrainConfig(epochs=8, patience=0, lr=5e-3), calibration_hours=0.02,
+                     cache_dir=out.parent / "cache", progress=False)
     assert m["keywords"] == ["beep"] and m["classes"] == [detect.NO_KEYWORD, "beep"]
     return out, m
 
@@ -149,13 +150,27 @@ def test_a_clip_classifier_is_not_a_detector(tmp_path):
 
 
 def test_calibrated_threshold_meets_its_false_alarm_target(detector_run, corpus):
-    """On the audio it was set on, the threshold gives at most target x hours false alarms."""
+    """On the validation streams it was set on, the threshold gives at most target x hours false alarms, and a
+    detector firing at it (events, not the calibration's trace arithmetic) has the reported miss rate."""
     from datasets import Background
-    from spiketrum.app.detect import calibrate
+    from spiketrum.app.detect import Detector, build_streams, calibrate, keyword_parts, score_detections, stream_material
     from spiketrum.app.kws import Run
 
     run = Run.load(detector_run[0])
-    cal = calibrate(run, Background([corpus / "bg"], "calibrate"), 1000.0)  # a target the short audio can measure
-    allowed = int(np.floor(1000.0 * cal["hours"]))
-    assert cal["false_alarms"]["beep"] <= allowed
-    assert cal == calibrate(run, Background([corpus / "bg"], "calibrate"), 1000.0)  # deterministic
+    _, val, _ = keyword_parts(corpus / "kw", ["beep"])
+    clips, pieces = stream_material(val, Background([corpus / "bg"], "calibrate"), SR, [])
+
+    def streams():
+        return build_streams(clips, pieces, None, SR, 0.03, 2, 10.0, np.random.default_rng(1))
+
+    cal = calibrate(run, streams(), 100.0)  # a target the short streams can measure
+    assert 0 < cal["false_alarms"]["beep"] <= 100.0 * cal["hours"] + 1e-6
+    assert cal == calibrate(run, streams(), 100.0)  # deterministic
+    files, fired = [], []
+    for y, keywords in streams():
+        det = Detector(run, thresholds=cal["thresholds"])
+        fired.append([e.time for e in det.push(y) + det.close()])
+        files.append({"keywords": keywords})
+    fa, hits, _ = score_detections({"files": files}, "beep", fired)
+    assert fa == cal["false_alarms"]["beep"]
+    assert 1 - len(hits) / sum(len(f["keywords"]) for f in files) == pytest.approx(cal["miss_rate"]["beep"])

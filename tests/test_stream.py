@@ -74,8 +74,9 @@ def test_stream_refuses_nan_and_pushes_after_close():
 
 # -- the detection objective --------------------------------------------------------------------------
 
-def reference_detection_loss(u, y, lengths):
-    """Step by step: -max log p_k over the keyword's window, minus the mean log p_0 of every other valid step."""
+def reference_detection_loss(u, y, lengths, hard_negative=0.0):
+    """Step by step: -max log p_k over the keyword's window, minus the mean log p_0 of every other valid step,
+    minus ``hard_negative`` x the lowest log p_0 before the window (anywhere in a class-0 clip)."""
     import torch
 
     total = 0.0
@@ -84,13 +85,15 @@ def reference_detection_loss(u, y, lengths):
         logp = torch.log_softmax(u[: int(lengths[b]), b], -1)
         inside = [t for t in range(int(lengths[b])) if k > 0 and a <= t < e]
         rest = [t for t in range(int(lengths[b])) if t not in inside]
+        before = [t for t in range(int(lengths[b])) if k == 0 or t < a]
         term = -max(logp[t, k] for t in inside) if inside else 0.0
-        total = total + term + (-sum(logp[t, 0] for t in rest) / max(len(rest), 1))
+        hard = -min(logp[t, 0] for t in before) if before else 0.0
+        total = total + term + (-sum(logp[t, 0] for t in rest) / max(len(rest), 1)) + hard_negative * hard
     return total / u.shape[1]
 
 
-@given(seed=st.integers(0, 10**6))
-def test_detection_loss_equals_a_step_by_step_reference(seed):
+@given(seed=st.integers(0, 10**6), hard_negative=st.sampled_from([0.0, 1.0, 0.3]))
+def test_detection_loss_equals_a_step_by_step_reference(seed, hard_negative):
     import torch
 
     from snn.trainer import Detection, TrainConfig
@@ -101,8 +104,8 @@ def test_detection_loss_equals_a_step_by_step_reference(seed):
     lengths = torch.randint(3, T + 1, (B,), generator=g)
     y = torch.stack([torch.randint(0, C, (B,), generator=g), torch.randint(0, 4, (B,), generator=g),
                      torch.randint(4, T + 2, (B,), generator=g)], 1)
-    got = Detection().loss(u, y, lengths, TrainConfig())
-    want = reference_detection_loss(u, y, lengths)
+    got = Detection(hard_negative=hard_negative).loss(u, y, lengths, TrainConfig())
+    want = reference_detection_loss(u, y, lengths, hard_negative)
     assert torch.allclose(got, torch.as_tensor(want, dtype=got.dtype))
     got.backward()
     pad = torch.arange(T)[:, None] >= lengths[None, :]
@@ -115,8 +118,9 @@ def test_detection_gradcheck():
     from snn.trainer import Detection, TrainConfig
 
     u = torch.randn(6, 2, 3, dtype=torch.float64, requires_grad=True)
-    y, lengths = torch.tensor([[2, 1, 4], [0, 0, 0]]), torch.tensor([6, 5])
-    assert torch.autograd.gradcheck(lambda v: Detection().loss(v, y, lengths, TrainConfig()), (u,))
+    y, lengths = torch.tensor([[2, 2, 4], [0, 0, 0]]), torch.tensor([6, 5])
+    for hard in (0.0, 1.0):
+        assert torch.autograd.gradcheck(lambda v: Detection(hard_negative=hard).loss(v, y, lengths, TrainConfig()), (u,))
 
 
 # -- the streaming detector ----------------------------------------------------------------------------

@@ -283,6 +283,8 @@ def cmd_train(args):
 
 
 def _train_detector(args):
+    from datasets import locate
+
     from . import detect
 
     if not args.background:
@@ -301,11 +303,13 @@ def _train_detector(args):
                      dt_ms=args.dt_ms, config=config, target_fa_per_hour=fa,
                      smooth_ms=detect.SMOOTH_MS if args.smooth_ms is None else args.smooth_ms,
                      refractory_ms=detect.REFRACTORY_MS if args.refractory_ms is None else args.refractory_ms,
-                     cache_dir=args.cache, jobs=args.jobs, progress=not args.quiet, force=args.force)
+                     noise_dir=args.noise_dir or locate("noise", args.data), cache_dir=args.cache, jobs=args.jobs,
+                     progress=not args.quiet, force=args.force)
     cal = m["calibration"]
     print(f"detector for {', '.join(m['keywords'])}: validation accuracy {100 * m['best_val_accuracy']:.1f} % "
           f"({m['epochs_run']} epochs); thresholds {', '.join(f'{k} {v:.3f}' for k, v in cal['thresholds'].items())} "
-          f"set on {60 * cal['hours']:.0f} min of held-back background; wrote {args.output}/model.pt, metrics.json")
+          f"set on {cal['hours']:.1f} h of validation streams, where they miss "
+          f"{', '.join(f'{100 * v:.0f} %' for v in cal['miss_rate'].values())}; wrote {args.output}/model.pt, metrics.json")
 
 
 def cmd_continual(args):
@@ -670,7 +674,8 @@ def build_parser():
     t.add_argument("--label-smoothing", type=float, help="label smoothing of the cross-entropy (default 0)")
     t.add_argument("--jobs", type=_positive_int, default=1, help="processes encoding the corpus")
     t.add_argument("--cache", help="encoding cache folder (default: cache/ beside the run folder)")
-    t.add_argument("--noise-dir", help="background noise for Speech Commands silence and --augment noise")
+    t.add_argument("--noise-dir", help="background noise for Speech Commands silence, --augment noise and a detector's "
+                   "validation streams (default: found beside the data)")
     t.add_argument("--keywords", help="a detector (needs --background): the class folders, comma-separated, it "
                    "detects in streams (default: every class); the others are non-keywords")
     t.add_argument("--background", nargs="+", metavar="DIR", help="train a streaming keyword detector (--dataset folder): "

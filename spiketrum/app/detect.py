@@ -33,6 +33,8 @@ DETECT_ENCODER = dict(rate=1000.0, levels=1, chunk_s=0.05, polarity_channels=Fal
 TAIL_MS = 300.0  # in training, a keyword may be detected up to this long after its spoken end
 SMOOTH_MS, REFRACTORY_MS = 50.0, 1000.0
 KEYWORD_TEST, KEYWORD_VAL = 0.2, 0.1  # held out of every keyword's clips (test: for test streams only)
+CLEAN_READS = 0.5  # of the keyword clips in training; the others have background mixed in
+CALIBRATION_HOURS = 2.0  # of validation streams outside the keywords, on which thresholds are set
 
 
 def word_bounds(x, sr, frame_ms=10.0, range_db=35.0):
@@ -249,14 +251,17 @@ def _thresholds(keywords, given):
 class DetectionItems(torch.utils.data.Dataset):
     """Training items ``(dense spikes [T, C], (class, start, stop))`` for :class:`~snn.trainer.Detection`.
 
-    The first ``len(clips)`` items are the clips, each read from the clean encoding or (half the reads)
-    from one with background mixed in, a keyword clip cut to its word with 0.2-0.8 s of context before
-    and 0.3-0.8 s after; then as many windows of ``window`` steps joined from random background items.
+    The first ``len(clips)`` items are the clips, each read from the clean encoding (a fraction ``clean`` of
+    the reads) or from one with background mixed in, a keyword clip cut to its word with 0.2-0.8 s of context before
+    and 0.3-0.8 s after, and read after 0 to ``context`` steps of background (:func:`background_window`:
+    the network meets the word in the state a stream leaves it in, not fresh); then as many windows of
+    ``window`` steps joined from random background items.
     The per-read generator is seeded from numpy's global state, which checkpoints carry.
     """
 
-    def __init__(self, clips, noisy, marks, background, window):
-        self.clips, self.noisy, self.marks, self.background, self.window = clips, list(noisy), marks, background, window
+    def __init__(self, clips, noisy, marks, background, window, context=0, clean=0.5):
+        self.clips, self.noisy, self.marks, self.background = clips, list(noisy), marks, background
+        self.window, self.context, self.clean = window, context, clean
 
     def __len__(self):
         return 2 * len(self.clips)
@@ -265,13 +270,15 @@ class DetectionItems(torch.utils.data.Dataset):
         rng = np.random.default_rng(np.random.randint(2**31))
         if i >= len(self.clips):
             return background_window(self.background, self.window, rng), (0, 0, 0)
-        src = self.clips if not self.noisy or rng.random() < 0.5 else self.noisy[int(rng.integers(len(self.noisy)))]
+        src = self.clips if not self.noisy or rng.random() < self.clean else self.noisy[int(rng.integers(len(self.noisy)))]
         x, k, (a, b) = src[i][0], *self.marks[i]
         if k == 0:
             s = int(rng.integers(max(1, x.shape[0] - self.window + 1)))
             return x[s : s + self.window], (0, 0, 0)
         lo, hi = max(0, a - int(rng.integers(20, 80))), min(x.shape[0], b + int(rng.integers(0, 50)))
-        return x[lo:hi], (k, a - lo, b - lo)
+        n = int(rng.integers(self.context + 1))
+        x = torch.cat([background_window(self.background, n, rng), x[lo:hi]]) if n else x[lo:hi]
+        return x, (k, a - lo + n, b - lo + n)
 
 
 def background_window(background, steps, rng):
@@ -323,57 +330,63 @@ def marks(audio, dt_ms):
     return out
 
 
-def calibrate(run, audio, target_fa_per_hour, progress=False):
-    """Per keyword, the lowest threshold that fires at most ``target_fa_per_hour`` on ``audio`` (keyword-free
-    audio, e.g. :class:`~datasets.Background`'s calibrate part, streamed item after item), and what was
-    measured: ``{"thresholds", "hours", "false_alarms"}``. With too little audio for one false alarm at the
-    target, the threshold sits just above the highest peak (none fires)."""
-    det = Detector(run, thresholds=0.0, refractory_ms=run.detector["refractory_ms"], smooth_ms=run.detector["smooth_ms"])
-    det.trace = []
-    samples = 0
-    for i in range(len(audio)):
-        x, sr = audio.load(i)
-        x = resample(x, sr, run.encoder.sr) if sr != run.encoder.sr else x
-        det.push(x)
-        samples += x.size
-    det.close()
-    trace = np.asarray(det.trace)
-    hours = samples / run.encoder.sr / 3600
-    targets = _per_keyword(det.keywords, target_fa_per_hour, "target_fa_per_hour", 1.0)
-    refractory = det.refractory_ms / run.dt_ms
-    thresholds, alarms = [], []
-    for j in range(len(det.keywords)):
-        v = np.concatenate([[-np.inf], trace[:, j], [-np.inf]])
-        steps = peak_steps(v)
-        scores = v[steps]
+def validation_streams(val_audio, background, noise_dir, hours, seed):
+    """:func:`build_streams` at :data:`DETECT_SR` of ``val_audio``'s keyword clips placed 3 times at 10 dB into
+    ``background`` (a :class:`~datasets.Background` calibrate part) with the calibrate part of the noise in
+    ``noise_dir`` (or none) under it: the test streams' recipe, on data held out of training and test."""
+    clips, pieces = stream_material(val_audio, background, DETECT_SR, [])  # the encoded sets list unreadable files
+    if not clips or not pieces:
+        raise ValueError("no validation keyword clips or no calibrate-part background to set thresholds on")
+    noise = Background([noise_dir], "calibrate") if noise_dir else None
+    noise = NoiseFolder.from_audio(noise, DETECT_SR) if noise is not None and len(noise) else None
+    return build_streams(clips, pieces, noise, DETECT_SR, hours, 3, 10.0, np.random.default_rng(seed))
 
-        def alarms_at(thr):
-            return len(refractory_steps(steps[scores >= thr], refractory)[0])
 
-        allowed = math.floor(targets[j] * hours + 1e-9)
-        peaks = np.sort(scores)[::-1]
-        t = float(np.nextafter(peaks[0], 2.0)) if peaks.size else 0.5
-        for p in peaks:  # lower the threshold while the false alarms stay within the allowance
-            if alarms_at(p) > allowed:
+def calibrate(run, streams, target_fa_per_hour, progress=False):
+    """Per keyword, a threshold that fires at most ``target_fa_per_hour`` outside the keywords of ``streams``
+    (``(audio at the encoder's rate, truth)`` each, from :func:`build_streams`): halfway between the highest
+    peak that would exceed it and the next peak up. Returns ``{"thresholds", "hours", "false_alarms",
+    "miss_rate"}`` at those thresholds, and :func:`keyword_rows` of the streams."""
+    sr, files = run.encoder.sr, []
+
+    def audio():
+        for y, keywords in streams:
+            files.append({"seconds": y.size / sr, "keywords": keywords})
+            yield y, sr
+
+    traces, _ = stream_traces(run, audio(), progress)
+    truth = {"files": files, "negative_hours": negative_hours(files)}
+    targets = dict(zip(run.classes[1:], _per_keyword(run.classes[1:], target_fa_per_hour, "target_fa_per_hour", 1.0)))
+    det = det_points(run, truth, traces, max_fa_per_hour=max(20.0, *targets.values()))
+    thresholds, alarms, missed = {}, {}, {}
+    for kw, d in det.items():
+        pts = d["points"]
+        at, threshold = {"threshold": 1.0, "false_alarms": 0, "miss_rate": 1.0}, 0.5 if not pts else pts[-1]["threshold"]
+        for p in pts:  # halfway between the highest peak that would exceed the target and the next one up
+            if p["fa_per_hour"] > targets[kw] + 1e-9:
+                threshold = (p["threshold"] + at["threshold"]) / 2
                 break
-            t = float(p)
-        thresholds.append(min(t, 1.0))
-        alarms.append(alarms_at(t))
-    return {"thresholds": dict(zip(det.keywords, thresholds)), "hours": hours,
-            "false_alarms": dict(zip(det.keywords, alarms))}
+            at = p
+        thresholds[kw], alarms[kw], missed[kw] = min(float(threshold), 1.0), at["false_alarms"], float(at["miss_rate"])
+    return {"thresholds": thresholds, "hours": truth["negative_hours"], "false_alarms": alarms, "miss_rate": missed,
+            "keyword_instances": sum(len(f["keywords"]) for f in files),
+            "keywords": keyword_rows(det, truth["negative_hours"], thresholds)}
 
 
 def train(data, out, *, keywords=None, background=(), group_by=None, hidden=(256,), dt_ms=10.0,
           config=TrainConfig(epochs=30, patience=10), target_fa_per_hour=1.0, smooth_ms=SMOOTH_MS,
-          refractory_ms=REFRACTORY_MS, snr_db=(0.0, 20.0), copies=2, cache_dir=None, jobs=1, progress=True, force=False):
+          refractory_ms=REFRACTORY_MS, snr_db=(0.0, 20.0), copies=2, noise_dir=None, calibration_hours=CALIBRATION_HOURS,
+          cache_dir=None, jobs=1, progress=True, force=False):
     """Train a streaming keyword detector on a folder per class and background audio; writes the run folder.
 
     ``keywords`` (default every class) are detected; the other classes, and windows of the ``background``
     audio's train part (:class:`~datasets.Background`), teach the model what is no keyword. Keyword
     clips are learnt in time with the max-pooling loss (:class:`~snn.trainer.Detection`), half of the
     reads with background mixed in at a random SNR in ``snr_db``. The thresholds are then set for
-    ``target_fa_per_hour`` (one number, or per keyword) on the background's calibrate part.
-    Returns the metrics dict, also written to ``out/metrics.json``.
+    ``target_fa_per_hour`` (one number, or per keyword) on ``calibration_hours`` of validation streams: the
+    validation clips placed at 10 dB into the background's calibrate part, with the calibrate part of
+    ``noise_dir``'s noise under it (:func:`build_streams`, as :func:`detect_eval` does with the test parts),
+    whose miss rates ``metrics.json`` reports. Returns the metrics dict, also written to ``out/metrics.json``.
     """
     start = time.perf_counter()
     out = Path(out)
@@ -387,6 +400,7 @@ def train(data, out, *, keywords=None, background=(), group_by=None, hidden=(256
     classes = train_audio.classes
     _per_keyword(classes[1:], target_fa_per_hour, "target_fa_per_hour", 1.0)  # a keyword it lacks fails before any work
     bg_train, bg_cal = (Background(background, p, group_by=group_by) for p in ("train", "calibrate"))
+    val_streams = validation_streams(val_audio, bg_cal, noise_dir, calibration_hours, config.seed)
     enc = make_config("spiketrum", DETECT_SR, **DETECT_ENCODER)
     cache = Path(cache_dir) if cache_dir is not None else out.parent / "cache"
     out.mkdir(parents=True, exist_ok=True)
@@ -402,7 +416,7 @@ def train(data, out, *, keywords=None, background=(), group_by=None, hidden=(256
     noisy = [encoded(clips.base, noise=noise_train, snr_db=snr_db, seed=config.seed + 7919 * k) for k in range(copies)]
     bg = encoded(bg_train)
     window = int(round(2000 / dt_ms))
-    train_set = DetectionItems(clips, noisy, marks(clips.base, dt_ms), bg, window)
+    train_set = DetectionItems(clips, noisy, marks(clips.base, dt_ms), bg, window, context=window, clean=CLEAN_READS)
     # validation: held-out clips at 10 dB in calibrate-part background, and as many calibrate-part windows
     val_clips = encoded(val_audio, noise=NoiseFolder.from_audio(bg_cal, DETECT_SR), snr_db=10.0, seed=config.seed)
     val_marks = marks(val_clips.base, dt_ms)
@@ -420,7 +434,7 @@ def train(data, out, *, keywords=None, background=(), group_by=None, hidden=(256
     run = Run(trainer.model.cpu().eval(), "srnn", model_kwargs, enc, dt_ms, classes, config.seed,
               {"thresholds": {k: 0.5 for k in classes[1:]}, "smooth_ms": float(smooth_ms),
                "refractory_ms": float(refractory_ms)})
-    cal = calibrate(run, bg_cal, target_fa_per_hour)
+    cal = calibrate(run, val_streams, target_fa_per_hour, progress)
     run.detector.update(thresholds=cal["thresholds"], target_fa_per_hour=target_fa_per_hour,
                         calibration_hours=cal["hours"])
     metrics = {"task": "detect", "keywords": classes[1:], "classes": classes, "data": str(data),
@@ -497,29 +511,10 @@ STREAM_S = 600.0  # seconds per test-stream file
 STREAM_SR = 16000
 
 
-def make_streams(run, data, background, out, noise_dir=None, hours=3.0, placements=3, snr_db=10.0, group_by=None,
-                 seed=0, progress=True):
-    """Test streams for a detector: the held-out keyword clips of ``data`` placed into long background audio.
-
-    The background is the test part of ``background`` (:class:`~datasets.Background`) and the held-out
-    clips of the non-keyword classes, played in shuffled order (reshuffled when used up) with 0.1-1 s
-    pauses, the test part (last 20 %) of the noise in ``noise_dir`` mixed under each piece at a random
-    5-20 dB. Each held-out keyword clip is added ``placements`` times at random places, at ``snr_db``
-    to the audio under it; the streams hold ``hours`` of audio outside the keywords (each from its
-    start to :data:`HIT_AFTER_S` after its end). Writes ``STREAM_S`` second WAV files at
-    :data:`STREAM_SR` into ``out/streams`` and returns the ground truth (also ``out/truth.json``): per
-    file each keyword's ``start``, ``end`` (its clip) and ``word_end`` (the energy-based end of the
-    word) in seconds.
-    """
-    import soundfile as sf
-    from tqdm.auto import tqdm
-
-    sr = STREAM_SR
-    rng = np.random.default_rng(seed)
-    _, _, test = keyword_parts(data, run.classes[1:], run.split_seed or 0)
-    bg = Background(background, "test", group_by=group_by)
-    noise = NoiseFolder(noise_dir, sr, part="test") if noise_dir else None
-    skipped = list(bg.skipped)
+def stream_material(clip_audio, background, sr, skipped):
+    """``(clips, pieces)`` at ``sr`` for :func:`build_streams`: the keyword clips of ``clip_audio`` as
+    ``(keyword, audio, file)``, and the non-silent items of ``background`` plus ``clip_audio``'s
+    non-keyword clips; a file that does not read is appended to ``skipped`` as ``(file, reason)``."""
 
     def load(audio, i):
         try:
@@ -529,17 +524,29 @@ def make_streams(run, data, background, out, noise_dir=None, hours=3.0, placemen
             return None
         return x if rate == sr else resample(x, rate, sr)
 
-    pieces = [x for x in (load(bg, i) for i in range(len(bg))) if x is not None and np.any(x)]
-    pieces += [x for x in (load(test, i) for i in range(len(test)) if test.labels[i] == 0) if x is not None and np.any(x)]
-    unique_s = sum(x.size for x in pieces) / sr
-    clips = [(test.classes[test.labels[i]], x, str(test.files[i]))
-             for i, x in ((i, load(test, i)) for i in range(len(test)) if test.labels[i] > 0) if x is not None]
-    if not pieces or not clips:
-        raise ValueError(f"{data}: no held-out keyword clips or no background audio to make test streams of")
+    pieces = [x for x in (load(background, i) for i in range(len(background))) if x is not None and np.any(x)]
+    pieces += [x for x in (load(clip_audio, i) for i in range(len(clip_audio)) if clip_audio.labels[i] == 0)
+               if x is not None and np.any(x)]
+    clips = [(clip_audio.classes[clip_audio.labels[i]], x, str(clip_audio.files[i]))
+             for i, x in ((i, load(clip_audio, i)) for i in range(len(clip_audio)) if clip_audio.labels[i] > 0)
+             if x is not None]
+    return clips, pieces
+
+
+def build_streams(clips, pieces, noise, sr, hours, placements, snr_db, rng):
+    """Yield streams of keywords in background, ``(audio, truth)`` per :data:`STREAM_S` seconds at ``sr``.
+
+    The ``pieces`` (background audio) play in shuffled order (reshuffled when used up) with 0.1-1 s
+    pauses, ``noise`` (a :class:`~datasets.NoiseFolder` at ``sr``, or None) mixed under each at a random
+    5-20 dB. Each of the ``clips`` (:func:`stream_material`) is added ``placements`` times at random
+    places, at ``snr_db`` to the audio under it; the streams hold ``hours`` of audio outside the
+    keywords (each from its start to :data:`HIT_AFTER_S` after its end). ``truth`` lists each keyword's
+    ``start``, ``end`` (its clip) and ``word_end`` (the energy-based end of the word) in seconds.
+    """
     instances = [clips[j] for j in rng.permutation(np.repeat(np.arange(len(clips)), placements))]
     total_s = hours * 3600 + sum(x.size / sr + HIT_AFTER_S for _, x, _ in instances)
     slot = total_s / len(instances)
-    starts = (np.arange(len(instances)) + rng.uniform(0.1, 0.9 - min(0.8, 6.0 / slot), len(instances))) * slot
+    starts = (np.arange(len(instances)) + rng.uniform(0.1, max(0.1, 0.9 - min(0.8, 6.0 / slot)), len(instances))) * slot
     n_total = int(total_s * sr)
     level = float(np.median([np.sqrt(np.mean(np.square(x, dtype=np.float64))) for x in pieces]))
 
@@ -549,12 +556,9 @@ def make_streams(run, data, background, out, noise_dir=None, hours=3.0, placemen
                 x = np.concatenate([pieces[j], np.zeros(int(rng.uniform(0.1, 1.0) * sr), np.float32)]).astype(np.float64)
                 yield noise.mix(x, rng.uniform(5.0, 20.0), rng) if noise is not None else x
 
-    source, carry = background_audio(), np.zeros(0)
-    out = Path(out)
-    (out / "streams").mkdir(parents=True, exist_ok=True)
-    files, k = [], 0
+    source, carry, k = background_audio(), np.zeros(0), 0
     per_file = int(STREAM_S * sr)
-    for f0 in tqdm(range(0, n_total, per_file), desc="test streams", disable=not progress):
+    for f0 in range(0, n_total, per_file):
         n = min(per_file, n_total - f0)
         parts, have = [carry], carry.size
         while have < n:
@@ -573,31 +577,59 @@ def make_streams(run, data, background, out, noise_dir=None, hours=3.0, placemen
             truth.append({"keyword": name, "start": a / sr, "end": (a + x.size) / sr,
                           "word_end": a / sr + word_bounds(x, sr)[1], "clip": clip})
             k += 1
-        peak = float(np.abs(y).max())
+        yield (y / max(1.0, float(np.abs(y).max()) / 0.99)).astype(np.float32), truth
+
+
+def negative_hours(files):
+    """Hours of the streams ``files`` (``{"seconds", "keywords"}`` each) outside the keyword windows."""
+    windows_s = sum(t["end"] - t["start"] + HIT_AFTER_S for f in files for t in f["keywords"])
+    return (sum(f["seconds"] for f in files) - windows_s) / 3600
+
+
+def make_streams(run, data, background, out, noise_dir=None, hours=3.0, placements=3, snr_db=10.0, group_by=None,
+                 seed=0, progress=True):
+    """Test streams for a detector (:func:`build_streams`): the held-out keyword clips of ``data`` placed into the
+    test part of ``background`` (:class:`~datasets.Background`) and the held-out clips of the non-keyword
+    classes, with the test part (last 20 %) of the noise in ``noise_dir`` under it. Writes the streams as
+    WAV files at :data:`STREAM_SR` into ``out/streams`` and returns the ground truth (also ``out/truth.json``).
+    """
+    import soundfile as sf
+    from tqdm.auto import tqdm
+
+    sr = STREAM_SR
+    _, _, test = keyword_parts(data, run.classes[1:], run.split_seed or 0)
+    bg = Background(background, "test", group_by=group_by)
+    noise = NoiseFolder(noise_dir, sr, part="test") if noise_dir else None
+    skipped = list(bg.skipped)
+    clips, pieces = stream_material(test, bg, sr, skipped)
+    if not pieces or not clips:
+        raise ValueError(f"{data}: no held-out keyword clips or no background audio to make test streams of")
+    out = Path(out)
+    (out / "streams").mkdir(parents=True, exist_ok=True)
+    files = []
+    streams = build_streams(clips, pieces, noise, sr, hours, placements, snr_db, np.random.default_rng(seed))
+    for y, keywords in tqdm(streams, desc="test streams", disable=not progress):
         path = out / "streams" / f"stream-{len(files):03d}.wav"
         with atomic_output(path) as tmp:
-            sf.write(tmp, (y / max(1.0, peak / 0.99)).astype(np.float32), sr, subtype="PCM_16", format="WAV")
-        files.append({"file": str(path.relative_to(out)), "seconds": n / sr, "keywords": truth})
-    windows_s = sum(t["end"] - t["start"] + HIT_AFTER_S for f in files for t in f["keywords"])
+            sf.write(tmp, y, sr, subtype="PCM_16", format="WAV")
+        files.append({"file": str(path.relative_to(out)), "seconds": y.size / sr, "keywords": keywords})
     truth = {"sr": sr, "snr_db": snr_db, "placements": placements, "seed": seed, "files": files,
-             "negative_hours": (sum(f["seconds"] for f in files) - windows_s) / 3600,
-             "unique_background_minutes": unique_s / 60, "keyword_clips": len(clips),
-             "keyword_instances": len(instances), "background": [str(b) for b in background],
+             "negative_hours": negative_hours(files),
+             "unique_background_minutes": sum(x.size for x in pieces) / sr / 60, "keyword_clips": len(clips),
+             "keyword_instances": sum(len(f["keywords"]) for f in files), "background": [str(b) for b in background],
              "noise_dir": None if noise_dir is None else str(noise_dir),
              "skipped_files": [{"file": str(f), "reason": r} for f, r in skipped]}
     write_json(truth, out / "truth.json")
     return truth
 
 
-def stream_traces(run, truth, root, progress=True):
-    """Per stream file, the detector's smoothed scores and the fire time of each step; also the real-time
-    factor of the streaming detector (encoder and network) over all of them, on this process's threads."""
-    import soundfile as sf
+def stream_traces(run, streams, progress=True):
+    """Per stream (``(audio, sr)`` each), the detector's smoothed scores and the fire time of each step; also the
+    real-time factor of the streaming detector (encoder and network) over all of them, on this process's threads."""
     from tqdm.auto import tqdm
 
     traces, busy, heard = [], 0.0, 0.0
-    for f in tqdm(truth["files"], desc="detecting", disable=not progress):
-        x, sr = sf.read(Path(root) / f["file"], dtype="float32")
+    for x, sr in tqdm(streams, desc="detecting", disable=not progress):
         det = Detector(run, sr, thresholds=0.0)
         det.trace = []
         t0 = time.perf_counter()
@@ -678,13 +710,19 @@ def poisson_interval(k, hours, level=0.95):
 
 
 def summarize(run, truth, det, rtf):
-    """``detect.json``'s content: per keyword the miss rate at :data:`FA_POINTS`, the latency quantiles at 1
-    false alarm per hour and at the run's own threshold, and the DET points."""
-    hours = truth["negative_hours"]
-    result = {"negative_hours": hours, "unique_background_minutes": truth["unique_background_minutes"],
-              "keyword_clips": truth["keyword_clips"], "keyword_instances": truth["keyword_instances"],
-              "snr_db": truth["snr_db"], "real_time_factor": rtf, "encoder": json.loads(run.encoder.to_json()),
-              "dt_ms": run.dt_ms, "detector": run.detector, "keywords": {}}
+    """``detect.json``'s content: the streams' summary and :func:`keyword_rows` at the run's thresholds."""
+    return {"negative_hours": truth["negative_hours"], "unique_background_minutes": truth["unique_background_minutes"],
+            "keyword_clips": truth["keyword_clips"], "keyword_instances": truth["keyword_instances"],
+            "snr_db": truth["snr_db"], "real_time_factor": rtf, "encoder": json.loads(run.encoder.to_json()),
+            "dt_ms": run.dt_ms, "detector": run.detector,
+            "keywords": keyword_rows(det, truth["negative_hours"], run.detector["thresholds"])}
+
+
+def keyword_rows(det, hours, thresholds):
+    """Per keyword of :func:`det_points`' ``det``: the miss rate at :data:`FA_POINTS` false alarms per hour (each
+    with a Poisson interval), the latency quantiles at 1 false alarm per hour and at ``thresholds[keyword]``,
+    and the DET points."""
+    rows = {}
     for kw, d in det.items():
         pts = d["points"]
         row = {"instances": d["instances"], "miss_rate_at": {}, "fa_per_hour_interval_at": {}}
@@ -696,15 +734,14 @@ def summarize(run, truth, det, rtf):
             if x == 1.0 and best:
                 row["threshold_at_1"] = best["threshold"]
                 row["latency_s_at_1"] = _quantiles(best["latency_s"])
-        own = run.detector["thresholds"][kw]
-        at_own = [p for p in pts if p["threshold"] >= own]
+        at_own = [p for p in pts if p["threshold"] >= thresholds[kw]]
         if at_own:
             p = at_own[-1]
-            row["at_run_threshold"] = {"threshold": own, "fa_per_hour": p["fa_per_hour"], "miss_rate": p["miss_rate"],
-                                       "latency_s": _quantiles(p["latency_s"])}
+            row["at_run_threshold"] = {"threshold": thresholds[kw], "fa_per_hour": p["fa_per_hour"],
+                                       "miss_rate": p["miss_rate"], "latency_s": _quantiles(p["latency_s"])}
         row["det"] = [(p["threshold"], p["fa_per_hour"], p["miss_rate"]) for p in pts]
-        result["keywords"][kw] = row
-    return result
+        rows[kw] = row
+    return rows
 
 
 def _quantiles(values):
@@ -759,7 +796,10 @@ def detect_eval(run_dir, data, background, out, noise_dir=None, hours=3.0, place
             truth = None
     if truth is None:
         truth = make_streams(run, data, background, out, noise_dir, hours, placements, snr_db, group_by, seed, progress)
-    traces, rtf = stream_traces(run, truth, out, progress)
+    import soundfile as sf
+
+    streams = (sf.read(out / f["file"], dtype="float32") for f in truth["files"])
+    traces, rtf = stream_traces(run, streams, progress)
     det = det_points(run, truth, traces)
     result = summarize(run, truth, det, rtf)
     result["streams"] = str(out / "streams")
