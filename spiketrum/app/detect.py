@@ -33,13 +33,15 @@ DETECT_ENCODER = dict(rate=1000.0, levels=1, chunk_s=0.05, polarity_channels=Fal
 TAIL_MS = 300.0  # in training, a keyword may be detected up to this long after its spoken end
 SMOOTH_MS, REFRACTORY_MS = 50.0, 1000.0
 KEYWORD_TEST, KEYWORD_VAL = 0.2, 0.1  # held out of every keyword's clips (test: for test streams only)
-CLEAN_READS = 0.5  # of the keyword clips in training; the others have background mixed in
+CLEAN_READS = 0.0  # of the keyword clips in training; the others have background mixed in (no stream is clean)
+HARD_NEGATIVE = 1.0  # weight of the likeliest false-alarm step in the loss (snn.trainer.Detection)
 CALIBRATION_HOURS = 2.0  # of validation streams outside the keywords, on which thresholds are set
 
 
 def word_bounds(x, sr, frame_ms=10.0, range_db=35.0):
     """``(start, end)`` in seconds of the word in a clip of one word: the first and last ``frame_ms`` frame
-    whose energy is within ``range_db`` of the loudest and 10 dB above the quietest decile of frames.
+    whose energy is within ``range_db`` of the loudest and 10 dB above the quietest decile of frames that
+    are not digital silence (padding of exact zeros says nothing of the recording's noise floor).
 
     Examples
     --------
@@ -51,7 +53,8 @@ def word_bounds(x, sr, frame_ms=10.0, range_db=35.0):
     hop = max(1, int(sr * frame_ms / 1000))
     n = max(1, len(x) // hop)
     e = 10 * np.log10(np.square(np.asarray(x[: n * hop], np.float64)).reshape(n, hop).mean(1) + 1e-12)
-    loud = np.flatnonzero(e >= max(e.max() - range_db, np.percentile(e, 10) + 10.0))
+    heard = e[e > -100.0]
+    loud = np.flatnonzero(e >= max(e.max() - range_db, np.percentile(heard if heard.size else e, 10) + 10.0))
     if loud.size == 0:
         return 0.0, len(x) / sr
     return float(loud[0] * hop / sr), float((loud[-1] + 1) * hop / sr)
@@ -429,7 +432,7 @@ def train(data, out, *, keywords=None, background=(), group_by=None, hidden=(256
     model_kwargs = {"hidden": tuple(hidden), "dt": dt_ms}
     net = build_model("srnn", enc.n_channels, len(classes), **model_kwargs)
     trainer = Trainer(net, train_set, val_set, lambda b: collate_spikes(b), config, run_dir=out, progress=progress,
-                      objective=Detection())
+                      objective=Detection(hard_negative=HARD_NEGATIVE))
     trainer.fit()
     run = Run(trainer.model.cpu().eval(), "srnn", model_kwargs, enc, dt_ms, classes, config.seed,
               {"thresholds": {k: 0.5 for k in classes[1:]}, "smooth_ms": float(smooth_ms),
