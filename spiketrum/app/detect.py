@@ -41,7 +41,8 @@ CALIBRATION_HOURS = 2.0  # of validation streams outside the keywords, on which 
 def word_bounds(x, sr, frame_ms=10.0, range_db=35.0):
     """``(start, end)`` in seconds of the word in a clip of one word: the first and last ``frame_ms`` frame
     whose energy is within ``range_db`` of the loudest and 10 dB above the quietest decile of frames that
-    are not digital silence (padding of exact zeros says nothing of the recording's noise floor).
+    are not digital silence (padding of exact zeros says nothing of the recording's noise floor), or at
+    most 10 dB under the loudest.
 
     Examples
     --------
@@ -53,8 +54,9 @@ def word_bounds(x, sr, frame_ms=10.0, range_db=35.0):
     hop = max(1, int(sr * frame_ms / 1000))
     n = max(1, len(x) // hop)
     e = 10 * np.log10(np.square(np.asarray(x[: n * hop], np.float64)).reshape(n, hop).mean(1) + 1e-12)
-    heard = e[e > -100.0]
-    loud = np.flatnonzero(e >= max(e.max() - range_db, np.percentile(heard if heard.size else e, 10) + 10.0))
+    heard = e[e > -100.0]  # a clip of nothing but a word and zeros: its floor is no higher than 10 dB under the peak
+    floor = min(np.percentile(heard if heard.size else e, 10) + 10.0, e.max() - 10.0)
+    loud = np.flatnonzero(e >= max(e.max() - range_db, floor))
     if loud.size == 0:
         return 0.0, len(x) / sr
     return float(loud[0] * hop / sr), float((loud[-1] + 1) * hop / sr)
