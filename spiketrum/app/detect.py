@@ -36,6 +36,7 @@ KEYWORD_TEST, KEYWORD_VAL = 0.2, 0.1  # held out of every keyword's clips (test:
 CLEAN_READS = 0.0  # of the keyword clips in training; the others have background mixed in (no stream is clean)
 HARD_NEGATIVE = 1.0  # weight of the likeliest false-alarm step in the loss (snn.trainer.Detection)
 CALIBRATION_HOURS = 2.0  # of validation streams outside the keywords, on which thresholds are set
+PLACEMENTS, SNR_DB = 3, 10.0  # each held-out keyword clip in validation and test streams: times placed, dB over the rest
 
 
 def word_bounds(x, sr, frame_ms=10.0, range_db=35.0):
@@ -264,7 +265,7 @@ class DetectionItems(torch.utils.data.Dataset):
     The per-read generator is seeded from numpy's global state, which checkpoints carry.
     """
 
-    def __init__(self, clips, noisy, marks, background, window, context=0, clean=0.5):
+    def __init__(self, clips, noisy, marks, background, window, context=0, clean=CLEAN_READS):
         self.clips, self.noisy, self.marks, self.background = clips, list(noisy), marks, background
         self.window, self.context, self.clean = window, context, clean
 
@@ -336,15 +337,16 @@ def marks(audio, dt_ms):
 
 
 def validation_streams(val_audio, background, noise_dir, hours, seed):
-    """:func:`build_streams` at :data:`DETECT_SR` of ``val_audio``'s keyword clips placed 3 times at 10 dB into
-    ``background`` (a :class:`~datasets.Background` calibrate part) with the calibrate part of the noise in
-    ``noise_dir`` (or none) under it: the test streams' recipe, on data held out of training and test."""
+    """:func:`build_streams` at :data:`DETECT_SR` of ``val_audio``'s keyword clips placed :data:`PLACEMENTS` times
+    at :data:`SNR_DB` into ``background`` (a :class:`~datasets.Background` calibrate part) with the calibrate
+    part of the noise in ``noise_dir`` (or none) under it: the test streams' recipe, on data held out of
+    training and test."""
     clips, pieces = stream_material(val_audio, background, DETECT_SR, [])  # the encoded sets list unreadable files
     if not clips or not pieces:
         raise ValueError("no validation keyword clips or no calibrate-part background to set thresholds on")
     noise = Background([noise_dir], "calibrate") if noise_dir else None
     noise = NoiseFolder.from_audio(noise, DETECT_SR) if noise is not None and len(noise) else None
-    return build_streams(clips, pieces, noise, DETECT_SR, hours, 3, 10.0, np.random.default_rng(seed))
+    return build_streams(clips, pieces, noise, DETECT_SR, hours, PLACEMENTS, SNR_DB, np.random.default_rng(seed))
 
 
 def calibrate(run, streams, target_fa_per_hour, progress=False):
@@ -386,10 +388,11 @@ def train(data, out, *, keywords=None, background=(), group_by=None, hidden=(256
 
     ``keywords`` (default every class) are detected; the other classes, and windows of the ``background``
     audio's train part (:class:`~datasets.Background`), teach the model what is no keyword. Keyword
-    clips are learnt in time with the max-pooling loss (:class:`~snn.trainer.Detection`), half of the
-    reads with background mixed in at a random SNR in ``snr_db``. The thresholds are then set for
+    clips are learnt in time with the max-pooling loss (:class:`~snn.trainer.Detection`, with its
+    :data:`HARD_NEGATIVE` term), each read with background mixed in at a random SNR in ``snr_db`` and
+    after 0-2 s of background windows (:class:`DetectionItems`). The thresholds are then set for
     ``target_fa_per_hour`` (one number, or per keyword) on ``calibration_hours`` of validation streams: the
-    validation clips placed at 10 dB into the background's calibrate part, with the calibrate part of
+    validation clips placed as in the test streams into the background's calibrate part, with the calibrate part of
     ``noise_dir``'s noise under it (:func:`build_streams`, as :func:`detect_eval` does with the test parts),
     whose miss rates ``metrics.json`` reports. Returns the metrics dict, also written to ``out/metrics.json``.
     """
@@ -423,7 +426,7 @@ def train(data, out, *, keywords=None, background=(), group_by=None, hidden=(256
     window = int(round(2000 / dt_ms))
     train_set = DetectionItems(clips, noisy, marks(clips.base, dt_ms), bg, window, context=window, clean=CLEAN_READS)
     # validation: held-out clips at 10 dB in calibrate-part background, and as many calibrate-part windows
-    val_clips = encoded(val_audio, noise=NoiseFolder.from_audio(bg_cal, DETECT_SR), snr_db=10.0, seed=config.seed)
+    val_clips = encoded(val_audio, noise=NoiseFolder.from_audio(bg_cal, DETECT_SR), snr_db=SNR_DB, seed=config.seed)
     val_marks = marks(val_clips.base, dt_ms)
     bg_val = encoded(bg_cal)
     g = np.random.default_rng(config.seed)
@@ -591,8 +594,8 @@ def negative_hours(files):
     return (sum(f["seconds"] for f in files) - windows_s) / 3600
 
 
-def make_streams(run, data, background, out, noise_dir=None, hours=3.0, placements=3, snr_db=10.0, group_by=None,
-                 seed=0, progress=True):
+def make_streams(run, data, background, out, noise_dir=None, hours=3.0, placements=PLACEMENTS, snr_db=SNR_DB,
+                 group_by=None, seed=0, progress=True):
     """Test streams for a detector (:func:`build_streams`): the held-out keyword clips of ``data`` placed into the
     test part of ``background`` (:class:`~datasets.Background`) and the held-out clips of the non-keyword
     classes, with the test part (last 20 %) of the noise in ``noise_dir`` under it. Writes the streams as
@@ -781,8 +784,8 @@ def plot_det(curves, path, title):
         plt.close(fig)
 
 
-def detect_eval(run_dir, data, background, out, noise_dir=None, hours=3.0, placements=3, snr_db=10.0, group_by=None,
-                seed=0, progress=True, force=False):
+def detect_eval(run_dir, data, background, out, noise_dir=None, hours=3.0, placements=PLACEMENTS, snr_db=SNR_DB,
+                group_by=None, seed=0, progress=True, force=False):
     """Make the test streams (:func:`make_streams`; kept and reused when ``out/truth.json`` was made with the same
     settings), run the detector over them, and write ``out/detect.json`` (:func:`summarize`) and ``out/det.png``."""
     run = Run.load(run_dir)
