@@ -5,7 +5,7 @@ functions, :mod:`snn.layers` the modules, :mod:`snn.models` the classifiers.
 """
 from . import functional
 from .layers import ALIF, LI, LIF, RALIF, RLIF, DelayedLinear, SEAdLIF, SpikingConv1d
-from .models import SRNN, Activity, ConvSNN, DelaySNN, SEAdLIFSNN, record_activity
+from .models import SRNN, Activity, ConvSNN, DelaySNN, Ensemble, SEAdLIFSNN, record_activity
 
 __all__ = ["functional", "LIF", "ALIF", "RLIF", "RALIF", "LI", "SEAdLIF", "DelayedLinear", "SpikingConv1d", "SRNN",
-           "ConvSNN", "SEAdLIFSNN", "DelaySNN", "Activity", "record_activity"]
+           "ConvSNN", "SEAdLIFSNN", "DelaySNN", "Ensemble", "Activity", "record_activity"]

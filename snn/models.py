@@ -398,6 +398,55 @@ class SRNN(_RecurrentStack):
                          neuron=neuron, dt=dt)
 
 
+class Ensemble(nn.Module):
+    """SRNNs trained apart whose class probabilities are averaged: a false alarm that one member makes alone is
+    outvoted by the others, while a keyword all of them hear stays.
+
+    Outputs are log mean probabilities (per step, or of each member's clip logits), so that their softmax is
+    the members' average probability. Members are trained one by one (e.g. with different seeds) and their
+    weights loaded into ``members``; the ensemble itself is for inference.
+
+    Parameters
+    ----------
+    n_in, n_classes : int
+    members : int
+        Number of SRNNs.
+    dt : float
+        Time bin of the input in ms (required); ``model.dt``.
+    **kwargs
+        Options of every member (:class:`SRNN`).
+
+    Examples
+    --------
+    >>> ens = Ensemble(40, 3, members=2, hidden=(16,), dt=10.0)
+    >>> x = torch.rand(20, 1, 40).round()
+    >>> scores, state = ens.steps(x)
+    >>> mean = torch.stack([torch.softmax(m.steps(x)[0], -1) for m in ens.members]).mean(0)
+    >>> torch.allclose(torch.softmax(scores, -1), mean)
+    True
+    """
+
+    def __init__(self, n_in, n_classes, members=3, *, dt, **kwargs):
+        super().__init__()
+        if not (isinstance(members, int) and members >= 1):
+            raise ValueError(f"members must be a positive integer, got {members!r}")
+        self.dt = dt
+        self.members = nn.ModuleList(SRNN(n_in, n_classes, dt=dt, **kwargs) for _ in range(members))
+
+    @staticmethod
+    def _mean(outputs):
+        return torch.logsumexp(torch.stack([torch.log_softmax(u, -1) for u in outputs]), 0) - math.log(len(outputs))
+
+    def steps(self, x, state=None, *, dt=None):
+        """Log mean probabilities per step [T, B, n_classes] and the members' states (a tuple of theirs), from
+        ``state`` (None: at rest), as :meth:`SRNN.steps`."""
+        outs = [m.steps(x, s, dt=dt) for m, s in zip(self.members, state or (None,) * len(self.members))]
+        return self._mean([u for u, _ in outs]), tuple(s for _, s in outs)
+
+    def forward(self, x, lengths=None, *, dt=None, per_step=False):
+        return self._mean([m(x, lengths, dt=dt, per_step=per_step) for m in self.members])
+
+
 class ConvSNN(_StepModel):
     """Convolutional SNN: spiking Conv1d layers along the channel (frequency) axis, a spiking
     hidden layer and a leaky-integrator readout; time is integrated by the neurons.

@@ -153,6 +153,26 @@ def stretch(st, factor):
     return _rebuild(st, fields, {"op": "stretch", "factor": float(factor)}, n)
 
 
+def crop(st, start, stop):
+    """The spikes of samples ``start`` .. ``stop - 1``, as a train of ``stop - start`` samples starting at 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spiketrum import encode
+    >>> st = encode(np.random.default_rng(0).standard_normal(8000), 16000, n_spikes=200, method="lif")
+    >>> part = crop(st, 1000, 3000)
+    >>> part.n_samples, len(part) == int(np.sum((st.samples >= 1000) & (st.samples < 3000)))
+    (2000, True)
+    """
+    if not (isinstance(start, (int, np.integer)) and isinstance(stop, (int, np.integer)) and 0 <= start < stop <= st.n_samples):
+        raise ValueError(f"need integers 0 <= start < stop <= {st.n_samples}, got start={start!r}, stop={stop!r}")
+    keep = (st.samples >= start) & (st.samples < stop)
+    fields = {k: getattr(st, k)[keep] for k in _FIELDS}
+    fields["samples"] = fields["samples"] - start
+    return _rebuild(st, fields, {"op": "crop", "start": int(start), "stop": int(stop)}, int(stop - start))
+
+
 def shift_kernels(st, k):
     """Move every spike ``k`` kernels up (k > 0) or down: a shift along the cochlea's place axis.
 

@@ -42,15 +42,21 @@ def corpus(tmp_path_factory, data_root):
 
 @pytest.fixture(scope="module")
 def detector_run(corpus, tmp_path_factory):
-    from snn.trainer import TrainConfig
     from spiketrum.app import detect
 
     out = tmp_path_factory.mktemp("runs") / "det"
-    m = detect.train(corpus / "kw", out, keywords=["beep"], background=[corpus / "bg"], hidden=(64,),
-                     config=TrainConfig(epochs=8, patience=0, lr=5e-3), calibration_hours=0.02,
-                     cache_dir=out.parent / "cache", progress=False)
-    assert m["keywords"] == ["beep"] and m["classes"] == [detect.NO_KEYWORD, "beep"]
+    m = detect.train(corpus / "kw", out, background=[corpus / "bg"], **_options(), cache_dir=out.parent / "cache", progress=False)
+    assert m["keywords"] == ["beep"] and m["classes"] == [detect.NO_KEYWORD, "beep"] and len(m["members"]) == 2
     return out, m
+
+
+def _options():
+    """A small, quick detector. Without partial reads: the call's halves are two plain tones, which a network of 64
+    neurons does not learn to tell from the whole call in 8 epochs (the partial reads have their own test)."""
+    from snn.trainer import TrainConfig
+
+    return dict(keywords=["beep"], hidden=(64,), config=TrainConfig(epochs=8, patience=0, lr=5e-3), members=2,
+                partial=False, calibration_hours=0.02)
 
 
 def background_stream(corpus, seconds=20.0):
@@ -190,3 +196,83 @@ def test_calibrated_threshold_meets_its_false_alarm_target(detector_run, corpus)
     fa, hits, _ = score_detections({"files": files}, "beep", fired)
     assert fa == cal["false_alarms"]["beep"]
     assert 1 - len(hits) / sum(len(f["keywords"]) for f in files) == pytest.approx(cal["miss_rate"]["beep"])
+
+
+class _Trains:
+    """The part of a SpikeDataset that DetectionItems reads: ``spikes(i)``, ``dt_ms``, ``config`` and a length."""
+
+    def __init__(self, trains, dt_ms=10.0):
+        self.trains, self.dt_ms, self.config = trains, dt_ms, trains[0].config
+
+    def spikes(self, i):
+        return self.trains[i]
+
+    def __getitem__(self, i):
+        return self.trains[i].to_dense(self.dt_ms, torch=True), 0
+
+    def __len__(self):
+        return len(self.trains)
+
+
+def _train_of(cfg, steps, word=None):
+    """A train of ``steps`` 10 ms steps with a spike on every kernel at every step of ``word`` (a, b), or everywhere."""
+    from spiketrum import SpikeTrain
+
+    a, b = word or (0, steps)
+    hop = cfg.sr // 100
+    samples = np.repeat(np.arange(a, b) * hop, cfg.kernels)
+    n = samples.size
+    return SpikeTrain(samples, np.tile(np.arange(cfg.kernels), b - a), np.zeros(n), np.ones(n), np.ones(n),
+                      np.ones((cfg.kernels, 1)), cfg, steps * hop)
+
+
+def test_partial_keyword_reads_hold_only_part_of_the_word():
+    """A partial read, of the word's start or of its end, is labelled no keyword and holds 30-70 % of the word's
+    steps, never all of it; the keyword's own read holds the whole word; a background window is as long as asked."""
+    from spiketrum.app import detect
+    from spiketrum import make_config
+
+    cfg = make_config("spiketrum", SR, **detect.DETECT_ENCODER)
+    tail = int(detect.TAIL_MS / 10)
+    clips = _Trains([_train_of(cfg, 200, (40, 100))])
+    items = detect.DetectionItems(clips, [], [(1, (40, 100 + tail))], _Trains([_train_of(cfg, 1000)]), window=200,
+                                  clean=1.0, partial=True)
+    assert len(items) == 3
+    np.random.seed(0)
+    ends = set()
+    for _ in range(40):
+        x, label = items[2]
+        rows = np.flatnonzero(x.sum(1).numpy())
+        assert label == (0, 0, 0) and 0.3 * 60 - 1 <= rows.size <= 0.7 * 60 + 1
+        ends.add("start" if rows[0] > 0 else "end")  # a suffix read starts inside the word, at row 0
+        x, (k, start, stop) = items[0]
+        assert k == 1 and np.flatnonzero(x.sum(1).numpy()).size == 60
+        assert items[1][0].shape == (200, cfg.kernels)
+    assert ends == {"start", "end"}
+
+
+def test_a_run_cut_short_keeps_its_finished_networks(detector_run, corpus, tmp_path):
+    """Training again into a run whose model.pt is missing reuses every finished member (not rewritten, same
+    weights); another recipe (more epochs) trains them anew."""
+    import shutil
+
+    import torch
+
+    from spiketrum.app import detect
+    from spiketrum.app.kws import Run
+
+    out, _ = detector_run
+    run = tmp_path / "det"
+    shutil.copytree(out, run)
+    (run / "model.pt").unlink()
+    stamps = [p.stat().st_mtime_ns for p in sorted(run.glob("member-*/member.pt"))]
+    assert len(stamps) == 2
+    detect.train(corpus / "kw", run, background=[corpus / "bg"], **_options(), cache_dir=out.parent / "cache", progress=False)
+    assert [p.stat().st_mtime_ns for p in sorted(run.glob("member-*/member.pt"))] == stamps
+    a, b = Run.load(out / "model.pt").model.state_dict(), Run.load(run / "model.pt").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    options = _options()
+    options["config"] = type(options["config"])(epochs=1, patience=0)
+    (run / "model.pt").unlink()
+    detect.train(corpus / "kw", run, background=[corpus / "bg"], **options, cache_dir=out.parent / "cache", progress=False)
+    assert all(p.stat().st_mtime_ns != t for p, t in zip(sorted(run.glob("member-*/member.pt")), stamps))

@@ -306,8 +306,8 @@ def _train_detector(args):
                      noise_dir=args.noise_dir or locate("noise", args.data), cache_dir=args.cache, jobs=args.jobs,
                      progress=not args.quiet, force=args.force)
     cal = m["calibration"]
-    print(f"detector for {', '.join(m['keywords'])}: validation accuracy {100 * m['best_val_accuracy']:.1f} % "
-          f"({m['epochs_run']} epochs); thresholds {', '.join(f'{k} {v:.3f}' for k, v in cal['thresholds'].items())} "
+    print(f"detector for {', '.join(m['keywords'])}: {len(m['members'])} networks, validation accuracy "
+          f"{100 * m['best_val_accuracy']:.1f} % (their mean); thresholds {', '.join(f'{k} {v:.3f}' for k, v in cal['thresholds'].items())} "
           f"set on {cal['hours']:.1f} h of validation streams, where they miss "
           f"{', '.join(f'{100 * v:.0f} %' for v in cal['miss_rate'].values())}; wrote {args.output}/model.pt, metrics.json")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from datasets import AudioDataset, AudioFolder, Background, NoiseFolder, SpikeDa
 from snn.trainer import Detection, TrainConfig, Trainer, seed_everything, write_json
 from spiketrum import make_config
 from spiketrum.io import atomic_output, resample
+from spiketrum.perturb import crop
 
 from .errors import OutputExists
 from .kws import Run, build_model, skipped_files
@@ -35,6 +37,8 @@ SMOOTH_MS, REFRACTORY_MS = 50.0, 1000.0
 KEYWORD_TEST, KEYWORD_VAL = 0.2, 0.1  # held out of every keyword's clips (test: for test streams only)
 CLEAN_READS = 0.0  # of the keyword clips in training; the others have background mixed in (no stream is clean)
 HARD_NEGATIVE = 1.0  # weight of the likeliest false-alarm step in the loss (snn.trainer.Detection)
+PARTIAL = False  # train on a keyword's start alone and its end alone, as no keyword (no measured gain: off)
+MEMBERS = 2  # networks trained apart whose probabilities the detector averages (snn.Ensemble)
 CALIBRATION_HOURS = 2.0  # of validation streams outside the keywords, on which thresholds are set
 PLACEMENTS, SNR_DB = 3, 10.0  # each held-out keyword clip in validation and test streams: times placed, dB over the rest
 
@@ -261,43 +265,52 @@ class DetectionItems(torch.utils.data.Dataset):
     the reads) or from one with background mixed in, a keyword clip cut to its word with 0.2-0.8 s of context before
     and 0.3-0.8 s after, and read after 0 to ``context`` steps of background (:func:`background_window`:
     the network meets the word in the state a stream leaves it in, not fresh); then as many windows of
-    ``window`` steps joined from random background items.
-    The per-read generator is seeded from numpy's global state, which checkpoints carry.
+    ``window`` steps joined from random background items; with ``partial``, then a read of every keyword clip
+    cut 30-70 % of the way through its word, its start or its end alone, as no keyword (the network must hear
+    the whole word). The per-read generator is seeded from numpy's global state, which checkpoints carry.
     """
 
-    def __init__(self, clips, noisy, marks, background, window, context=0, clean=CLEAN_READS):
+    def __init__(self, clips, noisy, marks, background, window, context=0, clean=CLEAN_READS, partial=PARTIAL):
         self.clips, self.noisy, self.marks, self.background = clips, list(noisy), marks, background
-        self.window, self.context, self.clean = window, context, clean
+        self.window, self.context, self.clean, self.partial = window, context, clean, partial
 
     def __len__(self):
-        return 2 * len(self.clips)
+        return (3 if self.partial else 2) * len(self.clips)
 
     def __getitem__(self, i):
         rng = np.random.default_rng(np.random.randint(2**31))
-        if i >= len(self.clips):
+        n_clips = len(self.clips)
+        i, partial = i % n_clips if i >= 2 * n_clips else i, i >= 2 * n_clips
+        k, (a, b) = self.marks[i] if i < n_clips else (0, (0, 0))
+        if i >= n_clips or (partial and k == 0):
             return background_window(self.background, self.window, rng), (0, 0, 0)
         src = self.clips if not self.noisy or rng.random() < self.clean else self.noisy[int(rng.integers(len(self.noisy)))]
-        x, k, (a, b) = src[i][0], *self.marks[i]
+        x = src[i][0]
         if k == 0:
             s = int(rng.integers(max(1, x.shape[0] - self.window + 1)))
             return x[s : s + self.window], (0, 0, 0)
         lo, hi = max(0, a - int(rng.integers(20, 80))), min(x.shape[0], b + int(rng.integers(0, 50)))
+        if partial:  # the word cut 30-70 % of the way through: its start alone, or its end alone, is no keyword
+            cut = a + max(1, int(rng.uniform(0.3, 0.7) * (b - int(round(TAIL_MS / src.dt_ms)) - a)))
+            lo, hi, k = (lo, cut, 0) if rng.random() < 0.5 else (cut, hi, 0)
         n = int(rng.integers(self.context + 1))
         x = torch.cat([background_window(self.background, n, rng), x[lo:hi]]) if n else x[lo:hi]
-        return x, (k, a - lo + n, b - lo + n)
+        return x, ((k, a - lo + n, b - lo + n) if k else (0, 0, 0))
 
 
 def background_window(background, steps, rng):
-    """``steps`` steps of random background items joined end to end (a long item: a random part of it)."""
-    pieces, total = [], 0
+    """``steps`` steps of random items of SpikeDataset ``background`` joined end to end (a long item: a random part
+    of it, cropped before it is binned)."""
+    pieces, total, hop = [], 0, background.config.sr * background.dt_ms / 1000  # samples per step
     while total < steps:
-        x = background[int(rng.integers(len(background)))][0]
-        if x.shape[0] > steps - total:
-            s = int(rng.integers(x.shape[0] - (steps - total) + 1))
-            x = x[s : s + steps - total]
-        pieces.append(x)
-        total += x.shape[0]
-    return torch.cat(pieces)
+        st, need = background.spikes(int(rng.integers(len(background)))), steps - total
+        n = math.ceil(st.n_samples / hop - 1e-9)
+        if n > need:
+            s = int(rng.integers(n - need + 1))
+            st = crop(st, int(round(s * hop)), min(st.n_samples, int(round((s + need) * hop))))
+        pieces.append(st.to_dense(background.dt_ms, torch=True))
+        total += pieces[-1].shape[0]
+    return torch.cat(pieces)[:steps]
 
 
 def keyword_parts(data, keywords=None, seed=0):
@@ -382,15 +395,20 @@ def calibrate(run, streams, target_fa_per_hour, progress=False):
 
 def train(data, out, *, keywords=None, background=(), group_by=None, hidden=(256,), dt_ms=10.0,
           config=TrainConfig(epochs=30, patience=10), target_fa_per_hour=1.0, smooth_ms=SMOOTH_MS,
-          refractory_ms=REFRACTORY_MS, snr_db=(0.0, 20.0), copies=2, noise_dir=None, calibration_hours=CALIBRATION_HOURS,
-          cache_dir=None, jobs=1, progress=True, force=False):
+          refractory_ms=REFRACTORY_MS, snr_db=(0.0, 20.0), copies=2, partial=PARTIAL, members=MEMBERS, noise_dir=None,
+          calibration_hours=CALIBRATION_HOURS, cache_dir=None, jobs=1, progress=True, force=False):
     """Train a streaming keyword detector on a folder per class and background audio; writes the run folder.
 
     ``keywords`` (default every class) are detected; the other classes, and windows of the ``background``
     audio's train part (:class:`~datasets.Background`), teach the model what is no keyword. Keyword
     clips are learnt in time with the max-pooling loss (:class:`~snn.trainer.Detection`, with its
     :data:`HARD_NEGATIVE` term), each read with background mixed in at a random SNR in ``snr_db`` and
-    after 0-2 s of background windows (:class:`DetectionItems`). The thresholds are then set for
+    after 0-2 s of background windows (:class:`DetectionItems`; ``partial``: also the word's start alone and its
+    end alone, as no keyword). ``members`` networks are trained so, one after another from seeds
+    ``config.seed``, ``config.seed + 1``, ... on the same split, each into ``out/member-<k>/``, and the
+    detector averages their probabilities (:class:`snn.Ensemble`): a false alarm one network makes alone is
+    outvoted. A finished member is kept, so a run cut short and started again (without ``force``) trains only
+    the rest; a member of another recipe is trained anew. The thresholds are then set for
     ``target_fa_per_hour`` (one number, or per keyword) on ``calibration_hours`` of validation streams: the
     validation clips placed as in the test streams into the background's calibrate part, with the calibrate part of
     ``noise_dir``'s noise under it (:func:`build_streams`, as :func:`detect_eval` does with the test parts),
@@ -424,7 +442,8 @@ def train(data, out, *, keywords=None, background=(), group_by=None, hidden=(256
     noisy = [encoded(clips.base, noise=noise_train, snr_db=snr_db, seed=config.seed + 7919 * k) for k in range(copies)]
     bg = encoded(bg_train)
     window = int(round(2000 / dt_ms))
-    train_set = DetectionItems(clips, noisy, marks(clips.base, dt_ms), bg, window, context=window, clean=CLEAN_READS)
+    train_set = DetectionItems(clips, noisy, marks(clips.base, dt_ms), bg, window, context=window, clean=CLEAN_READS,
+                               partial=partial)
     # validation: held-out clips at 10 dB in calibrate-part background, and as many calibrate-part windows
     val_clips = encoded(val_audio, noise=NoiseFolder.from_audio(bg_cal, DETECT_SR), snr_db=SNR_DB, seed=config.seed)
     val_marks = marks(val_clips.base, dt_ms)
@@ -433,13 +452,28 @@ def train(data, out, *, keywords=None, background=(), group_by=None, hidden=(256
     val_set = [(val_clips[i][0], (val_marks[i][0], *val_marks[i][1])) for i in range(len(val_clips))]
     val_set += [(background_window(bg_val, window, g), (0, 0, 0)) for _ in range(len(val_clips))]
 
-    seed_everything(config.seed)
-    model_kwargs = {"hidden": tuple(hidden), "dt": dt_ms}
-    net = build_model("srnn", enc.n_channels, len(classes), **model_kwargs)
-    trainer = Trainer(net, train_set, val_set, lambda b: collate_spikes(b), config, run_dir=out, progress=progress,
-                      objective=Detection(hard_negative=HARD_NEGATIVE))
-    trainer.fit()
-    run = Run(trainer.model.cpu().eval(), "srnn", model_kwargs, enc, dt_ms, classes, config.seed,
+    model_kwargs = {"members": members, "hidden": tuple(hidden), "dt": dt_ms}
+    model, trained = build_model("ensemble", enc.n_channels, len(classes), **model_kwargs), []
+    recipe = json.dumps([str(data), [str(b) for b in background], group_by, classes, enc.to_json(), dt_ms, list(hidden),
+                         dataclasses.asdict(config), snr_db, copies, partial, HARD_NEGATIVE, CLEAN_READS], default=str)
+    for m, member in enumerate(model.members):  # each from its own seed and checkpoint folder, on the same split
+        folder, member_config = out / f"member-{m}", dataclasses.replace(config, seed=config.seed + m)
+        kept = _finished_member(folder / "member.pt", recipe) if not force else None
+        if kept is None:  # train it; a finished member is kept, so a run cut short trains only the rest
+            seed_everything(member_config.seed)
+            net = build_model("srnn", enc.n_channels, len(classes), hidden=tuple(hidden), dt=dt_ms)
+            folder.mkdir(exist_ok=True)
+            trainer = Trainer(net, train_set, val_set, lambda b: collate_spikes(b), member_config, run_dir=folder,
+                              progress=progress, objective=Detection(hard_negative=HARD_NEGATIVE))
+            trainer.fit()
+            kept = {"recipe": recipe, "state_dict": trainer.model.cpu().state_dict(),
+                    "info": {"seed": member_config.seed, "best_val_accuracy": trainer.best_accuracy,
+                             "epochs_run": len(trainer.history), "history": trainer.history}}
+            with atomic_output(folder / "member.pt") as tmp:
+                torch.save(kept, tmp)
+        member.load_state_dict(kept["state_dict"])
+        trained.append(kept["info"])
+    run = Run(model.eval(), "ensemble", model_kwargs, enc, dt_ms, classes, config.seed,
               {"thresholds": {k: 0.5 for k in classes[1:]}, "smooth_ms": float(smooth_ms),
                "refractory_ms": float(refractory_ms)})
     cal = calibrate(run, val_streams, target_fa_per_hour, progress)
@@ -450,14 +484,23 @@ def train(data, out, *, keywords=None, background=(), group_by=None, hidden=(256
                "background_minutes": {"train": bg_train.seconds() / 60, "calibrate": bg_cal.seconds() / 60},
                "n_train_clips": len(train_audio), "n_val_clips": len(val_audio),
                "encoder": json.loads(enc.to_json()), "dt_ms": dt_ms, "encoder_latency_s": enc.stream().latency_s,
-               "best_val_accuracy": trainer.best_accuracy, "epochs_run": len(trainer.history),
-               "calibration": cal, "detector": run.detector, "history": trainer.history,
-               "train_config": dataclasses.asdict(config),
+               "best_val_accuracy": float(np.mean([t["best_val_accuracy"] for t in trained])), "members": trained,
+               "calibration": cal, "detector": run.detector,
+               "train_config": dataclasses.asdict(config), "partial": partial,
                "skipped_files": skipped_files([train_audio, val_audio, bg_train, bg_cal], [clips, val_clips, bg, bg_val])}
     metrics["wall_seconds"] = time.perf_counter() - start
     run.save(out / "model.pt")
     write_json(metrics, out / "metrics.json")
     return metrics
+
+
+def _finished_member(path, recipe):
+    """A member saved by an earlier :func:`train` of the same recipe at ``path``, or None."""
+    try:
+        kept = torch.load(path, weights_only=True)
+        return kept if kept.get("recipe") == recipe else None
+    except (OSError, RuntimeError, pickle.UnpicklingError, AttributeError):
+        return None
 
 
 READ_S = 1.0  # seconds read from an input at a time: memory stays flat however long it is

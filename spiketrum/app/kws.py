@@ -25,7 +25,7 @@ import torch
 from datasets import FSDD, AudioFolder, NoiseFolder, SpeechCommands, SpikeDataset, collate_spikes, spike_splits
 from datasets.base import check_split, locate
 from datasets.shd import write_spike_corpus
-from snn.models import ANN, SCBAMSNN, SRNN, ConvSNN, DelaySNN, SEAdLIFSNN, record_activity
+from snn.models import ANN, SCBAMSNN, SRNN, ConvSNN, DelaySNN, Ensemble, SEAdLIFSNN, record_activity
 from snn.pruning import compact
 from snn.trainer import (Schedule, TrainConfig, Trainer, atomic_save, check_resumable, rank_and_world, rank_zero_first,
                          read_checkpoint, seed_everything, write_json)
@@ -184,7 +184,8 @@ class AugmentedSpikes(torch.utils.data.Dataset):
         return self.augment(source.spikes(i), rng).to_dense(self.dt_ms, torch=True), self.labels[i]
 
 
-MODELS = {"srnn": SRNN, "conv": ConvSNN, "srnn-scbam": SCBAMSNN, "ann": ANN, "seadlif": SEAdLIFSNN, "delay": DelaySNN}
+MODELS = {"srnn": SRNN, "conv": ConvSNN, "srnn-scbam": SCBAMSNN, "ann": ANN, "seadlif": SEAdLIFSNN, "delay": DelaySNN,
+          "ensemble": Ensemble}
 
 
 def build_model(name, n_in, n_classes, **kwargs):
