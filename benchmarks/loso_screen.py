@@ -23,12 +23,14 @@ from spiketrum.perturb import DEFAULT_AUGMENT
 #: The default augmentation before the speaker-robust recipe (no spectral tilt).
 BEFORE = "stretch:0.1,shift:1,mask:5,delay:100ms,deletion:0.2,noise:5dB,copies:4"
 
-#: name -> kws.train options (``ema`` goes to TrainConfig).
+#: name -> kws.train options (``ema`` and ``label_smoothing`` go to TrainConfig).
 VARIANTS = {
     "before": dict(augment=BEFORE),
     "default": dict(augment=DEFAULT_AUGMENT),
     "tilt+speed": dict(augment=DEFAULT_AUGMENT + ",speed:0.1"),
     "tilt+dropout": dict(augment=DEFAULT_AUGMENT, model_kwargs={"dropout": 0.3}),
+    "tilt+smoothing": dict(augment=DEFAULT_AUGMENT, label_smoothing=0.1),
+    "tilt+shift3": dict(augment=DEFAULT_AUGMENT.replace("shift:1", "shift:3")),
     "ema": dict(augment=BEFORE, ema=0.995),
     "rate2000": dict(augment=BEFORE, rate=2000.0),
     "conv": dict(augment=BEFORE, model="conv"),
@@ -41,7 +43,8 @@ def fold(data, out, speaker, epochs, seed, options):
     if (out / "metrics.json").is_file():
         return json.loads((out / "metrics.json").read_text())
     options = dict(options)
-    config = TrainConfig(epochs=epochs, seed=seed, ema=options.pop("ema", 0.0))
+    config = TrainConfig(epochs=epochs, seed=seed, ema=options.pop("ema", 0.0),
+                         label_smoothing=options.pop("label_smoothing", 0.0))
     return kws.train("fsdd", data, out, split=f"loso:{speaker}", config=config, progress=False, force=True, **options)
 
 
