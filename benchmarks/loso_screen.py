@@ -31,6 +31,7 @@ VARIANTS = {
     "tilt+dropout": dict(augment=DEFAULT_AUGMENT, model_kwargs={"dropout": 0.3}),
     "tilt+smoothing": dict(augment=DEFAULT_AUGMENT, label_smoothing=0.1),
     "tilt+shift3": dict(augment=DEFAULT_AUGMENT.replace("shift:1", "shift:3")),
+    "tilt+h512": dict(augment=DEFAULT_AUGMENT, model_kwargs={"hidden": (512,)}),
     "ema": dict(augment=BEFORE, ema=0.995),
     "rate2000": dict(augment=BEFORE, rate=2000.0),
     "conv": dict(augment=BEFORE, model="conv"),
