@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from snn.trainer import write_json
 from spiketrum.app.detect import FA_POINTS, det_curve, plot_det, poisson_interval
 
 #: CMU-phone pronunciations, used only for keywords missing from PocketSphinx's dictionary.
@@ -139,7 +140,7 @@ def main():
             words, ends, score, t = decode(dec, root / f["file"])
             decodes["files"].append({"words": words, "ends": ends.tolist(), "scores": score.tolist(), "busy": t})
             print(f"{f['file']}: {len(words)} candidates, {f['seconds'] / t:.0f}x real time", flush=True)
-        kept.write_text(json.dumps(decodes))
+        write_json(decodes, kept)  # atomic: a run killed mid-write leaves no half a cache
     per_file = [(d["words"], np.array(d["ends"], int), np.array(d["scores"])) for d in decodes["files"]]
     busy = sum(d["busy"] for d in decodes["files"])
     heard = sum(f["seconds"] for f in truth["files"])

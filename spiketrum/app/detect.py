@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from datasets import AudioDataset, AudioFolder, Background, NoiseFolder, SpikeDataset, collate_spikes, hash_split
-from snn.trainer import Detection, TrainConfig, Trainer, seed_everything, write_json
+from snn.trainer import Detection, TrainConfig, Trainer, atomic_save, seed_everything, write_json
 from spiketrum import make_config
 from spiketrum.io import atomic_output, resample
 from spiketrum.perturb import crop
@@ -280,10 +280,12 @@ class DetectionItems(torch.utils.data.Dataset):
     def __getitem__(self, i):
         rng = np.random.default_rng(np.random.randint(2**31))
         n_clips = len(self.clips)
-        i, partial = i % n_clips if i >= 2 * n_clips else i, i >= 2 * n_clips
-        k, (a, b) = self.marks[i] if i < n_clips else (0, (0, 0))
-        if i >= n_clips or (partial and k == 0):
+        partial = i >= 2 * n_clips
+        if partial:
+            i -= 2 * n_clips
+        if i >= n_clips or (partial and self.marks[i][0] == 0):
             return background_window(self.background, self.window, rng), (0, 0, 0)
+        k, (a, b) = self.marks[i]
         src = self.clips if not self.noisy or rng.random() < self.clean else self.noisy[int(rng.integers(len(self.noisy)))]
         x = src[i][0]
         if k == 0:
@@ -469,8 +471,7 @@ def train(data, out, *, keywords=None, background=(), group_by=None, hidden=(256
             kept = {"recipe": recipe, "state_dict": trainer.model.cpu().state_dict(),
                     "info": {"seed": member_config.seed, "best_val_accuracy": trainer.best_accuracy,
                              "epochs_run": len(trainer.history), "history": trainer.history}}
-            with atomic_output(folder / "member.pt") as tmp:
-                torch.save(kept, tmp)
+            atomic_save(kept, folder / "member.pt")
         member.load_state_dict(kept["state_dict"])
         trained.append(kept["info"])
     run = Run(model.eval(), "ensemble", model_kwargs, enc, dt_ms, classes, config.seed,
