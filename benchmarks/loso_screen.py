@@ -32,6 +32,8 @@ VARIANTS = {
     "tilt+smoothing": dict(augment=DEFAULT_AUGMENT, label_smoothing=0.1),
     "tilt+shift3": dict(augment=DEFAULT_AUGMENT.replace("shift:1", "shift:3")),
     "tilt+h512": dict(augment=DEFAULT_AUGMENT, model_kwargs={"hidden": (512,)}),
+    "tilt+warp": dict(augment=DEFAULT_AUGMENT + ",warp:0.1"),
+    "tilt+warp-noshift": dict(augment=DEFAULT_AUGMENT.replace("shift:1,", "") + ",warp:0.1"),
     "ema": dict(augment=BEFORE, ema=0.995),
     "rate2000": dict(augment=BEFORE, rate=2000.0),
     "conv": dict(augment=BEFORE, model="conv"),

@@ -99,3 +99,38 @@ def erb_space(fmin, fmax, n):
     out = erb_rate_to_hz(np.linspace(hz_to_erb_rate(fmin), hz_to_erb_rate(fmax), int(n)))
     out[0], out[-1] = fmin, fmax  # exact endpoints despite the log/exp round trip
     return out
+
+
+def vtlp_warp(f, factor, f_top, knee=0.8):
+    """Vocal-tract-length perturbation: the piecewise-linear frequency warp of Jaitly & Hinton (2013).
+
+    Below the knee ``k = knee * f_top * min(1, 1 / factor)`` every frequency scales by ``factor``, as a
+    shorter (> 1) or longer (< 1) vocal tract moves the formants; from the knee the map is the straight
+    line to ``(f_top, f_top)``, so the top of the band stays put and the map stays monotonic.
+
+    Parameters
+    ----------
+    f : array_like
+        Frequencies in Hz, ``0 <= f <= f_top``.
+    factor : float
+        Warp factor in ``[0.5, 2]``; 1 leaves ``f`` unchanged.
+    f_top : float
+        The frequency that stays fixed, in Hz.
+    knee : float
+        Where the linear scaling ends, as a fraction of ``f_top`` (for ``factor <= 1``).
+
+    Examples
+    --------
+    >>> vtlp_warp([100.0, 1000.0, 3600.0], 1.1, 3600.0).round(1)
+    array([ 110., 1100., 3600.])
+    """
+    f = _as_freqs(f)
+    if not (np.isfinite(factor) and 0.5 <= factor <= 2.0):
+        raise ValueError(f"warp factor must be in [0.5, 2], got {factor!r}")
+    if not (np.isfinite(f_top) and f_top > 0 and 0 < knee < 1):
+        raise ValueError(f"need f_top > 0 and 0 < knee < 1, got f_top={f_top!r}, knee={knee!r}")
+    if np.any(f > f_top * (1 + 1e-12)):
+        raise ValueError(f"frequencies must be <= f_top = {f_top:g} Hz")
+    k = knee * f_top * min(1.0, 1.0 / factor)
+    above = factor * k + (f_top - factor * k) * (f - k) / (f_top - k)
+    return np.where(f <= k, factor * f, above)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import multiprocessing
 import warnings
@@ -59,6 +60,10 @@ class SpikeDataset(torch.utils.data.Dataset):
     perturb : callable, optional
         ``perturb(x, sr, rng) -> x`` changes every clip's audio before the noise is mixed in (e.g.
         :meth:`spiketrum.perturb.Augment.audio`: speed and spectral tilt); it must pickle for ``jobs`` > 1.
+    warp : float
+        Each item is encoded with the kernels warped by its own factor, uniform in ``[1 - warp, 1 + warp]``
+        and rounded to 0.01 (vocal-tract-length perturbation: :attr:`spiketrum.SpiketrumConfig.warp`). The
+        item's SpikeTrain records its factor in its config.
     transform : callable, optional
         Applied to every item's spikes (the SpikeTrain when ``dt_ms`` is None, else the dense tensor).
     in_memory : bool
@@ -76,18 +81,23 @@ class SpikeDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, base, encoder_config, cache_dir, *, dt_ms, jobs=1, noise=None, snr_db=None, seed=0, transform=None,
-                 in_memory=True, perturb=None):
+                 in_memory=True, perturb=None, warp=0.0):
         if dt_ms is not None and not dt_ms > 0:
             raise ValueError(f"dt_ms must be > 0 milliseconds or None, got {dt_ms!r}")
         if not (isinstance(jobs, int) and jobs >= 1):
             raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
         if noise is not None and snr_db is None:
             raise ValueError("noise needs snr_db")
+        if not (np.isfinite(warp) and 0 <= warp <= 0.5):
+            raise ValueError(f"warp must be in [0, 0.5], got {warp!r}")
+        if warp and not hasattr(encoder_config, "warp"):
+            raise ValueError(f"warp needs an encoder whose kernels warp (spiketrum), not {encoder_config.name}")
         if noise is not None and noise.sr != encoder_config.sr:
             raise ValueError(f"noise is at {noise.sr} Hz, the encoder at {encoder_config.sr} Hz: load it with "
                              f"NoiseFolder(root, sr={encoder_config.sr})")
         self.base, self.config, self.dt_ms, self.jobs = base, encoder_config, dt_ms, jobs
         self.noise, self.snr_db, self.seed, self.transform, self.perturb = noise, snr_db, seed, transform, perturb
+        self.warp = float(warp)
         self.config_json = encoder_config.to_json()
         self._key = f"cache-v{CACHE_VERSION}-format-v{FORMAT_VERSION}|{self.config_json}".encode()
         self.cache_dir = Path(cache_dir) / hashlib.sha256(self._key).hexdigest()[:16]
@@ -100,14 +110,16 @@ class SpikeDataset(torch.utils.data.Dataset):
 
     @property
     def _drawn(self):
-        """Whether items are drawn from a generator (noise, perturb): their key is then the encoder's input."""
-        return self.noise is not None or self.perturb is not None
+        """Whether items are drawn from a generator (noise, perturb, warp): their key is then the encoder's input."""
+        return self.noise is not None or self.perturb is not None or self.warp > 0
 
     def _input(self, i, fingerprint):
-        """The encoder's input for item ``i``: audio at the config's rate, perturbed and noise mixed in if asked."""
+        """``(x, config)``: the encoder's input for item ``i`` (audio at the config's rate, perturbed and noise
+        mixed in if asked) and the config that encodes it (warped if asked)."""
         x, sr = self.base.load(i)
         if sr != self.config.sr:
             x = resample(x, sr, self.config.sr)
+        config = self.config
         if self._drawn:
             rng = np.random.default_rng([self.seed, *np.frombuffer(fingerprint[:16], np.uint32).tolist()])
             if self.perturb is not None:
@@ -115,19 +127,24 @@ class SpikeDataset(torch.utils.data.Dataset):
             if self.noise is not None:
                 snr = rng.uniform(*self.snr_db) if np.ndim(self.snr_db) else self.snr_db
                 x = self.noise.mix(x, snr, rng)
-        return x
+            if self.warp:  # drawn last, so that the audio draws stay those of an unwarped dataset
+                factor = round(float(rng.uniform(1 - self.warp, 1 + self.warp)), 2)
+                config = dataclasses.replace(config, warp=factor)
+        return x, config
 
     def audio(self, i):
         """The encoder's input for item ``i``: its audio at the config's rate, perturbed and noisy if asked."""
-        return self._input(i, self.base.fingerprint(i) if self._drawn else None)
+        return self._input(i, self.base.fingerprint(i) if self._drawn else None)[0]
 
     def entry(self, i):
-        """Cache path of item ``i``, and its encoder input when the key needed it (drawn items), else None."""
-        content, x = self.base.fingerprint(i), None
+        """Cache path of item ``i``, and ``(input, config)`` when the key needed them (drawn items), else None."""
+        content, drawn = self.base.fingerprint(i), None
         if self._drawn:
-            x = self._input(i, content)
+            drawn = x, config = self._input(i, content)
             content = hashlib.sha256(b"%d:" % self.config.sr + x.tobytes()).digest()
-        return self.cache_dir / f"{hashlib.sha256(self._key + b'|' + content).hexdigest()}.npz", x
+            if config is not self.config:
+                content += config.to_json().encode()
+        return self.cache_dir / f"{hashlib.sha256(self._key + b'|' + content).hexdigest()}.npz", drawn
 
     def _fetch(self, i):
         """``(SpikeTrain, whether it was encoded now)`` for item ``i``."""
@@ -139,15 +156,16 @@ class SpikeDataset(torch.utils.data.Dataset):
         return st, fresh
 
     def _fetch_stored(self, i):
-        path, x = self.entry(i)
+        path, drawn = self.entry(i)
+        config = self.config if drawn is None else drawn[1]
         if path.is_file():
             try:
                 st = SpikeTrain.load(path)
-                if st.config.to_json() == self.config_json:
+                if st.config.to_json() == config.to_json():
                     return st, False
             except InputError as exc:
                 warnings.warn(f"re-encoding a damaged cache entry: {exc}", stacklevel=3)
-        st = self.config.encode(self._input(i, None) if x is None else x, self.config.sr)
+        st = config.encode((self._input(i, None) if drawn is None else drawn)[0], config.sr)
         path.parent.mkdir(parents=True, exist_ok=True)
         st.save(path)
         return st, True

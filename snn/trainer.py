@@ -104,6 +104,46 @@ class Schedule(Callback):
         trainer.model.schedule(trainer.step / trainer.total_steps)
 
 
+class Mixup(Callback):
+    """Mixup (Zhang et al., ICLR 2018): every training batch ``x [T, B, C]`` is mixed with itself in a random
+    order, ``lam * x + (1 - lam) * x[:, perm]`` with ``lam ~ Beta(alpha, alpha)`` per batch, and the loss is
+    ``lam`` times the loss on the labels plus ``1 - lam`` times the loss on the shuffled labels. Spike counts
+    become fractions, which the first synapses weigh as they weigh counts. For one label per clip: the
+    detection objective's labels lie in time, and it is refused.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x, lengths, y = torch.ones(4, 3, 2), torch.tensor([4, 2, 3]), torch.tensor([0, 1, 2])
+    >>> mixed, longest, same = Mixup(0.4).on_batch(None, x * torch.arange(3.0)[:, None], lengths, y)
+    >>> bool(torch.isclose(mixed.sum(), (x * torch.arange(3.0)[:, None]).sum())), bool(torch.equal(same, y))
+    (True, True)
+    """
+
+    def __init__(self, alpha=0.2):
+        if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
+            raise ValueError(f"mixup alpha must be > 0, got {alpha!r}")
+        self.alpha, self._shuffled = float(alpha), None
+
+    def settings(self):
+        """What this option was asked for, JSON-ready (saved with the run)."""
+        return {"method": "mixup", "alpha": self.alpha}
+
+    def on_train_begin(self, trainer):
+        if trainer.objective.per_step:
+            raise ValueError("mixup needs one label per clip; a detector's labels lie in time")
+
+    def on_batch(self, trainer, x, lengths, y):
+        lam = float(np.random.beta(self.alpha, self.alpha))  # the global generators: a checkpoint restores them
+        perm = torch.randperm(x.shape[1]).to(x.device)
+        self._shuffled = lam, y[perm]
+        return lam * x + (1 - lam) * x[:, perm], torch.maximum(lengths, lengths[perm]), y
+
+    def loss(self, trainer, logits, y, x, lengths, loss):
+        lam, other = self._shuffled
+        return lam * loss + (1 - lam) * trainer.objective.loss(logits, other, lengths, trainer.config)
+
+
 class Classification:
     """What the Trainer minimises by default: one label per clip, cross-entropy on the model's logits.
 

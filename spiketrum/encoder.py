@@ -10,7 +10,7 @@ import numpy as np
 import scipy.fft
 import scipy.signal
 
-from cochlea import erb_space, gammatone_kernels
+from cochlea import erb_space, gammatone_kernels, vtlp_warp
 
 from . import _kernels
 from .io import AudioStream, InputError
@@ -62,6 +62,10 @@ class SpiketrumConfig(EncoderConfig):
         autocorrelation peak); amplitudes still come from the exact residual.
     chunk_s : float
         Onsets are pursued in chunks of this many seconds, which bounds memory on long files.
+    warp : float
+        Vocal-tract-length warp of the kernels, in [0.5, 2]: their centre frequencies move by
+        :func:`cochlea.vtlp_warp` with ``fmax`` fixed, while each keeps its channel. A voice encoded with
+        warp > 1 looks like one with formants 1/warp as high (training augmentation; 1 for none).
 
     Examples
     --------
@@ -89,6 +93,7 @@ class SpiketrumConfig(EncoderConfig):
     mode: str = "fast"
     xcorr_floor_db: float = -60.0
     chunk_s: float = 20.0
+    warp: float = 1.0
 
     def __post_init__(self):
         def bad(msg):
@@ -126,8 +131,21 @@ class SpiketrumConfig(EncoderConfig):
             bad(f"xcorr_floor_db must be a negative level in dB, got {self.xcorr_floor_db!r}")
         if not (np.isfinite(self.chunk_s) and self.chunk_s > 0):
             bad(f"chunk_s must be > 0 seconds, got {self.chunk_s!r}")
+        if not (np.isfinite(self.warp) and 0.5 <= self.warp <= 2.0):
+            bad(f"warp must be in [0.5, 2], got {self.warp!r}")
         if self.gains is not None and not isinstance(self.gains, tuple):
             object.__setattr__(self, "gains", tuple(float(g) for g in self.gains))  # hashable, and equal after JSON
+
+    def center_freqs(self):
+        return kernel_freqs(self.kernels, self.fmin, self.resolved_fmax, self.warp)
+
+    def _tables(self):
+        """The dictionary ``(phi, lengths)`` and the cross-correlation table this config pursues with."""
+        fast = self.mode == "fast"
+        key = (self.sr, self.kernels, self.fmin, self.resolved_fmax, self.floor_db)
+        table = cross_correlations(*key, self.xcorr_floor_db if fast else None, "float32" if fast else "float64",
+                                   warp=self.warp)
+        return dictionary(*key, warp=self.warp), table
 
     def for_training(self):
         """Both polarities on one channel (kernel x level): polarity is the atom's phase, which time bins
@@ -206,10 +224,8 @@ class SpiketrumConfig(EncoderConfig):
         """
         from . import _kernels
 
-        phi, lengths = dictionary(self.sr, self.kernels, self.fmin, self.resolved_fmax, self.floor_db)
-        fast = self.mode == "fast"
-        hlen = cross_correlations(self.sr, self.kernels, self.fmin, self.resolved_fmax, self.floor_db,
-                                  self.xcorr_floor_db if fast else None, "float32" if fast else "float64")[3]
+        (phi, lengths), table = self._tables()
+        fast, hlen = self.mode == "fast", table[3]
         if spikes is not None:
             seconds = spikes.n_samples / self.sr if seconds is None else seconds
             share = np.bincount(spikes.kernel, minlength=self.kernels) / max(len(spikes), 1)
@@ -242,7 +258,7 @@ class SpiketrumConfig(EncoderConfig):
         level) representative amplitude that spikes alone carry.
         """
         st = spike_train
-        phi, lengths = dictionary(self.sr, self.kernels, self.fmin, self.resolved_fmax, self.floor_db)
+        phi, lengths = dictionary(self.sr, self.kernels, self.fmin, self.resolved_fmax, self.floor_db, warp=self.warp)
         sign = np.where(st.polarity > 0, 1.0, -1.0)
         amp = st.amplitude if exact else sign * st.level_amplitudes[st.kernel, st.level]
         y = np.zeros(st.n_samples + phi.shape[1])
@@ -254,17 +270,24 @@ class SpiketrumConfig(EncoderConfig):
         return y[: st.n_samples]
 
 
-@functools.lru_cache(maxsize=8)
-def dictionary(sr, kernels, fmin, fmax, floor_db):
+def kernel_freqs(kernels, fmin, fmax, warp=1.0):
+    """Centre frequencies of the kernels: ERB-spaced from ``fmin`` to ``fmax``, then warped (:func:`cochlea.vtlp_warp`)."""
+    cf = erb_space(fmin, fmax, kernels)
+    return cf if warp == 1.0 else vtlp_warp(cf, warp, fmax)
+
+
+# Large enough for a training set's warp factors (a 0.01 grid) to be designed once each.
+@functools.lru_cache(maxsize=64)
+def dictionary(sr, kernels, fmin, fmax, floor_db, warp=1.0):
     """Unit-norm gammatone kernels ``phi [M, Lmax]`` (zero-padded) and their lengths."""
-    phi, lengths = gammatone_kernels(sr, erb_space(fmin, fmax, kernels), floor_db=floor_db)
+    phi, lengths = gammatone_kernels(sr, kernel_freqs(kernels, fmin, fmax, warp), floor_db=floor_db)
     phi.setflags(write=False)
     lengths.setflags(write=False)
     return phi, lengths
 
 
-@functools.lru_cache(maxsize=8)
-def cross_correlations(sr, kernels, fmin, fmax, floor_db, xcorr_floor_db=None, dtype="float64"):
+@functools.lru_cache(maxsize=64)
+def cross_correlations(sr, kernels, fmin, fmax, floor_db, xcorr_floor_db=None, dtype="float64", warp=1.0):
     """Flattened kernel cross-correlation table driving the local correlation updates (see _kernels).
 
     For spike kernel k and updated kernel m, ``h[start[k, m] : start[k, m] + length[k, m]]`` holds
@@ -272,7 +295,7 @@ def cross_correlations(sr, kernels, fmin, fmax, floor_db, xcorr_floor_db=None, d
     None keeps every nonzero term (exact pursuit); a level such as -60 trims each lag range to the
     terms above that level relative to the unit autocorrelation peak, and drops pairs entirely below it.
     """
-    phi, lengths = dictionary(sr, kernels, fmin, fmax, floor_db)
+    phi, lengths = dictionary(sr, kernels, fmin, fmax, floor_db, warp=warp)
     lmax = phi.shape[1]
     nfft = scipy.fft.next_fast_len(2 * lmax - 1, real=True)
     F = scipy.fft.rfft(phi, nfft)
@@ -392,12 +415,10 @@ class _Pursuit:
 
     def __init__(self, cfg):
         self.cfg = cfg
-        self.phi, self.lengths = dictionary(cfg.sr, cfg.kernels, cfg.fmin, cfg.resolved_fmax, cfg.floor_db)
+        (self.phi, self.lengths), self.table = cfg._tables()
         self.fast = cfg.mode == "fast"
         self.dtype, self.itype = (np.float32, np.int32) if self.fast else (np.float64, np.int64)
         self.mask = self.itype(np.iinfo(self.itype).max)  # all bits but the sign: |x| as an integer
-        self.table = cross_correlations(cfg.sr, cfg.kernels, cfg.fmin, cfg.resolved_fmax, cfg.floor_db,
-                                        cfg.xcorr_floor_db if self.fast else None, np.dtype(self.dtype).name)
         self.w = np.ones(cfg.kernels) if cfg.gains is None else np.asarray(cfg.gains, dtype=np.float64)
         self.lookahead = self.phi.shape[1] - 1  # samples after a chunk its atoms reach into
         self.target = 10 ** (-cfg.snr_db / 10) if cfg.snr_db is not None else None

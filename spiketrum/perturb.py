@@ -305,10 +305,14 @@ class Augment:
     tilt : float
         Spectral tilt (:func:`tilt`) in dB per octave, uniform in ``[-tilt, tilt]``: the microphone and the
         voice's brightness.
+    warp : float
+        Vocal-tract-length perturbation in the encoder: each perturbed copy is encoded with its kernels
+        warped (:attr:`~spiketrum.SpiketrumConfig.warp`) by a factor uniform in ``[1 - warp, 1 + warp]``,
+        rounded to 0.01. Unlike ``shift``, it is continuous and leaves the pitch and the band's edges alone.
     copies : int
-        Perturbed encodings per clip (noise, speed and tilt act on the audio, so they are encoded and cached),
-        each with its own draw; every perturbed use draws one, so the model does not learn one fixed
-        noise per clip.
+        Perturbed encodings per clip (noise, speed, tilt and warp act on the audio or the encoder, so they
+        are encoded and cached), each with its own draw; every perturbed use draws one, so the model does not
+        learn one fixed noise per clip.
     """
 
     deletion: float = 0.0
@@ -321,6 +325,7 @@ class Augment:
     noise: float | None = None
     speed: float = 0.0
     tilt: float = 0.0
+    warp: float = 0.0
     copies: int = 1
 
     UNITS = {"jitter": "ms", "delay": "ms", "noise": "dB", "tilt": "dB"}
@@ -334,8 +339,8 @@ class Augment:
             elif f.name == "copies":
                 if not (isinstance(v, (int, np.integer)) and v >= 1):
                     raise ValueError(f"augment copies must be a positive integer, got {v!r}")
-            elif not (np.isfinite(v) and v >= 0) or (f.name in ("deletion", "speed") and v > {"speed": 0.5}.get(f.name, 1)):
-                raise ValueError(f"augment {f.name} must be {'in [0, 1]' if f.name == 'deletion' else 'in [0, 0.5]' if f.name == 'speed' else 'a finite number >= 0'}, got {v!r}")
+            elif not (np.isfinite(v) and v >= 0) or (f.name in ("deletion", "speed", "warp") and v > (1 if f.name == "deletion" else 0.5)):
+                raise ValueError(f"augment {f.name} must be {'in [0, 1]' if f.name == 'deletion' else 'in [0, 0.5]' if f.name in ('speed', 'warp') else 'a finite number >= 0'}, got {v!r}")
 
     @classmethod
     def parse(cls, spec):
@@ -344,7 +349,7 @@ class Augment:
         Examples
         --------
         >>> Augment.parse("deletion:0.2,jitter:1ms,noise:10dB")
-        Augment(deletion=0.2, jitter=1.0, insertion=0.0, stretch=0.0, shift=0, mask=0, delay=0.0, noise=10.0, speed=0.0, tilt=0.0, copies=1)
+        Augment(deletion=0.2, jitter=1.0, insertion=0.0, stretch=0.0, shift=0, mask=0, delay=0.0, noise=10.0, speed=0.0, tilt=0.0, warp=0.0, copies=1)
         """
         spec = spec.strip()
         if spec.lower() in ("", "none"):
@@ -376,8 +381,9 @@ class Augment:
 
     @property
     def encoded(self):
-        """Whether any transform acts on the audio (noise, speed, tilt), so that it needs perturbed encodings."""
-        return self.noise is not None or self.speed > 0 or self.tilt > 0
+        """Whether any transform acts on the audio or the encoder (noise, speed, tilt, warp), so that it needs
+        perturbed encodings."""
+        return self.noise is not None or self.speed > 0 or self.tilt > 0 or self.warp > 0
 
     def audio(self, x, sr, rng):
         """Speed and tilt drawn from ``rng`` applied to audio ``x`` at ``sr`` Hz (noise is mixed by the dataset)."""

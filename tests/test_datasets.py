@@ -365,6 +365,22 @@ def test_perturbed_items_are_drawn_per_item_and_cached_by_their_audio(few, cfg, 
     assert [varied.spikes(i).n_samples for i in range(3)] == [varied.audio(i).size for i in range(3)]
 
 
+def test_warped_items_record_their_own_factor_and_are_cached_apart(few, cfg, tmp_path):
+    clean = SpikeDataset(few, cfg, tmp_path, dt_ms=None)
+    warped = SpikeDataset(few, cfg, tmp_path, dt_ms=None, warp=0.15)
+    assert warped.prepare(progress=False) == 3 and warped.prepare(progress=False) == 0
+    factors = [warped.spikes(i).config.warp for i in range(3)]
+    assert all(0.85 <= f <= 1.15 and round(f, 2) == f for f in factors) and len(set(factors)) > 1
+    assert factors == [SpikeDataset(few, cfg, tmp_path, dt_ms=None, warp=0.15).spikes(i).config.warp for i in range(3)]
+    for i, f in enumerate(factors):  # each item is exactly the clean audio under its warped encoder
+        again = replace(cfg, warp=f).encode(clean.audio(i), cfg.sr)
+        np.testing.assert_array_equal(warped.spikes(i).samples, again.samples)
+        np.testing.assert_array_equal(warped.spikes(i).kernel, again.kernel)
+    assert {warped.entry(i)[0] for i in range(3)}.isdisjoint(clean.entry(i)[0] for i in range(3))
+    with pytest.raises(ValueError, match="warp"):
+        SpikeDataset(few, cfg, tmp_path, dt_ms=None, warp=0.6)
+
+
 # -- collate --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dt_ms", [1, 4.0])
 def test_collate_pads_and_keeps_every_spike(few, cfg, tmp_path, dt_ms):

@@ -251,6 +251,41 @@ def test_partial_keyword_reads_hold_only_part_of_the_word():
     assert ends == {"start", "end"}
 
 
+def test_a_network_cut_short_goes_on_from_its_last_epoch(detector_run, corpus, tmp_path, monkeypatch):
+    """A run killed in the middle of member 1 keeps member 0 and resumes member 1 from its checkpoint: the
+    detector ends with the weights of the run that was never cut."""
+    import shutil
+
+    import torch
+
+    from snn.trainer import Trainer
+    from spiketrum.app import detect
+    from spiketrum.app.kws import Run
+
+    out, _ = detector_run
+    run = tmp_path / "det"
+    shutil.copytree(out, run, ignore=shutil.ignore_patterns("model.pt", "member-1"))
+    save = Trainer.save_checkpoint
+
+    def killed_after_epoch_3(self, path):
+        save(self, path)
+        if self.epoch == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", killed_after_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        detect.train(corpus / "kw", run, background=[corpus / "bg"], **_options(), cache_dir=out.parent / "cache", progress=False)
+    assert not (run / "member-1" / "member.pt").exists() and not (run / "model.pt").exists()
+    monkeypatch.setattr(Trainer, "save_checkpoint", save)
+    epochs = []
+    fit = Trainer.fit
+    monkeypatch.setattr(Trainer, "fit", lambda self: (epochs.append(self.epoch), fit(self))[1])
+    detect.train(corpus / "kw", run, background=[corpus / "bg"], **_options(), cache_dir=out.parent / "cache", progress=False)
+    assert epochs == [3]  # member 0 kept, member 1 went on after its third epoch
+    a, b = Run.load(out / "model.pt").model.state_dict(), Run.load(run / "model.pt").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_a_run_cut_short_keeps_its_finished_networks(detector_run, corpus, tmp_path):
     """Training again into a run whose model.pt is missing reuses every finished member (not rewritten, same
     weights); another recipe (more epochs) trains them anew."""

@@ -123,7 +123,8 @@ def test_silence_gives_zero_spikes_and_a_warning():
     "kw",
     [dict(rate=0), dict(rate=-5), dict(rate=np.nan), dict(n_spikes=-1), dict(n_spikes=2.5), dict(rate=100, n_spikes=4),
      dict(), dict(frame_ms=10), dict(rate=100, snr_db=10), dict(rate=100, kernels=0), dict(rate=100, levels=0),
-     dict(rate=100, fmax=5000), dict(rate=100, fmin=0), dict(rate=100, gains=[1, 2])],
+     dict(rate=100, fmax=5000), dict(rate=100, fmin=0), dict(rate=100, gains=[1, 2]), dict(rate=100, warp=0.4),
+     dict(rate=100, warp=np.nan)],
 )
 def test_bad_configuration_raises(kw):
     with pytest.raises(ValueError):
@@ -145,6 +146,23 @@ def test_channels_place_code(rng):
     folded = encode(x, 8000, n_spikes=200, kernels=12, levels=3, polarity_channels=False)
     assert folded.n_channels == 36 and folded.channels.max() < 36
     assert np.all(np.diff(st.times) >= 0)
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.12])
+def test_warping_the_kernels_and_the_tone_together_keeps_its_place(factor):
+    # A tone at a kernel's warped centre frequency, encoded with that warp, lands on the same kernel as the
+    # unwarped tone with the unwarped encoder: warping the encoder is warping the voice.
+    cfg = SpiketrumConfig(sr=8000, n_spikes=200)
+    warped = dataclasses.replace(cfg, warp=factor)
+    k = 20
+    assert warped.center_freqs()[k] == pytest.approx(factor * cfg.center_freqs()[k], rel=1e-12)
+    t = np.arange(4000) / 8000
+    place = [np.bincount(c.encode(np.sin(2 * np.pi * c.center_freqs()[k] * t), 8000).kernel).argmax() for c in (cfg, warped)]
+    assert place == [k, k]
+    moved = np.bincount(warped.encode(np.sin(2 * np.pi * cfg.center_freqs()[k] * t), 8000).kernel).argmax()
+    assert moved != k  # the unwarped tone moves: down the kernels for factor > 1
+    assert (moved < k) == (factor > 1)
+    assert SpiketrumConfig.from_json(warped.to_json()) == warped
 
 
 def test_dense_and_events(rng):

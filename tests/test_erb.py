@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cochlea import erb_bandwidth, erb_rate_to_hz, erb_space, hz_to_erb_rate
+from cochlea import erb_bandwidth, erb_rate_to_hz, erb_space, hz_to_erb_rate, vtlp_warp
 
 
 def test_bandwidth_is_glasberg_moore_with_slaney_constants():
@@ -59,3 +59,22 @@ def test_negative_and_nan_frequencies_rejected():
             erb_bandwidth(bad)
         with pytest.raises(ValueError):
             hz_to_erb_rate(bad)
+
+
+@given(st.floats(0.5, 2.0), st.floats(100.0, 20000.0))
+def test_vtlp_warp_scales_below_its_knee_and_keeps_the_top(factor, top):
+    f = np.linspace(0.0, top, 2001)
+    g = vtlp_warp(f, factor, top)
+    knee = 0.8 * top * min(1.0, 1.0 / factor)
+    below = f <= knee
+    np.testing.assert_allclose(g[below], factor * f[below], rtol=1e-12)
+    assert g[0] == 0.0 and g[-1] == pytest.approx(top, rel=1e-12)
+    assert np.all(np.diff(g) > 0)  # monotonic, so kernels keep their order
+    assert np.max(np.abs(np.diff(g))) <= max(factor, 1.0) * (f[1] - f[0]) * 5  # no jump at the knee
+    np.testing.assert_array_equal(vtlp_warp(f, 1.0, top), f)
+
+
+@pytest.mark.parametrize("args", [(100.0, 0.4, 4000.0), (100.0, np.nan, 4000.0), (5000.0, 1.1, 4000.0), (100.0, 1.1, -1.0)])
+def test_vtlp_warp_rejects_bad_arguments(args):
+    with pytest.raises(ValueError):
+        vtlp_warp(*args)

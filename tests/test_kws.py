@@ -98,6 +98,7 @@ def test_bad_training_input_gives_one_line_and_exit_2(tiny_folder, tmp_path):
         ("train", "--dataset", "fsdd", "--data", tmp_path / "nowhere", "-o", tmp_path / "r1", *FAST),
         ("train", "--dataset", "folder", "--data", tmp_path / "empty", "-o", tmp_path / "r2", *FAST),
         ("train", "--dataset", "folder", "--data", tiny_folder, "-o", tmp_path / "r3", "--resume", *FAST),
+        ("train", "--dataset", "folder", "--data", tiny_folder, "-o", tmp_path / "r4", "--mixup", "0", *FAST),
         ("evaluate", tmp_path / "nomodel", "--dataset", "folder", "--data", tiny_folder),
         ("predict", tmp_path / "nomodel", tiny_folder / "0" / "0_theo_0.wav"),
     ]

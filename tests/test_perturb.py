@@ -192,11 +192,11 @@ def test_augment_spec_round_trips_and_draws_are_seeded(train):
     from spiketrum.perturb import DEFAULT_AUGMENT, Augment
 
     @given(st_.floats(0, 1), st_.floats(0, 20), st_.integers(0, 3), st_.one_of(st_.none(), st_.floats(-10, 30)),
-           st_.floats(0, 0.5), st_.floats(0, 12))
-    def round_trip(p, jit, shift, noise, speed, tilt):
-        a = Augment(deletion=p, jitter=jit, shift=shift, noise=noise, speed=speed, tilt=tilt)
+           st_.floats(0, 0.5), st_.floats(0, 12), st_.floats(0, 0.5))
+    def round_trip(p, jit, shift, noise, speed, tilt, warp):
+        a = Augment(deletion=p, jitter=jit, shift=shift, noise=noise, speed=speed, tilt=tilt, warp=warp)
         assert Augment.parse(a.spec()) == a
-        assert a.encoded == (noise is not None or speed > 0 or tilt > 0)
+        assert a.encoded == (noise is not None or speed > 0 or tilt > 0 or warp > 0)
 
     round_trip()
     assert Augment.parse("none") == Augment() and Augment().spec() == "none"
@@ -204,7 +204,7 @@ def test_augment_spec_round_trips_and_draws_are_seeded(train):
     a, b = (aug(train, np.random.default_rng(7)) for _ in range(2))
     assert a == b and a != aug(train, np.random.default_rng(8))
     assert Augment()(train, np.random.default_rng(0)) is train
-    for bad in ("deletion:2", "jitter:-1ms", "shift:x", "volume:3", "deletion", "speed:0.6", "tilt:-1dB"):
+    for bad in ("deletion:2", "jitter:-1ms", "shift:x", "volume:3", "deletion", "speed:0.6", "tilt:-1dB", "warp:0.7"):
         with pytest.raises(ValueError):
             Augment.parse(bad)
 

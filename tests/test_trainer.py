@@ -65,28 +65,32 @@ class Counter(Callback):
         self.calls = dict(state)
 
 
-def _trainer(run_dir, kill_at=None, **kw):
+def _trainer(run_dir, kill_at=None, options=(), **kw):
     torch.manual_seed(123)  # model init; the trainer seeds everything else from the config
     cfg = TrainConfig(**{**dict(epochs=4, batch_size=8, lr=5e-2, patience=0, seed=3), **kw})
-    return Trainer(Toy(), _data(), _data(20, seed=1), collate, cfg, callbacks=[Counter(kill_at)], run_dir=run_dir,
-                   device="cpu", progress=False)
+    return Trainer(Toy(), _data(), _data(20, seed=1), collate, cfg, callbacks=[*options, Counter(kill_at)],
+                   run_dir=run_dir, device="cpu", progress=False)
 
 
-def test_resume_after_a_kill_continues_exactly(tmp_path):
+@pytest.mark.parametrize("mixup", [False, True])
+def test_resume_after_a_kill_continues_exactly(tmp_path, mixup):
+    from snn.trainer import Mixup
+
+    options = lambda: [Mixup(0.4)] if mixup else []  # noqa: E731 - a fresh option per trainer
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    full = _trainer(tmp_path / "a")
+    full = _trainer(tmp_path / "a", options=options())
     full.fit()
     with pytest.raises(KeyboardInterrupt):
-        _trainer(tmp_path / "b", kill_at=3).fit()
-    resumed = _trainer(tmp_path / "b")
+        _trainer(tmp_path / "b", kill_at=3, options=options()).fit()
+    resumed = _trainer(tmp_path / "b", options=options())
     resumed.load_checkpoint(tmp_path / "b" / "checkpoint.pt")
     assert resumed.epoch == 2
     resumed.fit()
     assert resumed.history == full.history
     for p, q in zip(resumed.model.parameters(), full.model.parameters()):
         assert torch.equal(p, q)
-    assert resumed.callbacks[0].calls == full.callbacks[0].calls == {"batch": 32, "loss": 32, "backward": 32, "step": 32, "epoch": 4}
+    assert resumed.callbacks[-1].calls == full.callbacks[-1].calls == {"batch": 32, "loss": 32, "backward": 32, "step": 32, "epoch": 4}
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["checkpoint.pt"]  # no temporary files left
 
 
@@ -194,3 +198,29 @@ def test_atomic_save_removes_what_killed_writers_left(tmp_path):
     live.write_bytes(b"busy")
     atomic_save({"a": 1}, path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", live.name]
+
+
+def test_mixup_mixes_each_clip_with_another_and_their_losses_alike():
+    import numpy as np
+
+    from snn.trainer import Classification, Detection, Mixup
+
+    np.random.seed(0)
+    torch.manual_seed(0)
+    B = 16
+    x = torch.arange(B, dtype=torch.float32)[None, :, None].expand(5, B, 2).clone()  # clip b holds b everywhere
+    lengths, y = torch.randint(1, 6, (B,)), torch.arange(B)
+    mix = Mixup(0.4)
+    mixed, longer, same = mix.on_batch(None, x, lengths, y)
+    lam, other = mix._shuffled
+    assert 0 < lam < 1 and torch.equal(same, y) and sorted(other.tolist()) == list(range(B)) and not torch.equal(other, y)
+    torch.testing.assert_close(mixed, lam * x + (1 - lam) * other.float()[None, :, None].expand(5, B, 2))
+    assert torch.equal(longer, torch.maximum(lengths, lengths[other]))
+    logits = torch.randn(B, B, requires_grad=True)
+    trainer = type("T", (), {"objective": Classification(), "config": TrainConfig()})()
+    loss = mix.loss(trainer, logits, y, mixed, longer, torch.nn.functional.cross_entropy(logits, y))
+    expect = lam * torch.nn.functional.cross_entropy(logits, y) + (1 - lam) * torch.nn.functional.cross_entropy(logits, other)
+    torch.testing.assert_close(loss, expect)
+    with pytest.raises(ValueError, match="in time"):
+        mix.on_train_begin(type("T", (), {"objective": Detection()})())
+

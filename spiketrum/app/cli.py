@@ -256,6 +256,10 @@ def cmd_train(args):
             options.append(kws.distiller(method, args.teacher, **kwargs))
     elif args.teacher:
         raise ValueError("--teacher needs --distill kd or lasnn")
+    if args.mixup is not None:
+        from snn.trainer import Mixup
+
+        options.append(Mixup(args.mixup))
     split_lists = None
     if args.split_lists:
         split_lists = [None if p == "-" else p for p in args.split_lists]
@@ -292,7 +296,7 @@ def _train_detector(args):
     if args.dataset != "folder":
         raise ValueError("a detector trains on --dataset folder (a folder per keyword class)")
     clip_only = [f for f, v in (("--prune", args.prune), ("--distill", args.distill), ("--resume", args.resume),
-                                ("--augment", args.augment), ("--attention", args.attention)) if v]
+                                ("--augment", args.augment), ("--attention", args.attention), ("--mixup", args.mixup)) if v]
     if clip_only or args.model != "srnn" or args.encoder != "spiketrum":
         raise ValueError(f"{(clip_only or ['--model/--encoder'])[0]} is not available for a detector (an srnn on the "
                          "causal spiketrum encoder)")
@@ -630,7 +634,7 @@ def build_parser():
     t.add_argument("--augment", metavar="SPEC",
                    help="training augmentation, key:value,... with keys deletion, jitter (ms), insertion (spikes/s per "
                         "channel), stretch, shift (kernels), mask (kernels), delay (ms), noise (dB), speed (audio speed factor "
-                        "range), tilt (dB per octave), copies (perturbed encodings per clip); 'none' for none "
+                        "range), tilt (dB per octave), warp (vocal-tract-length factor range), copies (perturbed encodings per clip); 'none' for none "
                         f"(default: {DEFAULT_AUGMENT}; noise only where a noise folder is found; spike datasets: none, "
                         "the only choice)")
     t.add_argument("--prune", choices=["esl", "static", "sca"],
@@ -672,6 +676,8 @@ def build_parser():
     t.add_argument("--ema", type=float, metavar="DECAY", help="decay per step of the moving average of the weights that "
                    "validation scores and the run keeps (0: off, the default)")
     t.add_argument("--label-smoothing", type=float, help="label smoothing of the cross-entropy (default 0)")
+    t.add_argument("--mixup", type=_positive_float, metavar="ALPHA", help="mix every batch with itself in a random "
+                   "order, the weight drawn from Beta(ALPHA, ALPHA) (Zhang et al. 2018; default: off)")
     t.add_argument("--jobs", type=_positive_int, default=1, help="processes encoding the corpus")
     t.add_argument("--cache", help="encoding cache folder (default: cache/ beside the run folder)")
     t.add_argument("--noise-dir", help="background noise for Speech Commands silence, --augment noise and a detector's "

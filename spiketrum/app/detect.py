@@ -467,6 +467,10 @@ def train(data, out, *, keywords=None, background=(), group_by=None, hidden=(256
             folder.mkdir(exist_ok=True)
             trainer = Trainer(net, train_set, val_set, lambda b: collate_spikes(b), member_config, run_dir=folder,
                               progress=progress, objective=Detection(hard_negative=HARD_NEGATIVE))
+            if not force and _same_recipe(folder / "recipe.json", recipe) and (folder / "checkpoint.pt").is_file():
+                trainer.load_checkpoint(folder / "checkpoint.pt")  # a member cut short goes on where it stopped
+            else:
+                write_json(json.loads(recipe), folder / "recipe.json")
             trainer.fit()
             kept = {"recipe": recipe, "state_dict": trainer.model.cpu().state_dict(),
                     "info": {"seed": member_config.seed, "best_val_accuracy": trainer.best_accuracy,
@@ -493,6 +497,14 @@ def train(data, out, *, keywords=None, background=(), group_by=None, hidden=(256
     run.save(out / "model.pt")
     write_json(metrics, out / "metrics.json")
     return metrics
+
+
+def _same_recipe(path, recipe):
+    """Whether ``path`` holds the JSON of ``recipe`` (a member's checkpoint may be resumed)."""
+    try:
+        return json.loads(path.read_text()) == json.loads(recipe)
+    except (OSError, ValueError):
+        return False
 
 
 def _finished_member(path, recipe):

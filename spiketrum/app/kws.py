@@ -491,7 +491,7 @@ def prepare_data(plan, jobs=1, progress=True):
             for k in range(aug.copies):  # copy 0 keeps the seed of single-copy runs: their cache serves
                 noisy.append(SpikeDataset(train_set.base, plan.encoder, plan.cache_dir, dt_ms=None, jobs=jobs,
                                           seed=plan.config.seed + 7919 * k, noise=noise, perturb=perturb,
-                                          snr_db=None if noise is None else (aug.noise, aug.noise + 20.0)))
+                                          snr_db=None if noise is None else (aug.noise, aug.noise + 20.0), warp=aug.warp))
                 noisy[-1].prepare(progress=progress)
                 if noisy[-1].skipped:  # a clip that took no noise: keep the clean and perturbed sets aligned
                     raise ValueError(f"{noisy[-1].skipped[0][0]}: cannot perturb it or mix background noise into it "
