@@ -16,14 +16,14 @@ import sys
 from pathlib import Path
 
 from datasets import FSDD
-from snn.trainer import TrainConfig
+from snn.trainer import Mixup, TrainConfig
 from spiketrum.app import kws
 from spiketrum.perturb import DEFAULT_AUGMENT
 
 #: The default augmentation before the speaker-robust recipe (no spectral tilt).
 BEFORE = "stretch:0.1,shift:1,mask:5,delay:100ms,deletion:0.2,noise:5dB,copies:4"
 
-#: name -> kws.train options (``ema`` and ``label_smoothing`` go to TrainConfig).
+#: name -> kws.train options (``ema`` and ``label_smoothing`` go to TrainConfig, ``mixup`` is :class:`Mixup`'s alpha).
 VARIANTS = {
     "before": dict(augment=BEFORE),
     "default": dict(augment=DEFAULT_AUGMENT),
@@ -34,6 +34,8 @@ VARIANTS = {
     "tilt+h512": dict(augment=DEFAULT_AUGMENT, model_kwargs={"hidden": (512,)}),
     "tilt+warp": dict(augment=DEFAULT_AUGMENT + ",warp:0.1"),
     "tilt+warp-noshift": dict(augment=DEFAULT_AUGMENT.replace("shift:1,", "") + ",warp:0.1"),
+    "tilt+mixup": dict(augment=DEFAULT_AUGMENT, mixup=0.2),
+    "tilt+mixup1": dict(augment=DEFAULT_AUGMENT, mixup=1.0),
     "ema": dict(augment=BEFORE, ema=0.995),
     "rate2000": dict(augment=BEFORE, rate=2000.0),
     "conv": dict(augment=BEFORE, model="conv"),
@@ -48,7 +50,9 @@ def fold(data, out, speaker, epochs, seed, options):
     options = dict(options)
     config = TrainConfig(epochs=epochs, seed=seed, ema=options.pop("ema", 0.0),
                          label_smoothing=options.pop("label_smoothing", 0.0))
-    return kws.train("fsdd", data, out, split=f"loso:{speaker}", config=config, progress=False, force=True, **options)
+    mixup = options.pop("mixup", None)
+    return kws.train("fsdd", data, out, split=f"loso:{speaker}", config=config, progress=False, force=True,
+                     options=[Mixup(mixup)] if mixup else (), **options)
 
 
 def main(argv=None):

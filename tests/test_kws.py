@@ -165,6 +165,20 @@ def test_noise_augmentation_uses_real_noise_or_says_it_cannot(tiny_folder, tmp_p
         kws.train("folder", tiny_folder, tmp_path / "c" / "run", augment="noise:10dB", **common)
 
 
+def test_warped_copies_and_mixup_reach_training(tiny_folder, tmp_path):
+    from snn.trainer import Mixup
+    from spiketrum import SpikeTrain
+
+    cfg = TrainConfig(epochs=1, batch_size=8, patience=0)
+    m = kws.train("folder", tiny_folder, tmp_path / "run", augment="warp:0.1,copies:2", options=[Mixup(0.2)],
+                  model_kwargs={"hidden": (16,)}, rate=500, dt_ms=10, config=cfg, progress=False)
+    assert m["augment"] == "warp:0.1,copies:2" and m["options"] == [{"method": "mixup", "alpha": 0.2}]
+    warps = [SpikeTrain.load(f).config.warp for d in (tmp_path / "cache").iterdir() for f in d.glob("*.npz")]
+    # every clip clean, and every training clip twice, each with its own warp (two equal draws share an entry)
+    assert 84 + 68 < len(warps) <= 84 + 2 * 68 and all(0.9 <= w <= 1.1 for w in warps)
+    assert len(warps) - warps.count(1.0) > 100
+
+
 def test_sigkill_mid_training_then_resume_gives_the_uninterrupted_model(tiny_folder, tmp_path):
     import signal
     import time
