@@ -34,6 +34,7 @@ VARIANTS = {
     "tilt+h512": dict(augment=DEFAULT_AUGMENT, model_kwargs={"hidden": (512,)}),
     "tilt+warp": dict(augment=DEFAULT_AUGMENT + ",warp:0.1"),
     "tilt+warp-noshift": dict(augment=DEFAULT_AUGMENT.replace("shift:1,", "") + ",warp:0.1"),
+    "tilt+copies8": dict(augment=DEFAULT_AUGMENT.replace("copies:4", "copies:8")),
     "tilt+mixup": dict(augment=DEFAULT_AUGMENT, mixup=0.2),
     "tilt+mixup1": dict(augment=DEFAULT_AUGMENT, mixup=1.0),
     "ema": dict(augment=BEFORE, ema=0.995),

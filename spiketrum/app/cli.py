@@ -634,7 +634,8 @@ def build_parser():
     t.add_argument("--augment", metavar="SPEC",
                    help="training augmentation, key:value,... with keys deletion, jitter (ms), insertion (spikes/s per "
                         "channel), stretch, shift (kernels), mask (kernels), delay (ms), noise (dB), speed (audio speed factor "
-                        "range), tilt (dB per octave), warp (vocal-tract-length factor range), copies (perturbed encodings per clip); 'none' for none "
+                        "range), tilt (dB per octave), warp (vocal-tract-length factor range), copies (perturbed "
+                        "encodings per clip); 'none' for none "
                         f"(default: {DEFAULT_AUGMENT}; noise only where a noise folder is found; spike datasets: none, "
                         "the only choice)")
     t.add_argument("--prune", choices=["esl", "static", "sca"],
