@@ -45,18 +45,32 @@ def detector_run(corpus, tmp_path_factory):
     from spiketrum.app import detect
 
     out = tmp_path_factory.mktemp("runs") / "det"
-    m = detect.train(corpus / "kw", out, background=[corpus / "bg"], **_options(), cache_dir=out.parent / "cache", progress=False)
+    m = _train(corpus, out, out.parent / "cache")
     assert m["keywords"] == ["beep"] and m["classes"] == [detect.NO_KEYWORD, "beep"] and len(m["members"]) == 2
     return out, m
 
 
-def _options():
-    """A small, quick detector. Without partial reads: the call's halves are two plain tones, which a network of 64
-    neurons does not learn to tell from the whole call in 8 epochs (the partial reads have their own test)."""
+def _train(corpus, out, cache, **changes):
+    """A small, quick detector of ``corpus``'s beep (``changes``: other :func:`detect.train` options). Without partial
+    reads: the call's halves are two plain tones, which a network of 64 neurons does not learn to tell from the whole
+    call in 8 epochs (the partial reads have their own test)."""
     from snn.trainer import TrainConfig
+    from spiketrum.app import detect
 
-    return dict(keywords=["beep"], hidden=(64,), config=TrainConfig(epochs=8, patience=0, lr=5e-3), members=2,
-                partial=False, calibration_hours=0.02)
+    options = dict(keywords=["beep"], hidden=(64,), config=TrainConfig(epochs=8, patience=0, lr=5e-3), members=2,
+                   partial=False, calibration_hours=0.02)
+    return detect.train(corpus / "kw", out, background=[corpus / "bg"], **{**options, **changes}, cache_dir=cache,
+                        progress=False)
+
+
+def _same_detectors(a, b):
+    """Whether the runs ``a`` and ``b`` hold the same weights, bit for bit."""
+    import torch
+
+    from spiketrum.app.kws import Run
+
+    x, y = Run.load(a / "model.pt").model.state_dict(), Run.load(b / "model.pt").model.state_dict()
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
 def background_stream(corpus, seconds=20.0):
@@ -256,11 +270,7 @@ def test_a_network_cut_short_goes_on_from_its_last_epoch(detector_run, corpus, t
     detector ends with the weights of the run that was never cut."""
     import shutil
 
-    import torch
-
     from snn.trainer import Trainer
-    from spiketrum.app import detect
-    from spiketrum.app.kws import Run
 
     out, _ = detector_run
     run = tmp_path / "det"
@@ -274,16 +284,15 @@ def test_a_network_cut_short_goes_on_from_its_last_epoch(detector_run, corpus, t
 
     monkeypatch.setattr(Trainer, "save_checkpoint", killed_after_epoch_3)
     with pytest.raises(KeyboardInterrupt):
-        detect.train(corpus / "kw", run, background=[corpus / "bg"], **_options(), cache_dir=out.parent / "cache", progress=False)
+        _train(corpus, run, out.parent / "cache")
     assert not (run / "member-1" / "member.pt").exists() and not (run / "model.pt").exists()
     monkeypatch.setattr(Trainer, "save_checkpoint", save)
     epochs = []
     fit = Trainer.fit
     monkeypatch.setattr(Trainer, "fit", lambda self: (epochs.append(self.epoch), fit(self))[1])
-    detect.train(corpus / "kw", run, background=[corpus / "bg"], **_options(), cache_dir=out.parent / "cache", progress=False)
+    _train(corpus, run, out.parent / "cache")
     assert epochs == [3]  # member 0 kept, member 1 went on after its third epoch
-    a, b = Run.load(out / "model.pt").model.state_dict(), Run.load(run / "model.pt").model.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _same_detectors(out, run)
 
 
 def test_a_run_cut_short_keeps_its_finished_networks(detector_run, corpus, tmp_path):
@@ -291,10 +300,7 @@ def test_a_run_cut_short_keeps_its_finished_networks(detector_run, corpus, tmp_p
     weights); another recipe (more epochs) trains them anew."""
     import shutil
 
-    import torch
-
-    from spiketrum.app import detect
-    from spiketrum.app.kws import Run
+    from snn.trainer import TrainConfig
 
     out, _ = detector_run
     run = tmp_path / "det"
@@ -302,12 +308,9 @@ def test_a_run_cut_short_keeps_its_finished_networks(detector_run, corpus, tmp_p
     (run / "model.pt").unlink()
     stamps = [p.stat().st_mtime_ns for p in sorted(run.glob("member-*/member.pt"))]
     assert len(stamps) == 2
-    detect.train(corpus / "kw", run, background=[corpus / "bg"], **_options(), cache_dir=out.parent / "cache", progress=False)
+    _train(corpus, run, out.parent / "cache")
     assert [p.stat().st_mtime_ns for p in sorted(run.glob("member-*/member.pt"))] == stamps
-    a, b = Run.load(out / "model.pt").model.state_dict(), Run.load(run / "model.pt").model.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    options = _options()
-    options["config"] = type(options["config"])(epochs=1, patience=0)
+    assert _same_detectors(out, run)
     (run / "model.pt").unlink()
-    detect.train(corpus / "kw", run, background=[corpus / "bg"], **options, cache_dir=out.parent / "cache", progress=False)
+    _train(corpus, run, out.parent / "cache", config=TrainConfig(epochs=1, patience=0))
     assert all(p.stat().st_mtime_ns != t for p, t in zip(sorted(run.glob("member-*/member.pt")), stamps))
