@@ -51,6 +51,7 @@ def main(argv=None):
     p.add_argument("runs", nargs="+", type=Path, help="runs trained on FSDD")
     p.add_argument("--data", type=Path, required=True, help="the data root holding speech_commands_sample")
     p.add_argument("--out", type=Path, default=Path("out/cross-corpus"))
+    p.add_argument("--tta", help="test-time views instead of each run's own (see spiketrum train --tta; none: the clip alone)")
     args = p.parse_args(argv)
     tts = tts_digits(args.out / "tts-digits")
     sc = args.data / "speech_commands_sample"
@@ -59,14 +60,17 @@ def main(argv=None):
     results = {}
     for run in args.runs:
         on_sc = kws.evaluate(run, "folder", sc, split="all", class_map=class_map, cache_dir=cache, progress=False,
-                             group_by=r"^([0-9a-f]{8})_nohash")
-        on_tts = kws.evaluate(run, "folder", tts, split="all", cache_dir=cache, progress=False, group_by=r"^([a-z]+)_")
-        results[str(run)] = {"speech_commands_digits": on_sc["accuracy"], "n_speech_commands": on_sc["n"],
+                             group_by=r"^([0-9a-f]{8})_nohash", tta=args.tta)
+        on_tts = kws.evaluate(run, "folder", tts, split="all", cache_dir=cache, progress=False, group_by=r"^([a-z]+)_",
+                              tta=args.tta)
+        results[str(run)] = {"tta": on_sc["tta"], "speech_commands_digits": on_sc["accuracy"],
+                             "speech_commands_digits_single_view": on_sc["single_view_accuracy"],
+                             "tts_single_view": on_tts["single_view_accuracy"], "n_speech_commands": on_sc["n"],
                              "speech_commands_speakers": len(on_sc["per_speaker"]),
                              "tts": on_tts["accuracy"], "n_tts": on_tts["n"],
                              "tts_per_voice": {v: row["accuracy"] for v, row in on_tts["per_speaker"].items()}}
         r = results[str(run)]
-        print(f"{run}: Speech Commands digits {100 * r['speech_commands_digits']:.1f} % (n={r['n_speech_commands']}, "
+        print(f"{run} (test-time views {r['tta']}): Speech Commands digits {100 * r['speech_commands_digits']:.1f} % (n={r['n_speech_commands']}, "
               f"{r['speech_commands_speakers']} speakers), "
               f"tts {100 * r['tts']:.1f} % (n={r['n_tts']}; "
               + ", ".join(f"{v} {100 * a:.0f} %" for v, a in r["tts_per_voice"].items()) + ")", flush=True)

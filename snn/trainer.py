@@ -219,6 +219,17 @@ class Detection(Classification):
         return y[:, 0]
 
 
+def classification_result(predictions, labels, n_classes=None):
+    """``{"accuracy", "n", "confusion" (true x predicted), "predictions"}`` of integer class ``predictions``
+    against ``labels``; ``n_classes`` defaults to the largest class seen + 1."""
+    p, t = np.asarray(predictions, np.int64), np.asarray(labels, np.int64)
+    k = n_classes or int(max(p.max(initial=0), t.max(initial=0)) + 1)
+    confusion = np.zeros((k, k), np.int64)
+    np.add.at(confusion, (t, p), 1)
+    return {"accuracy": float((p == t).mean()) if t.size else float("nan"), "n": int(t.size), "confusion": confusion,
+            "predictions": p}
+
+
 def default_device():
     if torch.cuda.is_available() and rank_and_world()[1] > 1:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))  # one GPU per process
@@ -524,11 +535,7 @@ class Trainer:
             p, t = np.zeros(len(dataset), np.int64), np.zeros(len(dataset), np.int64)
             for r, (pr, tr) in enumerate(parts):
                 p[r::world], t[r::world] = pr, tr
-        k = n_classes or int(max(p.max(initial=0), t.max(initial=0)) + 1)
-        confusion = np.zeros((k, k), np.int64)
-        np.add.at(confusion, (t, p), 1)
-        return {"accuracy": float((p == t).mean()) if t.size else float("nan"), "n": int(t.size), "confusion": confusion,
-                "predictions": p}
+        return classification_result(p, t, n_classes)
 
     # -- checkpoints -------------------------------------------------------------------------------
     def state_dict(self):

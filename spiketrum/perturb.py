@@ -271,8 +271,52 @@ def tilt(x, sr, db_per_octave, pivot_hz=1000.0):
     return np.fft.irfft(np.fft.rfft(x) * gain, len(x)).astype(x.dtype, copy=False)
 
 
+class _Spec:
+    """``parse`` and ``spec`` of a frozen dataclass of strengths written ``"key:value,..."``."""
+
+    UNITS = {}
+    KIND = ""
+
+    @classmethod
+    def parse(cls, spec):
+        """An instance from ``"key:value,..."`` (units ms and dB optional); ``"none"`` or ``""`` for none.
+
+        Examples
+        --------
+        >>> Augment.parse("deletion:0.2,jitter:1ms,noise:10dB")
+        Augment(deletion=0.2, jitter=1.0, insertion=0.0, stretch=0.0, shift=0, mask=0, delay=0.0, noise=10.0, speed=0.0, tilt=0.0, warp=0.0, copies=1)
+        """
+        spec = spec.strip()
+        if spec.lower() in ("", "none"):
+            return cls()
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        values = {}
+        for item in spec.split(","):
+            key, sep, value = item.strip().partition(":")
+            if not sep or key not in names:
+                raise ValueError(f"bad {cls.KIND} item {item.strip()!r}: use key:value with keys {', '.join(names)}")
+            unit = cls.UNITS.get(key, "")
+            text = value.strip()
+            if unit and text.lower().endswith(unit.lower()):
+                text = text[: -len(unit)]
+            try:
+                values[key] = int(text) if type(names[key].default) is int else float(text)
+            except ValueError:
+                raise ValueError(f"bad {cls.KIND} value {item.strip()!r}: expected a number{' in ' + unit if unit else ''}") from None
+        return cls(**values)
+
+    def spec(self):
+        """The :meth:`parse` string of this instance (``"none"`` when it does nothing)."""
+        def number(v):  # shortest text that parses back to the same value
+            return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+        items = [f"{f.name}:{number(getattr(self, f.name))}{self.UNITS.get(f.name, '')}" for f in dataclasses.fields(self)
+                 if getattr(self, f.name) != f.default]
+        return ",".join(items) or "none"
+
+
 @dataclasses.dataclass(frozen=True)
-class Augment:
+class Augment(_Spec):
     """Random transforms of every training clip's spikes, drawn afresh each time the clip is used.
 
     Each field is the largest strength; every use draws one uniformly between none and it. Field
@@ -329,6 +373,7 @@ class Augment:
     copies: int = 1
 
     UNITS = {"jitter": "ms", "delay": "ms", "noise": "dB", "tilt": "dB"}
+    KIND = "augment"
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -341,43 +386,6 @@ class Augment:
                     raise ValueError(f"augment copies must be a positive integer, got {v!r}")
             elif not (np.isfinite(v) and v >= 0) or (f.name in ("deletion", "speed", "warp") and v > (1 if f.name == "deletion" else 0.5)):
                 raise ValueError(f"augment {f.name} must be {'in [0, 1]' if f.name == 'deletion' else 'in [0, 0.5]' if f.name in ('speed', 'warp') else 'a finite number >= 0'}, got {v!r}")
-
-    @classmethod
-    def parse(cls, spec):
-        """An Augment from ``"key:value,..."`` (units ms and dB optional); ``"none"`` or ``""`` for none.
-
-        Examples
-        --------
-        >>> Augment.parse("deletion:0.2,jitter:1ms,noise:10dB")
-        Augment(deletion=0.2, jitter=1.0, insertion=0.0, stretch=0.0, shift=0, mask=0, delay=0.0, noise=10.0, speed=0.0, tilt=0.0, warp=0.0, copies=1)
-        """
-        spec = spec.strip()
-        if spec.lower() in ("", "none"):
-            return cls()
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        values = {}
-        for item in spec.split(","):
-            key, sep, value = item.strip().partition(":")
-            if not sep or key not in names:
-                raise ValueError(f"bad augment item {item.strip()!r}: use key:value with keys {', '.join(names)}")
-            unit = cls.UNITS.get(key, "")
-            text = value.strip()
-            if unit and text.lower().endswith(unit.lower()):
-                text = text[: -len(unit)]
-            try:
-                values[key] = int(text) if key in ("shift", "mask", "copies") else float(text)
-            except ValueError:
-                raise ValueError(f"bad augment value {item.strip()!r}: expected a number{' in ' + unit if unit else ''}") from None
-        return cls(**values)
-
-    def spec(self):
-        """The :meth:`parse` string of this Augment (``"none"`` when it does nothing)."""
-        def number(v):  # shortest text that parses back to the same value
-            return str(int(v)) if float(v).is_integer() else repr(float(v))
-
-        items = [f"{f.name}:{number(getattr(self, f.name))}{self.UNITS.get(f.name, '')}" for f in dataclasses.fields(self)
-                 if getattr(self, f.name) != f.default]
-        return ",".join(items) or "none"
 
     @property
     def encoded(self):
@@ -415,4 +423,57 @@ class Augment:
         return st
 
 
+@dataclasses.dataclass(frozen=True)
+class _Tilted:
+    """A fixed :func:`tilt`, in the ``perturb(x, sr, rng)`` form a spike dataset takes (it pickles for workers)."""
+
+    db_per_octave: float
+
+    def __call__(self, x, sr, rng):
+        return tilt(x, sr, self.db_per_octave)
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceAugment(_Spec):
+    """Test-time augmentation: views of a clip whose class probabilities a classifier averages.
+
+    The views are the clip itself, its encodings with the kernels warped by ``1 ± k·STEP`` up to ``warp``
+    (:attr:`~spiketrum.SpiketrumConfig.warp`; only for an encoder whose kernels warp) and its audio tilted
+    by ``±tilt`` dB per octave (:func:`tilt`). An unseen voice is then heard as if its vocal tract were a
+    little shorter or longer and its microphone brighter or duller, which is what the training
+    augmentation taught the model, and the model's doubts average out. ``parse`` specs as for
+    :class:`Augment`: ``"warp:0.15,tilt:4dB"``, or ``"none"`` for the clip alone.
+
+    Examples
+    --------
+    >>> from spiketrum import SpiketrumConfig
+    >>> views = InferenceAugment(warp=0.1, tilt=4).views(SpiketrumConfig(sr=8000, rate=1000))
+    >>> [(v.warp, getattr(p, "db_per_octave", 0.0)) for v, p in views]
+    [(1.0, 0.0), (0.9, 0.0), (0.95, 0.0), (1.05, 0.0), (1.1, 0.0), (1.0, -4.0), (1.0, 4.0)]
+    """
+
+    warp: float = 0.0
+    tilt: float = 0.0
+
+    UNITS = {"tilt": "dB"}
+    KIND = "tta"
+    STEP = 0.05  # warp grid: about a third of a kernel's spacing in the formant range
+
+    def __post_init__(self):
+        _check("tta warp", self.warp, 0, 0.5)
+        _check("tta tilt", self.tilt, 0, 24)
+
+    def views(self, config):
+        """``[(config, perturb), ...]``: the encoder config and audio change (None: none) of each view, the
+        unchanged clip first."""
+        if self.warp and not hasattr(config, "warp"):
+            raise ValueError(f"tta warp needs an encoder whose kernels warp (spiketrum), not {config.name}")
+        n = int(round(self.warp / self.STEP + 1e-9))
+        factors = [round(1 + k * self.STEP, 2) for k in range(-n, n + 1) if k]
+        return ([(config, None)] + [(dataclasses.replace(config, warp=f), None) for f in factors]
+                + [(config, _Tilted(float(db))) for db in ((-self.tilt, self.tilt) if self.tilt else ())])
+
+
 DEFAULT_AUGMENT = "stretch:0.1,shift:1,mask:5,delay:100ms,deletion:0.2,noise:5dB,tilt:4dB,copies:4"
+#: The test-time views a clip classifier averages (chosen on the validation speakers of FSDD leave-one-speaker-out).
+DEFAULT_TTA = "warp:0.1,tilt:8dB"

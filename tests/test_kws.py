@@ -9,6 +9,7 @@ import torch
 
 from spiketrum.app import kws
 from snn.trainer import Callback, TrainConfig
+from spiketrum.perturb import InferenceAugment, tilt
 
 
 def run(*args):
@@ -154,7 +155,7 @@ def test_noise_augmentation_uses_real_noise_or_says_it_cannot(tiny_folder, tmp_p
         pytest.skip("no background noise in the data folder")
     cfg = TrainConfig(epochs=1, batch_size=8, patience=0)
     common = dict(model_kwargs={"hidden": (16,)}, rate=500, dt_ms=10, config=cfg, progress=False)
-    m = kws.train("folder", tiny_folder, tmp_path / "a" / "run", augment="noise:10dB", noise_dir=noise, **common)
+    m = kws.train("folder", tiny_folder, tmp_path / "a" / "run", augment="noise:10dB", noise_dir=noise, tta="none", **common)
     assert m["augment"] == "noise:10dB"
     entries = sum(len(list(d.glob("*.npz"))) for d in (tmp_path / "a" / "cache").iterdir())
     assert entries == 84 + 68  # every clip clean, and every training clip once more with noise
@@ -170,7 +171,7 @@ def test_warped_copies_and_mixup_reach_training(tiny_folder, tmp_path):
     from spiketrum import SpikeTrain
 
     cfg = TrainConfig(epochs=1, batch_size=8, patience=0)
-    m = kws.train("folder", tiny_folder, tmp_path / "run", augment="warp:0.1,copies:2", options=[Mixup(0.2)],
+    m = kws.train("folder", tiny_folder, tmp_path / "run", augment="warp:0.1,copies:2", options=[Mixup(0.2)], tta="none",
                   model_kwargs={"hidden": (16,)}, rate=500, dt_ms=10, config=cfg, progress=False)
     assert m["augment"] == "warp:0.1,copies:2" and m["options"] == [{"method": "mixup", "alpha": 0.2}]
     warps = [SpikeTrain.load(f).config.warp for d in (tmp_path / "cache").iterdir() for f in d.glob("*.npz")]
@@ -212,8 +213,9 @@ def test_predict_gives_the_logits_of_the_evaluated_spikes(tiny_folder, tmp_path)
     from datasets import SpikeDataset, collate_spikes
 
     out = tmp_path / "run"
-    _train(tiny_folder, out, augment="none")
+    _train(tiny_folder, out, augment="none", tta="none")
     run = kws.Run.load(out)
+    assert run.tta == InferenceAugment()
     audio, _ = kws.split_audio(run, "folder", tiny_folder, "all")
     spikes = SpikeDataset(audio.subset(range(4)), run.encoder, tmp_path / "c2", dt_ms=run.dt_ms)
     spikes.prepare(progress=False)
@@ -222,3 +224,42 @@ def test_predict_gives_the_logits_of_the_evaluated_spikes(tiny_folder, tmp_path)
         with torch.no_grad():
             probs = torch.softmax(run.model(x, lengths), 1)[0]
         assert p.keyword == run.classes[int(probs.argmax())] and p.confidence == pytest.approx(float(probs.max()), abs=1e-6)
+
+
+def test_test_time_views_average_the_views_encoded_by_hand(tiny_folder, tmp_path):
+    """With test-time views, training's test accuracy, evaluate and predict all average the class probabilities
+    of the clip, its kernels warped by 0.95 and 1.05 and its audio tilted by -3 and +3 dB per octave, here
+    encoded one by one."""
+    import dataclasses
+
+    from spiketrum import load_audio
+
+    out = tmp_path / "run"
+    m = _train(tiny_folder, out, augment="none", tta="warp:0.05,tilt:3dB")
+    trained = kws.Run.load(out)
+    assert trained.tta == InferenceAugment(warp=0.05, tilt=3.0) and m["tta"] == "warp:0.05,tilt:3dB"
+    audio, _ = kws.split_audio(trained, "folder", tiny_folder, "test")
+    probs = []
+    for f in audio.files:
+        x, sr = load_audio(f)
+        assert sr == trained.encoder.sr
+        trains = [trained.encoder.encode(x, sr)]
+        trains += [dataclasses.replace(trained.encoder, warp=w).encode(x, sr) for w in (0.95, 1.05)]
+        trains += [trained.encoder.encode(tilt(x, sr, db), sr) for db in (-3.0, 3.0)]
+        dense = torch.stack([t.to_dense(trained.dt_ms, torch=True) for t in trains], 1)
+        with torch.no_grad():
+            probs.append(torch.softmax(trained.model(dense, torch.full((5,), dense.shape[0])), 1))
+    probs, labels = torch.stack(probs), torch.tensor(audio.labels)  # [clips, views, classes]
+    assert not torch.allclose(probs[:, 0], probs[:, 1:].mean(1), atol=1e-3)  # the views do differ
+    averaged = float((probs.mean(1).argmax(1) == labels).float().mean())
+    single = float((probs[:, 0].argmax(1) == labels).float().mean())
+    assert m["test_accuracy"] == pytest.approx(averaged) and m["test_accuracy_single_view"] == pytest.approx(single)
+    ev = kws.evaluate(out, "folder", tiny_folder, progress=False)
+    assert (ev["accuracy"], ev["single_view_accuracy"], ev["tta"]) == (pytest.approx(averaged), pytest.approx(single),
+                                                                       "warp:0.05,tilt:3dB")
+    assert kws.evaluate(out, "folder", tiny_folder, progress=False, tta="none")["accuracy"] == pytest.approx(single)
+    for p, pr in zip(kws.iter_predict(out, audio.files[:4]), probs):
+        mean = pr.mean(0)
+        assert p.keyword == trained.classes[int(mean.argmax())] and p.confidence == pytest.approx(float(mean.max()), abs=1e-5)
+    r = run("evaluate", out, "--dataset", "folder", "--data", tiny_folder, "--tta", "warp:0.9")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "warp" in r.stderr

@@ -1,3 +1,4 @@
+import dataclasses
 from collections import Counter
 
 import numpy as np
@@ -207,6 +208,39 @@ def test_augment_spec_round_trips_and_draws_are_seeded(train):
     for bad in ("deletion:2", "jitter:-1ms", "shift:x", "volume:3", "deletion", "speed:0.6", "tilt:-1dB", "warp:0.7"):
         with pytest.raises(ValueError):
             Augment.parse(bad)
+
+
+def test_test_time_views_are_the_clip_its_warps_and_its_tilts(speech):
+    from hypothesis import given, strategies as st_
+
+    from spiketrum import DeltaConfig, SpiketrumConfig
+    from spiketrum.perturb import InferenceAugment, tilt
+
+    @given(st_.floats(0, 0.5), st_.floats(0, 24))
+    def round_trip(warp, db):
+        a = InferenceAugment(warp=warp, tilt=db)
+        assert InferenceAugment.parse(a.spec()) == a
+
+    round_trip()
+    config = SpiketrumConfig(sr=8000, rate=1000)
+    views = InferenceAugment.parse("warp:0.15,tilt:4dB").views(config)
+    assert views[0] == (config, None)  # the clip itself comes first
+    warps = [v.warp for v, p in views if p is None]
+    assert warps == [1.0, 0.85, 0.9, 0.95, 1.05, 1.1, 1.15]
+    assert all(dataclasses.replace(v, warp=1.0) == config for v, _ in views)  # nothing else changes
+    x, sr = speech
+    tilted = [p(x, sr, np.random.default_rng(k)) for k, (_, p) in enumerate(views) if p is not None]
+    assert len(tilted) == 2 and all(v.warp == 1.0 for v, p in views if p is not None)
+    np.testing.assert_array_equal(tilted[0], tilt(x, sr, -4.0))
+    np.testing.assert_array_equal(tilted[1], tilt(x, sr, 4.0))
+    assert InferenceAugment().views(config) == [(config, None)] and InferenceAugment.parse("none") == InferenceAugment()
+    delta = DeltaConfig(sr=8000, rate=1000)
+    assert len(InferenceAugment(tilt=2).views(delta)) == 3
+    with pytest.raises(ValueError, match="warp"):
+        InferenceAugment(warp=0.1).views(delta)  # a delta encoder has no kernels to warp
+    for bad in ("warp:0.6", "tilt:-1dB", "warp:x", "speed:0.1", "warp"):
+        with pytest.raises(ValueError, match="tta"):
+            InferenceAugment.parse(bad)
 
 
 def test_speed_scales_every_frequency_and_the_length():

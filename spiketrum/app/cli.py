@@ -17,7 +17,7 @@ from cochlea import cochleagram, erb_space, plot_cochleagram
 from spiketrum import __version__, metrics
 from spiketrum.corpus import Recipe, collect, encode_corpus, encode_one, parse_shard
 from spiketrum.io import InputError, atomic_output, audio_format, check_output_path, load_audio
-from spiketrum.perturb import DEFAULT_AUGMENT
+from spiketrum.perturb import DEFAULT_AUGMENT, DEFAULT_TTA
 from spiketrum.plot import plot_spikegram
 from spiketrum.registry import audio_encoders
 from spiketrum.spiketrain import SpikeTrain
@@ -265,7 +265,7 @@ def cmd_train(args):
         split_lists = [None if p == "-" else p for p in args.split_lists]
     common = dict(model=args.model, encoder=args.encoder, rate=args.rate, dt_ms=args.dt_ms, augment=args.augment,
                   config=_train_config(args), model_kwargs=model_kwargs, cache_dir=args.cache, jobs=args.jobs,
-                  options=options, noise_dir=args.noise_dir, progress=not args.quiet, force=args.force)
+                  options=options, noise_dir=args.noise_dir, progress=not args.quiet, force=args.force, tta=args.tta)
     if args.split == "loso":  # every fold, one after another
         if args.dataset != "fsdd" or args.resume:
             raise ValueError("--split loso (every fold) is for --dataset fsdd, and resumes by itself (no --resume)")
@@ -296,7 +296,8 @@ def _train_detector(args):
     if args.dataset != "folder":
         raise ValueError("a detector trains on --dataset folder (a folder per keyword class)")
     clip_only = [f for f, v in (("--prune", args.prune), ("--distill", args.distill), ("--resume", args.resume),
-                                ("--augment", args.augment), ("--attention", args.attention), ("--mixup", args.mixup)) if v]
+                                ("--augment", args.augment), ("--attention", args.attention), ("--mixup", args.mixup),
+                                ("--tta", args.tta)) if v]
     if clip_only or args.model != "srnn" or args.encoder != "spiketrum":
         raise ValueError(f"{(clip_only or ['--model/--encoder'])[0]} is not available for a detector (an srnn on the "
                          "causal spiketrum encoder)")
@@ -338,18 +339,22 @@ def cmd_evaluate(args):
     from . import kws
 
     r = kws.evaluate(args.run_dir, args.dataset, args.data, split=args.split, noise_dir=args.noise_dir, cache_dir=args.cache,
-                     progress=not args.json, class_map=_class_map(args.class_map), group_by=args.group_by)
+                     progress=not args.json, class_map=_class_map(args.class_map), group_by=args.group_by, tta=args.tta)
     for c in r["unknown_classes"]:
         print(f"spiketrum evaluate: warning: {args.data}: class folder {c!r} is not a class of this model; skipped",
               file=sys.stderr)
     speakers = {k: r[k] for k in ("per_speaker", "unseen_speakers", "unseen_speaker_accuracy", "n_unseen",
                                   "seen_speaker_accuracy", "validation_speakers") if k in r}
     if args.json:
-        print(json.dumps({"accuracy": r["accuracy"], "n": r["n"], "skipped_files": r["skipped_files"], **speakers,
-                          "energy": r["energy"]}))
+        print(json.dumps({"accuracy": r["accuracy"], "n": r["n"], "tta": r.get("tta", "none"),
+                          "single_view_accuracy": r.get("single_view_accuracy", r["accuracy"]),
+                          "skipped_files": r["skipped_files"], **speakers, "energy": r["energy"]}))
     else:
         e = r["energy"]
+        views = r.get("tta", "none")
         print(f"accuracy {100 * r['accuracy']:.2f} % on {r['n']} clips"
+              + (f" (test-time views {views}; the clip alone {100 * r['single_view_accuracy']:.2f} %)"
+                 if views != "none" else "")
               + (f" ({len(r['skipped_files'])} unreadable file(s) skipped)" if r["skipped_files"] else "")
               + _speaker_line({"per_speaker": None, **speakers}))
         for spk, row in speakers.get("per_speaker", {}).items():
@@ -638,6 +643,10 @@ def build_parser():
                         "encodings per clip); 'none' for none "
                         f"(default: {DEFAULT_AUGMENT}; noise only where a noise folder is found; spike datasets: none, "
                         "the only choice)")
+    t.add_argument("--tta", metavar="SPEC",
+                   help="test-time views whose class probabilities the model averages, stored with it for evaluate "
+                        "and predict: warp (kernel warps 1 +- 0.05 k up to it; spiketrum) and tilt (+- dB per octave); "
+                        f"'none' for the clip alone (default: {DEFAULT_TTA}, the warps only for spiketrum)")
     t.add_argument("--prune", choices=["esl", "static", "sca"],
                    help="esl: sparse training at --density, evolving the topology (magnitude prune + regrowth every "
                         "--prune-every steps); static: a fixed random ERK mask at --density; sca: structured pruning of "
@@ -756,6 +765,8 @@ def build_parser():
                     "(with --split all; other folders are skipped)")
     ev.add_argument("--group-by", metavar="REGEX", help="folder, --split all: the first capture group of each file "
                     "name is its speaker, for per-speaker accuracy on another corpus (e.g. '^([0-9a-f]{8})_nohash')")
+    ev.add_argument("--tta", metavar="SPEC", help="test-time views instead of the run's own (see train --tta); "
+                    "'none' for the clip alone")
     ev.add_argument("--cache")
     ev.add_argument("--json", action="store_true", help='print {"accuracy": ..., "n": ..., "energy": {...}}')
     ev.set_defaults(func=cmd_evaluate)

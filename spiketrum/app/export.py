@@ -17,6 +17,7 @@ from snn.nir import from_nir, graph_metadata, to_nir
 from snn.trainer import write_json
 from spiketrum import config_from_json
 from spiketrum.io import atomic_output
+from spiketrum.perturb import InferenceAugment
 
 from .errors import OutputExists
 from .kws import Run, check_model_kwargs, random_spikes
@@ -42,7 +43,7 @@ def export(run_dir, out, *, int8=False, force=False):
     try:
         graph = to_nir(run.model, int8=int8, metadata={
             "classes": run.classes, "encoder": json.loads(run.encoder.to_json()), "model_name": run.model_name,
-            "source": str(run_dir)})
+            "source": str(run_dir), "tta": (run.tta or InferenceAugment()).spec()})
     except ValueError as exc:
         raise ValueError(f"{run_dir}: {run.model_name} model does not export: {exc}") from None
     with atomic_output(out, suffix=".nir") as tmp:
@@ -75,7 +76,8 @@ def import_graph(graph_path, out, *, dt_ms=None, classes=None, like=None, sideca
     The time step, classes, encoder and readout come from, in order of precedence: the arguments
     (``dt_ms``, ``classes``, ``readout``), the run folder ``like`` (its encoder, dt and classes: e.g. the run
     whose spikes a model made elsewhere was trained on), the ``sidecar`` JSON (``dt_ms``, ``classes``,
-    ``encoder``, ``readout``), and the graph's own metadata (graphs spiketrum exported).
+    ``encoder``, ``readout``, ``tta``), and the graph's own metadata (graphs spiketrum exported). The test-time
+    views (``tta``, :class:`~spiketrum.perturb.InferenceAugment`) come from the same places, or are none.
     """
     import nir
 
@@ -93,7 +95,8 @@ def import_graph(graph_path, out, *, dt_ms=None, classes=None, like=None, sideca
         facts.update(_sidecar(sidecar))
     if like is not None:
         ref = Run.load(like)
-        facts.update(dt_ms=ref.dt_ms, classes=ref.classes, encoder=json.loads(ref.encoder.to_json()))
+        facts.update(dt_ms=ref.dt_ms, classes=ref.classes, encoder=json.loads(ref.encoder.to_json()),
+                     tta=(ref.tta or InferenceAugment()).spec())
     facts.update({k: v for k, v in dict(dt_ms=dt_ms, classes=classes, readout=readout).items() if v is not None})
     missing = [k for k in ("dt_ms", "classes", "encoder") if k not in facts]
     if missing:
@@ -103,6 +106,11 @@ def import_graph(graph_path, out, *, dt_ms=None, classes=None, like=None, sideca
     if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not (math.isfinite(dt) and dt > 0):
         raise ValueError(f"{graph_path}: time step {dt!r} ms is not a positive number")
     encoder = config_from_json(json.dumps(facts["encoder"]))
+    try:
+        tta = InferenceAugment.parse(str(facts.get("tta", "none")))
+        tta.views(encoder)
+    except ValueError as exc:
+        raise ValueError(f"{graph_path}: its test-time views: {exc}") from None
     try:
         model, kwargs = from_nir(graph, float(dt), readout=facts.get("readout", "mean"))
     except (ValueError, AssertionError, AttributeError, KeyError) as exc:
@@ -117,7 +125,7 @@ def import_graph(graph_path, out, *, dt_ms=None, classes=None, like=None, sideca
     if len(classes) != n_classes:
         raise ValueError(f"{graph_path}: the graph has {n_classes} outputs, {len(classes)} class names were given")
     out.mkdir(parents=True, exist_ok=True)
-    Run(model, name, kwargs, encoder, float(dt), classes).save(out / "model.pt")
+    Run(model, name, kwargs, encoder, float(dt), classes, tta=tta).save(out / "model.pt")
     report = {"graph": str(graph_path), "model": name, "model_kwargs": {k: list(v) if isinstance(v, tuple) else v
                                                                          for k, v in kwargs.items()},
               "dt_ms": float(dt), "classes": classes, "int8": bool(facts.get("int8", False)),

@@ -27,12 +27,12 @@ from datasets.base import check_split, locate
 from datasets.shd import write_spike_corpus
 from snn.models import ANN, SCBAMSNN, SRNN, ConvSNN, DelaySNN, Ensemble, SEAdLIFSNN, record_activity
 from snn.pruning import compact
-from snn.trainer import (Schedule, TrainConfig, Trainer, atomic_save, check_resumable, rank_and_world, rank_zero_first,
-                         read_checkpoint, seed_everything, write_json)
+from snn.trainer import (Schedule, TrainConfig, Trainer, atomic_save, check_resumable, classification_result, default_device,
+                         rank_and_world, rank_zero_first, read_checkpoint, seed_everything, write_json)
 from spiketrum import config_from_json, make_config
 from spiketrum.registry import NO_AUDIO_ENCODER, audio_encoders
-from spiketrum.io import atomic_output, load_audio
-from spiketrum.perturb import DEFAULT_AUGMENT, Augment
+from spiketrum.io import atomic_output, load_audio, resample
+from spiketrum.perturb import DEFAULT_AUGMENT, DEFAULT_TTA, Augment, InferenceAugment
 
 from .errors import OutputExists
 
@@ -221,6 +221,7 @@ class Run:
     split_seed: int | None = None  # the seed that chose a folder dataset's hash split (None: not recorded)
     detector: dict | None = None  # a keyword detector's streaming settings (see spiketrum.app.detect); None: clips
     split_rule: dict | None = None  # a folder dataset's speaker-aware split: {"group_by", "split_lists"} (None: hash)
+    tta: InferenceAugment | None = None  # the views a clip's class probabilities are averaged over (None: the clip alone)
 
     def save(self, path, extra=None):
         atomic_save({"format": MODEL_FORMAT, "version": MODEL_VERSION, "model_name": self.model_name,
@@ -228,7 +229,8 @@ class Run:
                      "encoder": self.encoder.to_json(), "dt_ms": self.dt_ms, "classes": list(self.classes),
                      **({} if self.split_seed is None else {"split_seed": self.split_seed}),
                      **({} if self.detector is None else {"detector": self.detector}),
-                     **({} if self.split_rule is None else {"split_rule": self.split_rule}), **(extra or {})}, path)
+                     **({} if self.split_rule is None else {"split_rule": self.split_rule}),
+                     **({} if self.tta is None else {"tta": self.tta.spec()}), **(extra or {})}, path)
 
     @classmethod
     def load(cls, run_dir, device="cpu"):
@@ -270,12 +272,18 @@ class Run:
         except Exception as exc:  # noqa: BLE001 - foreign bytes fail torch.load in many ways (IndexError on a WAV)
             raise ValueError(f"{path}: cannot load model ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
         seed, detector, rule = state.get("split_seed"), state.get("detector"), state.get("split_rule")
+        try:
+            tta = None if state.get("tta") is None else InferenceAugment.parse(str(state["tta"]))
+            if tta is not None:
+                tta.views(encoder)
+        except ValueError as exc:
+            raise ValueError(f"{path}: cannot load model (its test-time views: {exc})") from None
         if rule is not None and not (isinstance(rule, dict) and set(rule) <= {"group_by", "split_lists"}):
             raise ValueError(f"{path}: cannot load model (its split rule is not understood)")
         if detector is not None and not (isinstance(detector, dict) and {"thresholds", "smooth_ms", "refractory_ms"} <= set(detector)):
             raise ValueError(f"{path}: cannot load model (its detector settings are incomplete)")
         return cls(model.to(device).eval(), state["model_name"], kwargs, encoder, float(dt), classes,
-                   seed if isinstance(seed, int) and not isinstance(seed, bool) else None, detector, rule)
+                   seed if isinstance(seed, int) and not isinstance(seed, bool) else None, detector, rule, tta)
 
 
 def input_key(encoder, dt_ms, classes):
@@ -298,6 +306,47 @@ def spike_sets(splits, encoder, cache_dir, dt_ms, jobs=1, progress=True):
 
 def collate_for(dt_ms):
     return lambda batch: collate_spikes(batch, dt_ms=dt_ms)
+
+
+def as_tta(tta):
+    """An :class:`~spiketrum.perturb.InferenceAugment` from itself, its spec, or None (the clip alone)."""
+    return tta if isinstance(tta, InferenceAugment) else InferenceAugment.parse(tta or "none")
+
+
+def view_sets(spikes, views, progress=False):
+    """The clips of ``spikes`` (a prepared :class:`~datasets.SpikeDataset`) in every one of ``views`` (``(config,
+    perturb)`` pairs, :meth:`~spiketrum.perturb.InferenceAugment.views`), whose first is ``spikes`` itself; encoded
+    and cached beside it. A view that cannot encode every clip the first one did is left out with a warning."""
+    sets = [spikes]
+    for config, perturb in views[1:]:
+        view = SpikeDataset(spikes.base, config, spikes.cache_dir.parent, dt_ms=spikes.dt_ms, perturb=perturb)
+        view.prepare(progress=progress)
+        if len(view) == len(spikes):
+            sets.append(view)
+        else:
+            warnings.warn(f"a test-time view ({config.to_json()}, {perturb}) lost clips; left out", stacklevel=2)
+    return sets
+
+
+@torch.no_grad()
+def view_probabilities(model, sets, n_classes, dt_ms, device="cpu", batch_size=64):
+    """Class probabilities ``[views, clips, classes]`` of a clip classifier on each of ``sets`` (the same clips)."""
+    model.eval()
+    views = []
+    for s in sets:
+        loader = torch.utils.data.DataLoader(s, batch_size=batch_size, collate_fn=collate_for(dt_ms))
+        views.append(torch.cat([torch.zeros(0, n_classes)] + [torch.softmax(model(x.to(device), n.to(device)), 1).cpu()
+                                                               for x, n, _ in loader]))
+    return torch.stack(views)
+
+
+def view_result(probs, labels, n_classes):
+    """:meth:`~snn.trainer.Trainer.evaluate`'s result for clips seen in several views (``probs``, from
+    :func:`view_probabilities`): each clip's class is the most probable after averaging its views'
+    probabilities; ``single_view_accuracy`` is that of the first view alone."""
+    labels = np.asarray(labels, np.int64)
+    return {**classification_result(probs.mean(0).argmax(1).numpy(), labels, n_classes),
+            "single_view_accuracy": classification_result(probs[0].argmax(1).numpy(), labels, n_classes)["accuracy"]}
 
 
 def split_kind(dataset, split, val_speakers=None, rule=None):
@@ -377,6 +426,7 @@ class TrainPlan:
     resume_state: object  # the checkpoint read back, when resuming
     settings: dict
     split_rule: dict | None = None  # a folder's speaker-aware split (see :func:`split_rule`)
+    tta: InferenceAugment = InferenceAugment()  # the test-time views the model averages (see :func:`train`)
 
 
 def _noise_policy(augment, data, noise_dir):
@@ -420,7 +470,7 @@ def _check_output(out, resume, force):
 
 def plan_training(dataset, data, out, *, split="official", model="srnn", encoder="spiketrum", rate=1000.0, dt_ms=10.0,
                   augment=None, config=TrainConfig(), model_kwargs=None, cache_dir=None, resume=False, noise_dir=None,
-                  options=(), force=False, group_by=None, split_lists=None):
+                  options=(), force=False, group_by=None, split_lists=None, tta=None):
     """Step 1 of :func:`train`: check every argument and combination of options, read the corpus's file list,
     and decide the encoder and the settings; writes and encodes nothing. Returns a :class:`TrainPlan`."""
     out = Path(out)
@@ -431,6 +481,9 @@ def plan_training(dataset, data, out, *, split="official", model="srnn", encoder
     spike_input = dataset in SPIKE_DATASETS
     if spike_input:
         augment, noise_dir, no_noise = _spike_augment(augment), None, False
+        if as_tta(tta) != InferenceAugment():
+            raise ValueError(f"test-time views ({as_tta(tta).spec()}) act on audio and its encoder; a spike dataset has "
+                             "neither (tta 'none')")
     else:
         augment, noise_dir, no_noise = _noise_policy(augment, data, noise_dir)
     checkpoint = out / "checkpoint.pt"
@@ -446,6 +499,11 @@ def plan_training(dataset, data, out, *, split="official", model="srnn", encoder
     else:
         splits = audio_splits(dataset, data, split, noise_dir, seed=config.seed, group_by=group_by, split_lists=split_lists)
         enc = training_encoder(dataset, splits, encoder, rate)
+    if tta is None:  # the default's warps need kernels that warp: other encoders keep its tilts
+        tta = as_tta(DEFAULT_TTA if not spike_input else None)
+        tta = tta if hasattr(enc, "warp") else dataclasses.replace(tta, warp=0.0)
+    tta = as_tta(tta)
+    tta.views(enc)  # refuses warps of an encoder whose kernels do not warp
     classes = list(splits[0].classes)
     model_kwargs = dict(model_kwargs or {})
     if not math.isclose(model_kwargs.setdefault("dt", dt_ms), dt_ms):  # the model's bin is the spike tensor's
@@ -471,7 +529,7 @@ def plan_training(dataset, data, out, *, split="official", model="srnn", encoder
     cache_dir = Path(cache_dir) if cache_dir is not None else out.parent / "cache"
     return TrainPlan(dataset, Path(data), out, split, model, model_kwargs, encoder, enc, rate, dt_ms, augment, no_noise,
                      noise_dir, config, cache_dir, splits, classes, list(options), resume_state, settings,
-                     split_rule(group_by, split_lists))
+                     split_rule(group_by, split_lists), tta)
 
 
 def prepare_data(plan, jobs=1, progress=True):
@@ -542,10 +600,14 @@ def report(plan, trainer, test_set, skipped=(), start=None):
     classes = plan.classes
     result = trainer.evaluate(test_set, n_classes=len(classes))
     run = Run(trainer.model, plan.model, plan.model_kwargs, plan.encoder, plan.dt_ms, classes, plan.config.seed,
-              split_rule=plan.split_rule)
+              split_rule=plan.split_rule, tta=plan.tta)
     if rank != 0:  # the run folder, its activity and latency are rank 0's
         return {"test_accuracy": result["accuracy"], "n_test": result["n"], "processes": world}
     dt_ms, options = plan.dt_ms, plan.options
+    if plan.tta != InferenceAugment() and len(test_set):  # the model's answer averages its views
+        sets = view_sets(test_set, plan.tta.views(plan.encoder))
+        probs = view_probabilities(run.model, sets, len(classes), dt_ms, trainer.device)
+        result = view_result(probs, test_set.labels, len(classes))
     val_speakers = getattr(test_set, "val_speakers", None)
     if val_speakers is None and (plan.split.startswith("loso:") or plan.split_rule):  # whole held-out speakers
         val_speakers = sorted(set(plan.splits[1].groups or ()))
@@ -557,7 +619,8 @@ def report(plan, trainer, test_set, skipped=(), start=None):
         warnings.warn(f"{plan.data}: split by a hash of file names, so one speaker's clips may be in both training and "
                       "test, and the test accuracy is speaker-dependent; give --group-by REGEX or --split-lists",
                       stacklevel=2)
-    metrics = {"test_accuracy": result["accuracy"], "n_test": result["n"], "classes": classes,
+    metrics = {"test_accuracy": result["accuracy"], "n_test": result["n"], "tta": plan.tta.spec(),
+               "test_accuracy_single_view": result.get("single_view_accuracy", result["accuracy"]), "classes": classes,
                "confusion": result["confusion"], "dataset": plan.dataset, "split": plan.split,
                "split_kind": kind, "model": plan.model,
                "encoder": plan.encoder_name, "rate": plan.rate, "dt_ms": dt_ms, "augment": plan.augment.spec(),
@@ -591,7 +654,7 @@ def report(plan, trainer, test_set, skipped=(), start=None):
 def train(dataset, data, out, *, split="official", model="srnn", encoder="spiketrum", rate=1000.0, dt_ms=10.0,
           augment=None, config=TrainConfig(), model_kwargs=None, cache_dir=None, jobs=1, resume=False,
           noise_dir=None, options=(), callbacks=(), progress=True, device=None, force=False, group_by=None,
-          split_lists=None):
+          split_lists=None, tta=None):
     """Train a keyword-spotting SNN and write the run folder ``out``; returns the metrics dict.
 
     The steps: :func:`plan_training` (every check; nothing written or encoded), :func:`prepare_data`
@@ -612,6 +675,12 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
     resuming, is not replaced unless ``force`` (:class:`~spiketrum.app.errors.OutputExists`). Files that
     cannot be read or encoded are left out with a warning each and listed in ``metrics["skipped_files"]``.
 
+    ``tta`` (an :class:`~spiketrum.perturb.InferenceAugment` or its spec) are the test-time views of a clip
+    whose class probabilities the model averages, stored in ``model.pt`` for ``evaluate`` and ``predict``; the
+    default, :data:`~spiketrum.perturb.DEFAULT_TTA`, is the clip, its encodings with the kernels warped by 0.9,
+    0.95, 1.05 and 1.1, and its audio tilted by ±8 dB per octave (the warps only for an encoder whose kernels warp);
+    ``"none"`` for the clip alone. ``metrics["test_accuracy_single_view"]`` is the clip alone's accuracy.
+
     Inside a process group (``with snn.trainer.distributed():`` under torchrun) every process calls this:
     rank 0 encodes the corpus first and the others then read its cache; training is data-parallel
     (see :class:`~snn.trainer.Trainer`), and only rank 0 writes files.
@@ -621,7 +690,8 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
     progress = progress and rank == 0
     plan = plan_training(dataset, data, out, split=split, model=model, encoder=encoder, rate=rate, dt_ms=dt_ms, augment=augment,
                          config=config, model_kwargs=model_kwargs, cache_dir=cache_dir, resume=resume,
-                         noise_dir=noise_dir, options=options, force=force, group_by=group_by, split_lists=split_lists)
+                         noise_dir=noise_dir, options=options, force=force, group_by=group_by, split_lists=split_lists,
+                         tta=tta)
     train_set, val_set, test_set, skipped = prepare_data(plan, jobs, progress)
     net = build(plan)
     trainer = fit(plan, net, train_set, val_set, callbacks, device, progress)
@@ -650,11 +720,15 @@ def train_loso(data, out, *, force=False, progress=True, **kwargs):
             resume = (fold / "checkpoint.pt").is_file() and not force
             metrics = train("fsdd", data, fold, split=f"loso:{speaker}", force=force, resume=resume, progress=progress,
                             **kwargs)
-        folds[speaker] = {"test_accuracy": metrics["test_accuracy"], "best_val_accuracy": metrics["best_val_accuracy"],
+        folds[speaker] = {"test_accuracy": metrics["test_accuracy"],
+                          "test_accuracy_single_view": metrics.get("test_accuracy_single_view", metrics["test_accuracy"]),
+                          "best_val_accuracy": metrics["best_val_accuracy"],
                           "validation_speakers": metrics.get("validation_speakers"), "epochs_run": metrics["epochs_run"]}
     accs = [f["test_accuracy"] for f in folds.values()]
     summary = {"dataset": "fsdd", "split": "loso", "mean_accuracy": float(np.mean(accs)), "min_accuracy": float(min(accs)),
-               "worst_speaker": min(folds, key=lambda k: folds[k]["test_accuracy"]), "folds": folds}
+               "worst_speaker": min(folds, key=lambda k: folds[k]["test_accuracy"]),
+               "mean_single_view_accuracy": float(np.mean([f["test_accuracy_single_view"] for f in folds.values()])),
+               "folds": folds}
     write_json(summary, out / "loso.json")
     return summary
 
@@ -764,9 +838,14 @@ def split_audio(run, dataset, data, split="test", noise_dir=None, seed=0, class_
 
 
 def evaluate(run_dir, dataset, data, split="test", noise_dir=None, cache_dir=None, progress=True, class_map=None,
-             group_by=None):
-    """Accuracy of a trained run on a dataset split: ``{"accuracy", "n", "unknown_classes", "skipped_files", "energy"}``;
-    ``energy`` is the energy per clip on the same clips (:meth:`snn.models.Activity.energy`).
+             group_by=None, tta=None):
+    """Accuracy of a trained run on a dataset split: ``{"accuracy", "n", "unknown_classes", "skipped_files", "energy",
+    "tta", "single_view_accuracy"}``; ``energy`` is the energy of one inference per clip on the same clips
+    (:meth:`snn.models.Activity.energy`), which each test-time view costs again.
+
+    Each clip's class is the most probable after averaging over the run's test-time views (``tta``: None for
+    the run's own, stored by :func:`train`; ``"none"`` for the clip alone); ``single_view_accuracy`` is the
+    clip alone's.
 
     A folder's ``test`` (the default), ``train`` and ``val`` are the parts the run's training made of that
     folder; ``all`` is every file, whose speakers ``group_by`` finds (:func:`split_audio`). Audio at another rate
@@ -774,20 +853,27 @@ def evaluate(run_dir, dataset, data, split="test", noise_dir=None, cache_dir=Non
     encoded, are reported and skipped.
     """
     run = Run.load(run_dir)
+    tta = (run.tta or InferenceAugment()) if tta is None else as_tta(tta)
     if dataset in SPIKE_DATASETS:
+        if tta != InferenceAugment():
+            raise ValueError(f"test-time views ({tta.spec()}) act on audio; {dataset} is spikes (tta 'none')")
         return evaluate_spikes(run, run_dir, dataset, data, split)
     require_audio_encoder(run, run_dir)
+    tta.views(run.encoder)  # before any encoding: warps need an encoder whose kernels warp
     audio, unknown = split_audio(run, dataset, data, split, noise_dir, seed=training_seed(run, run_dir), class_map=class_map,
                                  group_by=group_by)
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(run_dir).parent / "cache"
     (spikes,) = spike_sets([audio], run.encoder, cache_dir, run.dt_ms, progress=progress)
-    trainer = Trainer(run.model, spikes, None, collate_for(run.dt_ms), TrainConfig(), progress=False)
-    with record_activity(run.model) as act:
-        result = trainer.evaluate(spikes, n_classes=len(run.classes))
+    sets, k, device = view_sets(spikes, tta.views(run.encoder), progress), len(run.classes), default_device()
+    run.model.to(device)
+    with record_activity(run.model) as act:  # one inference: the clip's own view
+        first = view_probabilities(run.model, sets[:1], k, run.dt_ms, device)
+    others = view_probabilities(run.model, sets[1:], k, run.dt_ms, device) if len(sets) > 1 else first[:0]
+    result = view_result(torch.cat([first, others]), spikes.labels, k)
     trained = audio.trained_speakers  # None for another corpus or every file: their part in training is not known
     return {"accuracy": result["accuracy"], "n": result["n"], "unknown_classes": unknown,
             "skipped_files": skipped_files([audio], [spikes]), **speaker_metrics(spikes, result["predictions"], trained),
-            "energy": act.energy()}
+            "energy": act.energy(), "tta": tta.spec(), "single_view_accuracy": result["single_view_accuracy"]}
 
 
 def evaluate_spikes(run, run_dir, dataset, data, split="test"):
@@ -821,18 +907,24 @@ class Prediction:
 @torch.no_grad()
 def iter_predict(run_dir, files):
     """A :class:`Prediction` per audio file, as each is done; a file that cannot be read or encoded gives
-    one with ``error`` set, and the others go on. Audio at another rate is resampled to the model's."""
+    one with ``error`` set, and the others go on. Audio at another rate is resampled to the model's. The
+    confidence is the class probability averaged over the run's test-time views (:func:`train`)."""
     run = Run.load(run_dir)
     require_audio_encoder(run, run_dir)
+    views = (run.tta or InferenceAugment()).views(run.encoder)
     for f in files:
         try:
             x, sr = load_audio(f, allow_silent=True)
-            dense = run.encoder.encode(x, sr).to_dense(run.dt_ms, torch=True)
+            x = resample(x, sr, run.encoder.sr) if sr != run.encoder.sr else x
+            rng = np.random.default_rng(0)  # a view's audio change is fixed: nothing is drawn
+            dense = torch.stack([config.encode(x if perturb is None else perturb(x, config.sr, rng), config.sr)
+                                 .to_dense(run.dt_ms, torch=True) for config, perturb in views], 1)
         except (ValueError, OSError) as exc:  # InputError names the file
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             yield Prediction(str(f), error=message if message.startswith(str(f)) else f"{f}: {message}")
             continue
-        probs = torch.softmax(run.model(dense[:, None], torch.tensor([dense.shape[0]]), dt=run.dt_ms), 1)[0]
+        lengths = torch.full((len(views),), dense.shape[0])
+        probs = torch.softmax(run.model(dense, lengths, dt=run.dt_ms), 1).mean(0)
         k = int(probs.argmax())
         yield Prediction(str(f), run.classes[k], float(probs[k]))
 
