@@ -223,3 +223,35 @@ def test_speech_commands_items_carry_their_speaker_and_its_lists_keep_them_apart
                    if seg is None)
     speech = {p: {g for g in d.groups if not g.startswith("noise:")} for p, d in parts.items()}
     assert speech["test"] and not speech["test"] & (speech["train"] | speech["val"])
+
+
+def test_loso_refit_trains_every_fold_again_on_five_speakers_for_the_chosen_epochs(small_fsdd, tmp_path):
+    from spiketrum.app import kws
+
+    train, val, test = kws.audio_splits("fsdd", small_fsdd, "loso:nicolas")
+    plan = kws.plan_training("fsdd", small_fsdd, tmp_path / "plan", split="loso:nicolas", validation=False)
+    assert plan.splits[0].files == train.files + val.files and plan.splits[0].labels == train.labels + val.labels
+    assert len(plan.splits[1]) == 0 and plan.splits[2].files == test.files
+    assert set(plan.splits[0].groups) == {"jackson", "theo"} and plan.settings["validation"] is False
+    run = tmp_path / "loso"
+    code, out, err = cli("train", "--dataset", "fsdd", "--data", small_fsdd, "-o", run, "--split", "loso", "--refit",
+                         *TRAIN, "--epochs", "3")
+    assert code == 0, err
+    assert "refit on five speakers: mean" in out
+    summary = json.loads((run / "loso.json").read_text())
+    for speaker, fold in summary["folds"].items():
+        m = json.loads((run / f"fold-{speaker}" / "metrics.json").read_text())
+        r = json.loads((run / f"refit-{speaker}" / "metrics.json").read_text())
+        val_acc = [h["val_accuracy"] for h in m["history"]]
+        assert fold["refit_epochs"] == val_acc.index(max(val_acc)) + 1 == r["epochs_run"]
+        assert r["validation_speakers"] == [] and r["unseen_speakers"] == [speaker] and "trained on too" in r["split_kind"]
+        assert fold["refit_test_accuracy"] == r["test_accuracy"]
+    assert summary["refit_mean_accuracy"] == pytest.approx(sum(f["refit_test_accuracy"] for f in summary["folds"].values()) / 3)
+    (run / "loso.json").unlink()
+    stamp = (run / "refit-theo" / "model.pt").stat().st_mtime_ns
+    assert cli("train", "--dataset", "fsdd", "--data", small_fsdd, "-o", run, "--split", "loso", "--refit", *TRAIN,
+               "--epochs", "3")[0] == 0
+    assert (run / "refit-theo" / "model.pt").stat().st_mtime_ns == stamp  # a finished refit is not trained again
+    assert json.loads((run / "loso.json").read_text()) == summary
+    code, _, err = cli("train", "--dataset", "fsdd", "--data", small_fsdd, "-o", tmp_path / "one", "--refit", *TRAIN)
+    assert code == 2 and len(err) == 1 and "--split loso" in err[0]

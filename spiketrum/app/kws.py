@@ -22,7 +22,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from datasets import FSDD, AudioFolder, NoiseFolder, SpeechCommands, SpikeDataset, collate_spikes, spike_splits
+from datasets import FSDD, AudioDataset, AudioFolder, NoiseFolder, SpeechCommands, SpikeDataset, collate_spikes, spike_splits
 from datasets.base import check_split, locate
 from datasets.shd import write_spike_corpus
 from snn.models import ANN, SCBAMSNN, SRNN, ConvSNN, DelaySNN, Ensemble, SEAdLIFSNN, record_activity
@@ -128,6 +128,14 @@ def audio_splits(dataset, data, split="official", noise_dir=None, seed=0, group_
     for part in out:
         part.skipped = list(full.skipped)
     return out
+
+
+def joined(a, b):
+    """The clips of audio datasets ``a`` then ``b`` (the same classes) as one :class:`~datasets.AudioDataset`."""
+    both = AudioDataset([*a.files, *b.files], [*a.labels, *b.labels], a.classes, [*a.segments, *b.segments], a.transform,
+                        None if a.groups is None or b.groups is None else [*a.groups, *b.groups])
+    both.skipped = list(getattr(a, "skipped", []))
+    return both
 
 
 def training_encoder(dataset, splits, encoder, rate):
@@ -426,6 +434,7 @@ class TrainPlan:
     resume_state: object  # the checkpoint read back, when resuming
     settings: dict
     split_rule: dict | None = None  # a folder's speaker-aware split (see :func:`split_rule`)
+    validation: bool = True  # False: the validation part joined training (see :func:`train`)
     tta: InferenceAugment = InferenceAugment()  # the test-time views the model averages (see :func:`train`)
 
 
@@ -470,7 +479,7 @@ def _check_output(out, resume, force):
 
 def plan_training(dataset, data, out, *, split="official", model="srnn", encoder="spiketrum", rate=1000.0, dt_ms=10.0,
                   augment=None, config=TrainConfig(), model_kwargs=None, cache_dir=None, resume=False, noise_dir=None,
-                  options=(), force=False, group_by=None, split_lists=None, tta=None):
+                  options=(), force=False, group_by=None, split_lists=None, tta=None, validation=True):
     """Step 1 of :func:`train`: check every argument and combination of options, read the corpus's file list,
     and decide the encoder and the settings; writes and encodes nothing. Returns a :class:`TrainPlan`."""
     out = Path(out)
@@ -484,6 +493,8 @@ def plan_training(dataset, data, out, *, split="official", model="srnn", encoder
         if as_tta(tta) != InferenceAugment():
             raise ValueError(f"test-time views ({as_tta(tta).spec()}) act on audio and its encoder; a spike dataset has "
                              "neither (tta 'none')")
+        if not validation:
+            raise ValueError("training on the validation part joins audio parts; a spike dataset's parts are its files")
     else:
         augment, noise_dir, no_noise = _noise_policy(augment, data, noise_dir)
     checkpoint = out / "checkpoint.pt"
@@ -498,6 +509,8 @@ def plan_training(dataset, data, out, *, split="official", model="srnn", encoder
         enc, encoder, rate = splits[0].input_config, splits[0].input_config.name, None
     else:
         splits = audio_splits(dataset, data, split, noise_dir, seed=config.seed, group_by=group_by, split_lists=split_lists)
+        if not validation:
+            splits = (joined(splits[0], splits[1]), splits[1].subset([]), splits[2])
         enc = training_encoder(dataset, splits, encoder, rate)
     if tta is None:  # the default's warps need kernels that warp: other encoders keep its tilts
         tta = as_tta(DEFAULT_TTA if not spike_input else None)
@@ -518,7 +531,7 @@ def plan_training(dataset, data, out, *, split="official", model="srnn", encoder
             o.check_model(net)
     settings = {"dataset": dataset, "split": split, "model": model, "model_kwargs": model_kwargs,
                 "encoder": json.loads(enc.to_json()), "dt_ms": dt_ms, "augment": augment.spec(),
-                "options": [o.settings() for o in options] or None,
+                "options": [o.settings() for o in options] or None, **({} if validation else {"validation": False}),
                 **({} if split_rule(group_by, split_lists) is None else {"split_rule": split_rule(group_by, split_lists)})}
     if resume:
         saved = json.loads((out / "settings.json").read_text()) if (out / "settings.json").is_file() else {}
@@ -529,7 +542,7 @@ def plan_training(dataset, data, out, *, split="official", model="srnn", encoder
     cache_dir = Path(cache_dir) if cache_dir is not None else out.parent / "cache"
     return TrainPlan(dataset, Path(data), out, split, model, model_kwargs, encoder, enc, rate, dt_ms, augment, no_noise,
                      noise_dir, config, cache_dir, splits, classes, list(options), resume_state, settings,
-                     split_rule(group_by, split_lists), tta)
+                     split_rule(group_by, split_lists), validation, tta)
 
 
 def prepare_data(plan, jobs=1, progress=True):
@@ -612,6 +625,7 @@ def report(plan, trainer, test_set, skipped=(), start=None):
     if val_speakers is None and (plan.split.startswith("loso:") or plan.split_rule):  # whole held-out speakers
         val_speakers = sorted(set(plan.splits[1].groups or ()))
     kind = split_kind(plan.dataset, plan.split, val_speakers, plan.split_rule)
+    kind += "" if plan.validation else ", its validation part trained on too"
     if result["n"] == 0:
         warnings.warn(f"{plan.data}: the test part is empty ({len(plan.splits[0])} training clips), so the test accuracy "
                       "is not measured; give more clips (or speakers), or --split-lists", stacklevel=2)
@@ -654,7 +668,7 @@ def report(plan, trainer, test_set, skipped=(), start=None):
 def train(dataset, data, out, *, split="official", model="srnn", encoder="spiketrum", rate=1000.0, dt_ms=10.0,
           augment=None, config=TrainConfig(), model_kwargs=None, cache_dir=None, jobs=1, resume=False,
           noise_dir=None, options=(), callbacks=(), progress=True, device=None, force=False, group_by=None,
-          split_lists=None, tta=None):
+          split_lists=None, tta=None, validation=True):
     """Train a keyword-spotting SNN and write the run folder ``out``; returns the metrics dict.
 
     The steps: :func:`plan_training` (every check; nothing written or encoded), :func:`prepare_data`
@@ -681,6 +695,10 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
     0.95, 1.05 and 1.1, and its audio tilted by ±8 dB per octave (the warps only for an encoder whose kernels warp);
     ``"none"`` for the clip alone. ``metrics["test_accuracy_single_view"]`` is the clip alone's accuracy.
 
+    ``validation=False`` trains on the training and validation parts together for ``config.epochs`` epochs and
+    keeps the last: the epoch count must have been chosen before, on the validation part (a refit, as
+    :func:`train_loso` does with ``refit``).
+
     Inside a process group (``with snn.trainer.distributed():`` under torchrun) every process calls this:
     rank 0 encodes the corpus first and the others then read its cache; training is data-parallel
     (see :class:`~snn.trainer.Trainer`), and only rank 0 writes files.
@@ -691,16 +709,21 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
     plan = plan_training(dataset, data, out, split=split, model=model, encoder=encoder, rate=rate, dt_ms=dt_ms, augment=augment,
                          config=config, model_kwargs=model_kwargs, cache_dir=cache_dir, resume=resume,
                          noise_dir=noise_dir, options=options, force=force, group_by=group_by, split_lists=split_lists,
-                         tta=tta)
+                         tta=tta, validation=validation)
     train_set, val_set, test_set, skipped = prepare_data(plan, jobs, progress)
     net = build(plan)
     trainer = fit(plan, net, train_set, val_set, callbacks, device, progress)
     return report(plan, trainer, test_set, skipped, start)
 
 
-def train_loso(data, out, *, force=False, progress=True, **kwargs):
+def train_loso(data, out, *, force=False, progress=True, refit=False, config=TrainConfig(), **kwargs):
     """Leave-one-speaker-out over every FSDD speaker: fold ``s`` trains into ``out/fold-<s>/`` (``split="loso:<s>"``:
     validation on the next speaker, test on ``s``), then ``out/loso.json`` holds each fold and the mean.
+
+    ``refit`` then trains each fold again, into ``out/refit-<s>/``, on all five other speakers (its training
+    and validation speakers) for the epoch count its validation speaker chose, keeping the last epoch
+    (:func:`train` with ``validation=False``): the test speaker still chooses nothing, but no held-out speaker
+    judges the refit model. ``loso.json`` then gives both, the refit's as ``refit_*``.
 
     Finished folds (their ``model.pt``) are kept and read back, so a killed run continues where it stopped;
     ``force`` trains every fold afresh. ``kwargs`` go to :func:`train`. Returns the summary dict.
@@ -719,16 +742,34 @@ def train_loso(data, out, *, force=False, progress=True, **kwargs):
         else:
             resume = (fold / "checkpoint.pt").is_file() and not force
             metrics = train("fsdd", data, fold, split=f"loso:{speaker}", force=force, resume=resume, progress=progress,
-                            **kwargs)
+                            config=config, **kwargs)
         folds[speaker] = {"test_accuracy": metrics["test_accuracy"],
                           "test_accuracy_single_view": metrics.get("test_accuracy_single_view", metrics["test_accuracy"]),
                           "best_val_accuracy": metrics["best_val_accuracy"],
                           "validation_speakers": metrics.get("validation_speakers"), "epochs_run": metrics["epochs_run"]}
+        if refit:  # as many epochs as the validation speaker liked best (the first best)
+            history = metrics["history"]
+            chosen = 1 + max(range(len(history)), key=lambda i: history[i]["val_accuracy"])
+            again = out / f"refit-{speaker}"
+            if (again / "model.pt").is_file() and (again / "metrics.json").is_file() and not force:
+                m = json.loads((again / "metrics.json").read_text())
+            else:
+                m = train("fsdd", data, again, split=f"loso:{speaker}", validation=False, force=force, progress=progress,
+                          resume=(again / "checkpoint.pt").is_file() and not force,
+                          config=dataclasses.replace(config, epochs=chosen), **kwargs)
+            folds[speaker].update(refit_epochs=chosen, refit_test_accuracy=m["test_accuracy"],
+                                  refit_test_accuracy_single_view=m.get("test_accuracy_single_view", m["test_accuracy"]))
     accs = [f["test_accuracy"] for f in folds.values()]
     summary = {"dataset": "fsdd", "split": "loso", "mean_accuracy": float(np.mean(accs)), "min_accuracy": float(min(accs)),
                "worst_speaker": min(folds, key=lambda k: folds[k]["test_accuracy"]),
                "mean_single_view_accuracy": float(np.mean([f["test_accuracy_single_view"] for f in folds.values()])),
                "folds": folds}
+    if refit:
+        again = {k: f["refit_test_accuracy"] for k, f in folds.items()}
+        summary.update(refit_mean_accuracy=float(np.mean(list(again.values()))), refit_min_accuracy=min(again.values()),
+                       refit_worst_speaker=min(again, key=again.get),
+                       refit_mean_single_view_accuracy=float(np.mean([f["refit_test_accuracy_single_view"]
+                                                                      for f in folds.values()])))
     write_json(summary, out / "loso.json")
     return summary
 
