@@ -28,9 +28,8 @@ class Kill(Callback):
             raise KeyboardInterrupt
 
 
-def _train(folder, out, **kw):
-    cfg = TrainConfig(epochs=3, batch_size=8, patience=0)
-    return kws.train("folder", folder, out, model_kwargs={"hidden": (24,)}, rate=500, dt_ms=10, config=cfg,
+def _train(folder, out, config=TrainConfig(epochs=3, batch_size=8, patience=0), **kw):
+    return kws.train("folder", folder, out, model_kwargs={"hidden": (24,)}, rate=500, dt_ms=10, config=config,
                      cache_dir=out.parent / "cache", progress=False, **kw)
 
 
@@ -263,3 +262,41 @@ def test_test_time_views_average_the_views_encoded_by_hand(tiny_folder, tmp_path
         assert p.keyword == trained.classes[int(mean.argmax())] and p.confidence == pytest.approx(float(mean.max()), abs=1e-5)
     r = run("evaluate", out, "--dataset", "folder", "--data", tiny_folder, "--tta", "warp:0.9")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "warp" in r.stderr
+
+
+def test_an_ensemble_averages_its_members_probabilities_and_refuses_what_cannot_be_averaged(tiny_folder, tmp_path):
+    from datasets import SpikeDataset
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    _train(tiny_folder, a, augment="none", tta="tilt:3dB")
+    _train(tiny_folder, b, augment="none", tta="tilt:3dB", config=TrainConfig(epochs=2, batch_size=8, lr=0.01, patience=0))
+    out = tmp_path / "ens"
+    assert kws.ensemble([a, b], out)["members"] == [str(a), str(b)]
+    ens, members = kws.Run.load(out), [kws.Run.load(d) for d in (a, b)]
+    assert ens.tta == InferenceAugment(tilt=3.0) and ens.split_seed == 0
+    audio, _ = kws.split_audio(members[0], "folder", tiny_folder, "test")
+    spikes = SpikeDataset(audio, ens.encoder, tmp_path / "cache", dt_ms=ens.dt_ms)
+    spikes.prepare(progress=False)
+    sets = kws.view_sets(spikes, ens.tta.views(ens.encoder))
+    got = kws.view_probabilities(ens.model, sets, 3, ens.dt_ms)
+    each = [kws.view_probabilities(r.model, sets, 3, r.dt_ms) for r in members]
+    assert not torch.allclose(each[0], each[1], atol=1e-3)  # two different networks
+    torch.testing.assert_close(got, (each[0] + each[1]) / 2, atol=1e-6, rtol=1e-5)
+    ev = kws.evaluate(out, "folder", tiny_folder, progress=False)
+    averaged = got.mean(0).argmax(1).numpy() == np.asarray(spikes.labels)
+    assert ev["accuracy"] == pytest.approx(averaged.mean()) and ev["n"] == len(spikes)
+    # a member with other views, another split seed, or a folder that is a member: refused in one line
+    c = tmp_path / "c"
+    _train(tiny_folder, c, augment="none", tta="none")
+    with pytest.raises(ValueError, match="test-time views"):
+        kws.ensemble([a, c], tmp_path / "x")
+    d = tmp_path / "d"
+    _train(tiny_folder, d, augment="none", tta="tilt:3dB", config=TrainConfig(epochs=1, batch_size=8, seed=1, patience=0))
+    with pytest.raises(ValueError, match="split seed"):
+        kws.ensemble([a, d], tmp_path / "x")
+    with pytest.raises(ValueError, match="two or more"):
+        kws.ensemble([a], tmp_path / "x")
+    with pytest.raises(ValueError, match="one of the joined"):
+        kws.ensemble([a, b], a)
+    r = run("ensemble", a, b, "-o", out)  # a finished ensemble is kept without --force
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--force" in r.stderr

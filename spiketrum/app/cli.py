@@ -433,6 +433,13 @@ def cmd_prune_export(args):
           f"{r['max_abs_logit_difference']:.1e}")
 
 
+def cmd_ensemble(args):
+    from . import kws
+
+    r = kws.ensemble(args.runs, args.output, force=args.force)
+    print(f"wrote {args.output}/model.pt: {len(r['members'])} networks whose class probabilities are averaged")
+
+
 def cmd_export(args):
     from . import export
 
@@ -805,6 +812,13 @@ def build_parser():
     pe.add_argument("-o", "--output", required=True, help="run folder to write (model.pt, export.json); never the source")
     pe.add_argument("--force", action="store_true", help="replace a model already in the output folder")
     pe.set_defaults(func=cmd_prune_export)
+
+    en = sub.add_parser("ensemble", help="join trained srnn runs (e.g. other seeds of one recipe) into one run whose "
+                        "model averages their class probabilities")
+    en.add_argument("runs", nargs="+", help="two or more run folders with the same input, model options and views")
+    en.add_argument("-o", "--output", required=True, help="run folder to write (model.pt, ensemble.json)")
+    en.add_argument("--force", action="store_true", help="replace a model already in the output folder")
+    en.set_defaults(func=cmd_ensemble)
 
     ex = sub.add_parser("export", help="a trained run as a NIR graph (Neuromorphic Intermediate Representation) for "
                         "other simulators and chips; srnn and conv models trained with --neuron lif --reset zero")

@@ -987,6 +987,55 @@ def random_spikes(n_channels, clips, steps=100, p=0.05, seed=0):
     return (torch.rand(steps, clips, n_channels, generator=g) < p).float()
 
 
+def ensemble(run_dirs, out, force=False):
+    """Join trained SRNN clip runs into one run, ``out/model.pt``, whose model averages their class probabilities
+    (:class:`~snn.models.Ensemble`; e.g. the same recipe with other seeds); ``out/ensemble.json`` names them.
+    Returns that record.
+
+    The runs must share their input (encoder, bin and classes), model options, test-time views and split rule,
+    and, unless every one trained on FSDD or Speech Commands (whose splits do not depend on the seed), the seed
+    that chose a folder's hash split: so that the ensemble's test part is held out of every member.
+    """
+    if len(run_dirs) < 2:
+        raise ValueError("an ensemble joins two or more trained runs")
+    runs, out = [Run.load(d) for d in run_dirs], Path(out)
+    first, ref = runs[0], run_dirs[0]
+
+    def dataset(d):
+        try:
+            return json.loads((Path(d) / "settings.json").read_text()).get("dataset")
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    seedless = all(dataset(d) in ("fsdd", "speech-commands") for d in run_dirs)
+    for d, r in zip(run_dirs, runs):
+        if r.model_name != "srnn" or r.detector is not None:
+            raise ValueError(f"{d}: an ensemble joins srnn clip models; this is {'a detector' if r.detector else r.model_name}")
+        for what, a, b in (("input (encoder, time bin or classes)", input_key(r.encoder, r.dt_ms, r.classes),
+                            input_key(first.encoder, first.dt_ms, first.classes)),
+                           ("model options", r.model_kwargs, first.model_kwargs), ("test-time views", r.tta, first.tta),
+                           ("split rule", r.split_rule, first.split_rule),
+                           ("split seed", None if seedless else r.split_seed, None if seedless else first.split_seed)):
+            if a != b:
+                raise ValueError(f"{d}: its {what} differ from {ref}'s, so the two cannot be averaged")
+    if any(out.resolve() == (Path(d) if Path(d).is_dir() else Path(d).parent).resolve() for d in run_dirs):
+        raise ValueError(f"{out}: is one of the joined run folders; write the ensemble to another folder")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder")
+    if not force and any((out / n).exists() for n in ("model.pt", "ensemble.json")):
+        raise OutputExists(out, "a model (model.pt or ensemble.json)")
+    kwargs = {**first.model_kwargs, "members": len(runs)}
+    model = build_model("ensemble", first.encoder.n_channels, len(first.classes), **kwargs)
+    for member, r in zip(model.members, runs):
+        member.load_state_dict(r.model.state_dict())
+    record = {"members": [str(d) for d in run_dirs], "model_kwargs": kwargs}
+    out.mkdir(parents=True, exist_ok=True)
+    Run(model.eval(), "ensemble", kwargs, first.encoder, first.dt_ms, first.classes, first.split_seed,
+        split_rule=first.split_rule, tta=first.tta).save(out / "model.pt")
+    write_json(record, out / "ensemble.json")
+    return record
+
+
 def prune_export(run_dir, out, force=False):
     """Remove the pruned channels of an SCA-pruned conv run physically: writes ``out/model.pt`` (the compact
     model) and ``out/export.json`` (the report), and returns the report.
