@@ -43,7 +43,7 @@ def export(run_dir, out, *, int8=False, force=False):
     try:
         graph = to_nir(run.model, int8=int8, metadata={
             "classes": run.classes, "encoder": json.loads(run.encoder.to_json()), "model_name": run.model_name,
-            "source": str(run_dir), "tta": (run.tta or InferenceAugment()).spec()})
+            "source": str(run_dir), "tta": run.tta.spec()})
     except ValueError as exc:
         raise ValueError(f"{run_dir}: {run.model_name} model does not export: {exc}") from None
     with atomic_output(out, suffix=".nir") as tmp:
@@ -96,7 +96,7 @@ def import_graph(graph_path, out, *, dt_ms=None, classes=None, like=None, sideca
     if like is not None:
         ref = Run.load(like)
         facts.update(dt_ms=ref.dt_ms, classes=ref.classes, encoder=json.loads(ref.encoder.to_json()),
-                     tta=(ref.tta or InferenceAugment()).spec())
+                     tta=ref.tta.spec())
     facts.update({k: v for k, v in dict(dt_ms=dt_ms, classes=classes, readout=readout).items() if v is not None})
     missing = [k for k in ("dt_ms", "classes", "encoder") if k not in facts]
     if missing:

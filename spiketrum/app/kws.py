@@ -229,7 +229,7 @@ class Run:
     split_seed: int | None = None  # the seed that chose a folder dataset's hash split (None: not recorded)
     detector: dict | None = None  # a keyword detector's streaming settings (see spiketrum.app.detect); None: clips
     split_rule: dict | None = None  # a folder dataset's speaker-aware split: {"group_by", "split_lists"} (None: hash)
-    tta: InferenceAugment | None = None  # the views a clip's class probabilities are averaged over (None: the clip alone)
+    tta: InferenceAugment = InferenceAugment()  # the views a clip's class probabilities are averaged over
 
     def save(self, path, extra=None):
         atomic_save({"format": MODEL_FORMAT, "version": MODEL_VERSION, "model_name": self.model_name,
@@ -238,7 +238,7 @@ class Run:
                      **({} if self.split_seed is None else {"split_seed": self.split_seed}),
                      **({} if self.detector is None else {"detector": self.detector}),
                      **({} if self.split_rule is None else {"split_rule": self.split_rule}),
-                     **({} if self.tta is None else {"tta": self.tta.spec()}), **(extra or {})}, path)
+                     **({} if self.tta == InferenceAugment() else {"tta": self.tta.spec()}), **(extra or {})}, path)
 
     @classmethod
     def load(cls, run_dir, device="cpu"):
@@ -281,9 +281,8 @@ class Run:
             raise ValueError(f"{path}: cannot load model ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
         seed, detector, rule = state.get("split_seed"), state.get("detector"), state.get("split_rule")
         try:
-            tta = None if state.get("tta") is None else InferenceAugment.parse(str(state["tta"]))
-            if tta is not None:
-                tta.views(encoder)
+            tta = InferenceAugment.parse(str(state.get("tta", "none")))
+            tta.views(encoder)
         except ValueError as exc:
             raise ValueError(f"{path}: cannot load model (its test-time views: {exc})") from None
         if rule is not None and not (isinstance(rule, dict) and set(rule) <= {"group_by", "split_lists"}):
@@ -894,7 +893,7 @@ def evaluate(run_dir, dataset, data, split="test", noise_dir=None, cache_dir=Non
     encoded, are reported and skipped.
     """
     run = Run.load(run_dir)
-    tta = (run.tta or InferenceAugment()) if tta is None else as_tta(tta)
+    tta = run.tta if tta is None else as_tta(tta)
     if dataset in SPIKE_DATASETS:
         if tta != InferenceAugment():
             raise ValueError(f"test-time views ({tta.spec()}) act on audio; {dataset} is spikes (tta 'none')")
@@ -952,7 +951,7 @@ def iter_predict(run_dir, files):
     confidence is the class probability averaged over the run's test-time views (:func:`train`)."""
     run = Run.load(run_dir)
     require_audio_encoder(run, run_dir)
-    views = (run.tta or InferenceAugment()).views(run.encoder)
+    views = run.tta.views(run.encoder)
     for f in files:
         try:
             x, sr = load_audio(f, allow_silent=True)
@@ -978,6 +977,17 @@ def predict(run_dir, files):
             raise ValueError(p.error)
         out.append((p.file, p.keyword, p.confidence))
     return out
+
+
+def _check_new_run(out, sources, files, force, what):
+    """Refuse to write ``files`` into the run folder ``out`` when it is one of the ``sources`` (run folders or
+    model files; ``what`` names them), is not a folder, or already holds one of ``files`` (unless ``force``)."""
+    if any(out.resolve() == (Path(d) if Path(d).is_dir() else Path(d).parent).resolve() for d in sources):
+        raise ValueError(f"{out}: is {what}; write to another folder")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder")
+    if not force and any((out / n).exists() for n in files):
+        raise OutputExists(out, f"a model ({' or '.join(files)})")
 
 
 def random_spikes(n_channels, clips, steps=100, p=0.05, seed=0):
@@ -1018,12 +1028,7 @@ def ensemble(run_dirs, out, force=False):
                            ("split seed", None if seedless else r.split_seed, None if seedless else first.split_seed)):
             if a != b:
                 raise ValueError(f"{d}: its {what} differ from {ref}'s, so the two cannot be averaged")
-    if any(out.resolve() == (Path(d) if Path(d).is_dir() else Path(d).parent).resolve() for d in run_dirs):
-        raise ValueError(f"{out}: is one of the joined run folders; write the ensemble to another folder")
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out}: exists and is not a folder")
-    if not force and any((out / n).exists() for n in ("model.pt", "ensemble.json")):
-        raise OutputExists(out, "a model (model.pt or ensemble.json)")
+    _check_new_run(out, run_dirs, ("model.pt", "ensemble.json"), force, "one of the joined run folders")
     kwargs = {**first.model_kwargs, "members": len(runs)}
     model = build_model("ensemble", first.encoder.n_channels, len(first.classes), **kwargs)
     for member, r in zip(model.members, runs):
@@ -1044,18 +1049,11 @@ def prune_export(run_dir, out, force=False):
     (``max_abs_logit_difference``), and both are timed on the CPU. ``out`` is never the source run folder,
     and an ``out`` already holding a model is replaced only with ``force``.
     """
-    run = Run.load(run_dir)
-    src = Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent
-    out = Path(out)
-    if out.resolve() == src.resolve():
-        raise ValueError(f"{out}: is the source run folder; write the compact model to another folder")
+    run, out = Run.load(run_dir), Path(out)
+    _check_new_run(out, [run_dir], ("model.pt", "export.json"), force, "the source run folder")
     if run.model_name != "conv":
         raise ValueError(f"{run_dir}: exporting removes pruned convolution channels; this is a {run.model_name} model, "
                          "not a conv one")
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out}: exists and is not a folder")
-    if not force and any((out / n).exists() for n in ("model.pt", "export.json")):
-        raise OutputExists(out, "a model (model.pt or export.json)")
     small, kwargs = compact(run.model, run.model_kwargs)
     x = random_spikes(run.encoder.n_channels, clips=64)
     with torch.no_grad():
