@@ -23,11 +23,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tts_background import STRETCH, synthesize  # noqa: E402
+from tts_background import DIGITS, STRETCH, synthesize  # noqa: E402
 
 from spiketrum.app import kws  # noqa: E402
 
-DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 VOICES = ("kal", "awb", "rms", "slt", "festival")
 
 

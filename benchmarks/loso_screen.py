@@ -37,6 +37,7 @@ VARIANTS = {
     "tilt+copies8": dict(augment=DEFAULT_AUGMENT.replace("copies:4", "copies:8")),
     "tilt+mixup": dict(augment=DEFAULT_AUGMENT, mixup=0.2),
     "tilt+mixup1": dict(augment=DEFAULT_AUGMENT, mixup=1.0),
+    "tilt+voices": dict(augment=DEFAULT_AUGMENT, extra_train="VOICES"),
     "ema": dict(augment=BEFORE, ema=0.995),
     "rate2000": dict(augment=BEFORE, rate=2000.0),
     "conv": dict(augment=BEFORE, model="conv"),
@@ -63,6 +64,8 @@ def main(argv=None):
     p.add_argument("--out", type=Path, default=Path("out/screen"))
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--voices", type=Path, help="synthetic speakers for the 'voices' variants: the folder "
+                   "benchmarks/synthetic_voices.py writes (class folders of extra training clips)")
     p.add_argument("--cache", type=Path, help="encoding cache shared by the runs (default OUT/cache)")
     args = p.parse_args(argv)
     unknown = sorted(set(args.variants) - set(VARIANTS))
@@ -75,8 +78,12 @@ def main(argv=None):
     for name in args.variants:
         rows = {}
         for speaker in speakers:
-            m = fold(args.data, args.out / name / f"fold-{speaker}", speaker, args.epochs, args.seed,
-                     {**VARIANTS[name], "cache_dir": args.cache or args.out / "cache"})
+            options = {**VARIANTS[name], "cache_dir": args.cache or args.out / "cache"}
+            if options.get("extra_train") == "VOICES":
+                if args.voices is None:
+                    p.error(f"{name} needs --voices DIR")
+                options["extra_train"] = (args.voices,)
+            m = fold(args.data, args.out / name / f"fold-{speaker}", speaker, args.epochs, args.seed, options)
             last = [h["val_accuracy"] for h in m["history"][-5:]]
             rows[speaker] = {"validation_speakers": m["validation_speakers"], "best_val": m["best_val_accuracy"],
                              "last5_val": sum(last) / len(last), "test": m["test_accuracy"]}

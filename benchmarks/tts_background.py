@@ -12,6 +12,10 @@ Needs the Debian packages flite and festival (a benchmark tool, not a dependency
 
 Voices: flite's kal (8 kHz), kal16, awb, rms and slt (16 kHz) and festival's default kal_diphone
 (16 kHz), each at 3 speaking rates (duration stretch 0.85, 1.0 and 1.2).
+
+``--espeak N`` also writes N files of eSpeak NG voices (``apt-get install espeak-ng``), each a voice variant with an
+English accent, a pitch and a rate drawn at random, speaking the sentences after those of flite and festival: more
+voices for training only (``OUT`` another folder than the test streams' background, so those stay as they were).
 """
 from __future__ import annotations
 
@@ -32,6 +36,31 @@ STRETCH = (0.85, 1.0, 1.2)
 WORDS_PER_MINUTE = 150
 #: Word starts that sound like a keyword of the wake-word benchmark (alexa, computer, jarvis, snowboy).
 KEYWORD_LIKE = re.compile(r"\b(alex|comput|jarv|snow)", re.I)
+
+
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
+                  "en-us-nyc")
+#: eSpeak NG variants left out: not a human voice.
+ESPEAK_ODD = ("robot", "demonic", "whisper", "croak", "tweaky", "storm")
+
+
+def espeak_variants():
+    """eSpeak NG's voice variants (m1 ... f5, klatt, named ones) that sound like a person, sorted."""
+    out = subprocess.run(["espeak-ng", "--version"], check=True, capture_output=True, text=True).stdout
+    names = [f.name for f in (Path(out.split("Data at:")[1].strip()) / "voices" / "!v").iterdir()]
+    return sorted(n for n in names if " " not in n and not any(o in n.lower() for o in ESPEAK_ODD))
+
+
+def espeak(voice, pitch, wpm, text, wav):
+    """``text`` spoken by eSpeak NG ``voice`` (``accent+variant``) at ``pitch`` (0-99) and ``wpm`` into ``wav``."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write(text)
+    try:
+        subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(wpm), "-f", f.name, "-w", str(wav)],
+                       check=True, capture_output=True)
+    finally:
+        Path(f.name).unlink()
 
 
 def sentences(seed=0):
@@ -75,7 +104,11 @@ def main(argv=None):
     p.add_argument("out", type=Path)
     p.add_argument("--minutes", type=float, default=17.0, help="speech per (voice, rate) file (default 17: 5 h in all)")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--espeak", type=int, default=0, metavar="N", help="instead: N files of eSpeak NG voices")
+    p.add_argument("--espeak-minutes", type=float, default=5.0, help="speech per eSpeak NG file (default 5)")
     args = p.parse_args(argv)
+    if args.espeak:
+        return espeak_files(args.out, args.espeak, args.espeak_minutes, args.jobs, skip_minutes=args.minutes)
     missing = [t for t in ("flite", "text2wave") if shutil.which(t) is None]
     if missing:
         sys.exit(f"tts_background: error: {', '.join(missing)} not found (apt-get install flite festival)")
@@ -96,6 +129,36 @@ def main(argv=None):
     with ThreadPoolExecutor(args.jobs) as ex:
         for _ in ex.map(lambda j: synthesize(*j), jobs):
             pass
+    return 0
+
+
+def espeak_files(out, n, minutes, jobs, skip_minutes, seed=0):
+    if shutil.which("espeak-ng") is None:
+        sys.exit("tts_background: error: espeak-ng not found (apt-get install espeak-ng)")
+    pool = sentences()
+    k = 0  # skip the sentences flite and festival speak at --minutes, so no sentence is in both folders
+    for stretch in STRETCH * (len(FLITE_VOICES) + 1):
+        words = 0
+        while words < skip_minutes * WORDS_PER_MINUTE * stretch and k < len(pool):
+            words += len(pool[k].split())
+            k += 1
+    rng, variants = random.Random(seed), espeak_variants()
+    out.mkdir(parents=True, exist_ok=True)
+    todo = []
+    for i in range(n):
+        variant, accent = variants[i * len(variants) // n], rng.choice(ESPEAK_ACCENTS)  # spread over the list
+        pitch, wpm = rng.randint(25, 75), rng.randint(130, 200)
+        words, text = 0, []
+        while words < minutes * wpm and k < len(pool):
+            text.append(pool[k])
+            words += len(pool[k].split())
+            k += 1
+        wav = out / f"espeak_{i:02d}_{accent}_{variant}.wav"
+        if text and not wav.exists():
+            todo.append((f"{accent}+{variant}", pitch, wpm, "\n".join(text), wav))
+    print(f"{len(pool)} sentences available, {k} used; synthesizing {len(todo)} files", flush=True)
+    with ThreadPoolExecutor(jobs) as ex:
+        list(ex.map(lambda j: espeak(*j), todo))
     return 0
 
 

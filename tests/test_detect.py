@@ -314,3 +314,50 @@ def test_a_run_cut_short_keeps_its_finished_networks(detector_run, corpus, tmp_p
     (run / "model.pt").unlink()
     _train(corpus, run, out.parent / "cache", config=TrainConfig(epochs=1, patience=0))
     assert all(p.stat().st_mtime_ns != t for p, t in zip(sorted(run.glob("member-*/member.pt")), stamps))
+
+
+def test_mined_negatives_are_the_background_windows_the_network_finds_likeliest_keywords():
+    """After an epoch the pool holds exactly the ``keep`` candidate windows with the highest keyword probability,
+    each scored alone (batching changes nothing); DetectionItems then draws its background windows from the pool
+    (share 1), the same windows again from the seeds; and the pool goes through a checkpoint's state."""
+    import types
+
+    import torch
+
+    from snn.models import SRNN
+    from spiketrum import SpikeTrain, make_config
+    from spiketrum.app import detect
+
+    cfg = make_config("spiketrum", SR, **detect.DETECT_ENCODER)
+    rng, hop, trains = np.random.default_rng(1), cfg.sr // 100, []
+    for n in (300, 500, 800):  # random spikes whose density varies along each train, so that windows differ
+        t, k = np.nonzero(rng.random((n, cfg.kernels)) < np.linspace(0.01, 0.3, n)[:, None] * rng.random())
+        ones = np.ones(t.size)
+        trains.append(SpikeTrain(t * hop, k, np.zeros(t.size), ones, ones, np.ones((cfg.kernels, 1)), cfg, n * hop))
+    background = _Trains(trains)
+    clips = _Trains([_train_of(cfg, 100, (20, 60))])
+    items = detect.DetectionItems(clips, [], [(1, (20, 90))], background, window=50, mined_share=1.0)
+    torch.manual_seed(0)
+    net = SRNN(cfg.kernels, 2, hidden=(16,), dt=10.0)
+    miner = detect.MinedNegatives(items, candidates=40, keep=8, seed=3, batch=16)
+    record = {}
+    miner.on_epoch_end(types.SimpleNamespace(model=net, device="cpu", epoch=2), record)
+    seeds = np.random.default_rng([3, 2]).integers(2**63 - 1, size=40)
+
+    def score(seed):
+        x = detect.background_window(background, 50, np.random.default_rng(int(seed)))[:, None]
+        with torch.no_grad():
+            return float(torch.softmax(net(x, torch.tensor([50]), per_step=True), -1)[..., 1:].max())
+
+    alone = np.array([score(s) for s in seeds])
+    assert sorted(items.mined) == sorted(int(s) for s in seeds[np.argsort(-alone)[:8]])
+    assert record["mined_keyword_probability"] == pytest.approx(np.sort(alone)[-8:].mean(), rel=1e-5)
+    pool = {detect.background_window(background, 50, np.random.default_rng(s)).numpy().tobytes() for s in items.mined}
+    np.random.seed(0)
+    for _ in range(10):
+        x, label = items[1]
+        assert label == (0, 0, 0) and x.numpy().tobytes() in pool
+    state = miner.state_dict()
+    fresh = detect.DetectionItems(clips, [], [(1, (20, 90))], background, window=50, mined_share=1.0)
+    detect.MinedNegatives(fresh).load_state_dict(state)
+    assert fresh.mined == items.mined

@@ -255,3 +255,32 @@ def test_loso_refit_trains_every_fold_again_on_five_speakers_for_the_chosen_epoc
     assert json.loads((run / "loso.json").read_text()) == summary
     code, _, err = cli("train", "--dataset", "fsdd", "--data", small_fsdd, "-o", tmp_path / "one", "--refit", *TRAIN)
     assert code == 2 and len(err) == 1 and "--split loso" in err[0]
+
+
+def test_extra_training_clips_join_the_training_part_only_under_their_class_names(small_fsdd, tmp_path, data_root):
+    from spiketrum.app import kws
+
+    extra = tmp_path / "voices"
+    for digit in ("1", "7"):  # the folder's own label order (1, 7) is not the dataset's (0 ... 9)
+        (extra / digit).mkdir(parents=True)
+        for take in range(2):
+            os.symlink(data_root / "fsdd" / "recordings" / f"{digit}_lucas_{take}.wav", extra / digit / f"{take}.wav")
+    train, val, test = kws.audio_splits("fsdd", small_fsdd, "loso:nicolas")
+    plan = kws.plan_training("fsdd", small_fsdd, tmp_path / "plan", split="loso:nicolas", extra_train=(extra,))
+    added = plan.splits[0].files[len(train.files):]
+    assert plan.splits[0].files[:len(train.files)] == train.files and sorted(added) == sorted(extra.rglob("*.wav"))
+    assert [plan.classes[y] for y in plan.splits[0].labels[len(train.files):]] == [f.parent.name for f in added]
+    assert plan.splits[1].files == val.files and plan.splits[2].files == test.files
+    assert plan.settings["extra_train"] == [str(extra)]
+    run = tmp_path / "run"
+    code, _, err = cli("train", "--dataset", "fsdd", "--data", small_fsdd, "-o", run, "--split", "loso:nicolas", *TRAIN,
+                       "--extra-train", extra)
+    assert code == 0, err
+    m = json.loads((run / "metrics.json").read_text())
+    assert list(m["per_speaker"]) == ["nicolas"] and m["unseen_speakers"] == ["nicolas"]
+    (extra / "eleven").mkdir()
+    os.symlink(data_root / "fsdd" / "recordings" / "1_lucas_3.wav", extra / "eleven" / "a.wav")
+    code, _, err = cli("train", "--dataset", "fsdd", "--data", small_fsdd, "-o", tmp_path / "bad", *TRAIN,
+                       "--extra-train", extra)
+    assert code == 2 and len(err) == 1 and "'eleven'" in err[0] and str(extra) in err[0], err
+    assert not (tmp_path / "bad").exists()

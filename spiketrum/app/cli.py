@@ -265,7 +265,8 @@ def cmd_train(args):
         split_lists = [None if p == "-" else p for p in args.split_lists]
     common = dict(model=args.model, encoder=args.encoder, rate=args.rate, dt_ms=args.dt_ms, augment=args.augment,
                   config=_train_config(args), model_kwargs=model_kwargs, cache_dir=args.cache, jobs=args.jobs,
-                  options=options, noise_dir=args.noise_dir, progress=not args.quiet, force=args.force, tta=args.tta)
+                  options=options, noise_dir=args.noise_dir, progress=not args.quiet, force=args.force, tta=args.tta,
+                  extra_train=tuple(args.extra_train or ()))
     if args.refit and args.split != "loso":
         raise ValueError("--refit trains every fold of --split loso again on its validation speaker too")
     if args.split == "loso":  # every fold, one after another
@@ -301,7 +302,7 @@ def _train_detector(args):
         raise ValueError("a detector trains on --dataset folder (a folder per keyword class)")
     clip_only = [f for f, v in (("--prune", args.prune), ("--distill", args.distill), ("--resume", args.resume),
                                 ("--augment", args.augment), ("--attention", args.attention), ("--mixup", args.mixup),
-                                ("--tta", args.tta)) if v]
+                                ("--tta", args.tta), ("--extra-train", args.extra_train)) if v]
     if clip_only or args.model != "srnn" or args.encoder != "spiketrum":
         raise ValueError(f"{(clip_only or ['--model/--encoder'])[0]} is not available for a detector (an srnn on the "
                          "causal spiketrum encoder)")
@@ -717,6 +718,9 @@ def build_parser():
     t.add_argument("--split-lists", nargs=3, metavar=("TRAIN", "VAL", "TEST"), help="folder: the split from three "
                    "lists of paths relative to the folder (TRAIN '-': every file in neither other list), e.g. Speech "
                    "Commands' - validation_list.txt testing_list.txt")
+    t.add_argument("--extra-train", nargs="+", metavar="DIR", help="more training clips: folders of class folders "
+                   "named as the dataset's classes, added to the training part only (never validation or test), e.g. "
+                   "synthetic voices (benchmarks/synthetic_voices.py)")
     t.add_argument("--target-fa-per-hour", nargs="+", default=["1"], metavar="F",
                    help="detector: false alarms per hour its thresholds are set for, one number or KEYWORD=F pairs (default 1)")
     t.add_argument("--smooth-ms", type=_number(float, lambda v: 0 <= v < math.inf, "a number of ms >= 0"),

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from datasets import AudioDataset, AudioFolder, Background, NoiseFolder, SpikeDataset, collate_spikes, hash_split
-from snn.trainer import Detection, TrainConfig, Trainer, atomic_save, seed_everything, write_json
+from snn.trainer import Callback, Detection, TrainConfig, Trainer, atomic_save, seed_everything, write_json
 from spiketrum import make_config
 from spiketrum.io import atomic_output, resample
 from spiketrum.perturb import crop
@@ -38,6 +38,7 @@ KEYWORD_TEST, KEYWORD_VAL = 0.2, 0.1  # held out of every keyword's clips (test:
 CLEAN_READS = 0.0  # of the keyword clips in training; the others have background mixed in (no stream is clean)
 HARD_NEGATIVE = 1.0  # weight of the likeliest false-alarm step in the loss (snn.trainer.Detection)
 PARTIAL = False  # train on a keyword's start alone and its end alone, as no keyword (no measured gain: off)
+MINED = 0.0  # share of background windows drawn from those the network last found likeliest to be a keyword
 MEMBERS = 2  # networks trained apart whose probabilities the detector averages (snn.Ensemble)
 CALIBRATION_HOURS = 2.0  # of validation streams outside the keywords, on which thresholds are set
 PLACEMENTS, SNR_DB = 3, 10.0  # each held-out keyword clip in validation and test streams: times placed, dB over the rest
@@ -270,9 +271,19 @@ class DetectionItems(torch.utils.data.Dataset):
     the whole word). The per-read generator is seeded from numpy's global state, which checkpoints carry.
     """
 
-    def __init__(self, clips, noisy, marks, background, window, context=0, clean=CLEAN_READS, partial=PARTIAL):
+    def __init__(self, clips, noisy, marks, background, window, context=0, clean=CLEAN_READS, partial=PARTIAL,
+                 mined_share=MINED):
         self.clips, self.noisy, self.marks, self.background = clips, list(noisy), marks, background
         self.window, self.context, self.clean, self.partial = window, context, clean, partial
+        self.mined_share, self.mined = mined_share, []  # seeds of background windows (MinedNegatives)
+
+    def negative(self, rng):
+        """A background window of ``window`` steps: a mined one (a share ``mined_share`` of the draws, once there
+        are any), else a random one."""
+        if self.mined and rng.random() < self.mined_share:
+            return background_window(self.background, self.window, np.random.default_rng(
+                self.mined[int(rng.integers(len(self.mined)))]))
+        return background_window(self.background, self.window, rng)
 
     def __len__(self):
         return (3 if self.partial else 2) * len(self.clips)
@@ -284,7 +295,7 @@ class DetectionItems(torch.utils.data.Dataset):
         if partial:
             i -= 2 * n_clips
         if i >= n_clips or (partial and self.marks[i][0] == 0):
-            return background_window(self.background, self.window, rng), (0, 0, 0)
+            return self.negative(rng), (0, 0, 0)
         k, (a, b) = self.marks[i]
         src = self.clips if not self.noisy or rng.random() < self.clean else self.noisy[int(rng.integers(len(self.noisy)))]
         x = src[i][0]
@@ -298,6 +309,38 @@ class DetectionItems(torch.utils.data.Dataset):
         n = int(rng.integers(self.context + 1))
         x = torch.cat([background_window(self.background, n, rng), x[lo:hi]]) if n else x[lo:hi]
         return x, ((k, a - lo + n, b - lo + n) if k else (0, 0, 0))
+
+
+class MinedNegatives(Callback):
+    """Hard-negative mining over the whole background: after every epoch the network scores ``candidates``
+    fresh background windows (each by its highest per-step keyword probability), and the ``keep`` it found
+    likeliest to be a keyword become the pool that ``items`` (:class:`DetectionItems`) draws its share of
+    background windows from. Random windows are mostly easy; these are the speech the network confuses with a
+    keyword. The pool is kept as the windows' seeds, so a checkpoint carries it and a resumed run draws the same
+    windows. Candidates are drawn from ``(seed, epoch)`` alone."""
+
+    def __init__(self, items, candidates=2048, keep=512, seed=0, batch=64):
+        self.items, self.candidates, self.keep, self.seed, self.batch = items, candidates, keep, seed, batch
+
+    @torch.no_grad()
+    def on_epoch_end(self, trainer, record):
+        seeds = np.random.default_rng([self.seed, trainer.epoch]).integers(2**63 - 1, size=self.candidates)
+        net, scores = trainer.model.eval(), []
+        for k in range(0, len(seeds), self.batch):
+            x, lengths, _ = collate_spikes([(background_window(self.items.background, self.items.window,
+                                                               np.random.default_rng(s)), 0) for s in seeds[k:k + self.batch]])
+            u = net(x.to(trainer.device), lengths.to(trainer.device), per_step=True)
+            scores.append(torch.softmax(u, -1)[..., 1:].amax(-1).amax(0).cpu())
+        scores = torch.cat(scores)
+        top = torch.argsort(scores, descending=True)[:self.keep]
+        self.items.mined = [int(seeds[i]) for i in top]
+        record["mined_keyword_probability"] = float(scores[top].mean())
+
+    def state_dict(self):
+        return {"mined": torch.tensor(self.items.mined, dtype=torch.int64)}
+
+    def load_state_dict(self, state):
+        self.items.mined = [int(s) for s in state["mined"]]
 
 
 def background_window(background, steps, rng):
@@ -397,7 +440,7 @@ def calibrate(run, streams, target_fa_per_hour, progress=False):
 
 def train(data, out, *, keywords=None, background=(), group_by=None, hidden=(256,), dt_ms=10.0,
           config=TrainConfig(epochs=30, patience=10), target_fa_per_hour=1.0, smooth_ms=SMOOTH_MS,
-          refractory_ms=REFRACTORY_MS, snr_db=(0.0, 20.0), copies=2, partial=PARTIAL, members=MEMBERS, noise_dir=None,
+          refractory_ms=REFRACTORY_MS, snr_db=(0.0, 20.0), copies=2, partial=PARTIAL, mined=MINED, members=MEMBERS, noise_dir=None,
           calibration_hours=CALIBRATION_HOURS, cache_dir=None, jobs=1, progress=True, force=False):
     """Train a streaming keyword detector on a folder per class and background audio; writes the run folder.
 
@@ -445,7 +488,7 @@ def train(data, out, *, keywords=None, background=(), group_by=None, hidden=(256
     bg = encoded(bg_train)
     window = int(round(2000 / dt_ms))
     train_set = DetectionItems(clips, noisy, marks(clips.base, dt_ms), bg, window, context=window, clean=CLEAN_READS,
-                               partial=partial)
+                               partial=partial, mined_share=mined)
     # validation: held-out clips at 10 dB in calibrate-part background, and as many calibrate-part windows
     val_clips = encoded(val_audio, noise=NoiseFolder.from_audio(bg_cal, DETECT_SR), snr_db=SNR_DB, seed=config.seed)
     val_marks = marks(val_clips.base, dt_ms)
@@ -457,7 +500,8 @@ def train(data, out, *, keywords=None, background=(), group_by=None, hidden=(256
     model_kwargs = {"members": members, "hidden": tuple(hidden), "dt": dt_ms}
     model, trained = build_model("ensemble", enc.n_channels, len(classes), **model_kwargs), []
     recipe = json.dumps([str(data), [str(b) for b in background], group_by, classes, enc.to_json(), dt_ms, list(hidden),
-                         dataclasses.asdict(config), snr_db, copies, partial, HARD_NEGATIVE, CLEAN_READS], default=str)
+                         dataclasses.asdict(config), snr_db, copies, partial, HARD_NEGATIVE, CLEAN_READS]
+                        + ([mined] if mined else []), default=str)
     for m, member in enumerate(model.members):  # each from its own seed and checkpoint folder, on the same split
         folder, member_config = out / f"member-{m}", dataclasses.replace(config, seed=config.seed + m)
         kept = _finished_member(folder / "member.pt", recipe) if not force else None
@@ -465,7 +509,9 @@ def train(data, out, *, keywords=None, background=(), group_by=None, hidden=(256
             seed_everything(member_config.seed)
             net = build_model("srnn", enc.n_channels, len(classes), hidden=tuple(hidden), dt=dt_ms)
             folder.mkdir(exist_ok=True)
-            trainer = Trainer(net, train_set, val_set, lambda b: collate_spikes(b), member_config, run_dir=folder,
+            train_set.mined = []
+            mining = [MinedNegatives(train_set, seed=member_config.seed)] if mined else []
+            trainer = Trainer(net, train_set, val_set, lambda b: collate_spikes(b), member_config, mining, run_dir=folder,
                               progress=progress, objective=Detection(hard_negative=HARD_NEGATIVE))
             if not force and _same_recipe(folder / "recipe.json", recipe) and (folder / "checkpoint.pt").is_file():
                 trainer.load_checkpoint(folder / "checkpoint.pt")  # a member cut short goes on where it stopped
@@ -491,7 +537,7 @@ def train(data, out, *, keywords=None, background=(), group_by=None, hidden=(256
                "encoder": json.loads(enc.to_json()), "dt_ms": dt_ms, "encoder_latency_s": enc.stream().latency_s,
                "best_val_accuracy": float(np.mean([t["best_val_accuracy"] for t in trained])), "members": trained,
                "calibration": cal, "detector": run.detector,
-               "train_config": dataclasses.asdict(config), "partial": partial,
+               "train_config": dataclasses.asdict(config), "partial": partial, "mined": mined,
                "skipped_files": skipped_files([train_audio, val_audio, bg_train, bg_cal], [clips, val_clips, bg, bg_val])}
     metrics["wall_seconds"] = time.perf_counter() - start
     run.save(out / "model.pt")

@@ -138,6 +138,19 @@ def joined(a, b):
     return both
 
 
+def extra_clips(folder, classes):
+    """The clips of the class folders in ``folder`` labelled as ``classes`` (every folder must name one of them), for
+    the training part only; their group (speaker) is the folder: they are never anyone's test speaker."""
+    extra = AudioFolder(folder)
+    unknown = sorted(set(extra.classes) - set(classes))
+    if unknown:
+        raise ValueError(f"{folder}: class folders {unknown} are not among the dataset's classes {list(classes)}")
+    if extra.skipped:
+        raise ValueError(f"{extra.skipped[0][0]}: cannot read it ({extra.skipped[0][1]})")
+    labels = [classes.index(extra.classes[y]) for y in extra.labels]
+    return AudioDataset(extra.files, labels, classes, groups=[f"extra:{Path(folder).name}"] * len(extra.files))
+
+
 def training_encoder(dataset, splits, encoder, rate):
     """The encoder config a run trains on: ``encoder`` at ``rate`` spikes/s and the corpus's sample rate, in the
     channel layout SNNs train on (``for_training``)."""
@@ -478,7 +491,7 @@ def _check_output(out, resume, force):
 
 def plan_training(dataset, data, out, *, split="official", model="srnn", encoder="spiketrum", rate=1000.0, dt_ms=10.0,
                   augment=None, config=TrainConfig(), model_kwargs=None, cache_dir=None, resume=False, noise_dir=None,
-                  options=(), force=False, group_by=None, split_lists=None, tta=None, validation=True):
+                  options=(), force=False, group_by=None, split_lists=None, tta=None, validation=True, extra_train=()):
     """Step 1 of :func:`train`: check every argument and combination of options, read the corpus's file list,
     and decide the encoder and the settings; writes and encodes nothing. Returns a :class:`TrainPlan`."""
     out = Path(out)
@@ -494,6 +507,8 @@ def plan_training(dataset, data, out, *, split="official", model="srnn", encoder
                              "neither (tta 'none')")
         if not validation:
             raise ValueError("training on the validation part joins audio parts; a spike dataset's parts are its files")
+        if extra_train:
+            raise ValueError("extra training clips are audio for the encoder; a spike dataset has none")
     else:
         augment, noise_dir, no_noise = _noise_policy(augment, data, noise_dir)
     checkpoint = out / "checkpoint.pt"
@@ -510,6 +525,8 @@ def plan_training(dataset, data, out, *, split="official", model="srnn", encoder
         splits = audio_splits(dataset, data, split, noise_dir, seed=config.seed, group_by=group_by, split_lists=split_lists)
         if not validation:
             splits = (joined(splits[0], splits[1]), splits[1].subset([]), splits[2])
+        for folder in extra_train:
+            splits = (joined(splits[0], extra_clips(folder, splits[0].classes)), *splits[1:])
         enc = training_encoder(dataset, splits, encoder, rate)
     if tta is None:  # the default's warps need kernels that warp: other encoders keep its tilts
         tta = as_tta(DEFAULT_TTA if not spike_input else None)
@@ -531,6 +548,7 @@ def plan_training(dataset, data, out, *, split="official", model="srnn", encoder
     settings = {"dataset": dataset, "split": split, "model": model, "model_kwargs": model_kwargs,
                 "encoder": json.loads(enc.to_json()), "dt_ms": dt_ms, "augment": augment.spec(),
                 "options": [o.settings() for o in options] or None, **({} if validation else {"validation": False}),
+                **({"extra_train": [str(f) for f in extra_train]} if extra_train else {}),
                 **({} if split_rule(group_by, split_lists) is None else {"split_rule": split_rule(group_by, split_lists)})}
     if resume:
         saved = json.loads((out / "settings.json").read_text()) if (out / "settings.json").is_file() else {}
@@ -667,7 +685,7 @@ def report(plan, trainer, test_set, skipped=(), start=None):
 def train(dataset, data, out, *, split="official", model="srnn", encoder="spiketrum", rate=1000.0, dt_ms=10.0,
           augment=None, config=TrainConfig(), model_kwargs=None, cache_dir=None, jobs=1, resume=False,
           noise_dir=None, options=(), callbacks=(), progress=True, device=None, force=False, group_by=None,
-          split_lists=None, tta=None, validation=True):
+          split_lists=None, tta=None, validation=True, extra_train=()):
     """Train a keyword-spotting SNN and write the run folder ``out``; returns the metrics dict.
 
     The steps: :func:`plan_training` (every check; nothing written or encoded), :func:`prepare_data`
@@ -708,7 +726,7 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
     plan = plan_training(dataset, data, out, split=split, model=model, encoder=encoder, rate=rate, dt_ms=dt_ms, augment=augment,
                          config=config, model_kwargs=model_kwargs, cache_dir=cache_dir, resume=resume,
                          noise_dir=noise_dir, options=options, force=force, group_by=group_by, split_lists=split_lists,
-                         tta=tta, validation=validation)
+                         tta=tta, validation=validation, extra_train=extra_train)
     train_set, val_set, test_set, skipped = prepare_data(plan, jobs, progress)
     net = build(plan)
     trainer = fit(plan, net, train_set, val_set, callbacks, device, progress)
