@@ -29,6 +29,7 @@ from tts_background import DIGITS, ESPEAK_ACCENTS, espeak, espeak_variants  # no
 
 
 def speak(voice, pitch, wpm, word, wav):
+    """``word`` by eSpeak NG, resampled to 8 kHz and trimmed, written to ``wav`` whole or not at all."""
     with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
         espeak(voice, pitch, wpm, word, tmp.name)
         x, sr = sf.read(tmp.name, dtype="float64")

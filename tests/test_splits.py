@@ -273,11 +273,14 @@ def test_extra_training_clips_join_the_training_part_only_under_their_class_name
     assert plan.splits[1].files == val.files and plan.splits[2].files == test.files
     assert plan.settings["extra_train"] == [str(extra)]
     run = tmp_path / "run"
+    (extra / "7" / "broken.wav").write_bytes(b"RIFF not audio")  # skipped and listed, as in any corpus
     code, _, err = cli("train", "--dataset", "fsdd", "--data", small_fsdd, "-o", run, "--split", "loso:nicolas", *TRAIN,
                        "--extra-train", extra)
     assert code == 0, err
     m = json.loads((run / "metrics.json").read_text())
     assert list(m["per_speaker"]) == ["nicolas"] and m["unseen_speakers"] == ["nicolas"]
+    assert [f["file"] for f in m["skipped_files"]] == [str(extra / "7" / "broken.wav")]
+    (extra / "7" / "broken.wav").unlink()
     (extra / "eleven").mkdir()
     os.symlink(data_root / "fsdd" / "recordings" / "1_lucas_3.wav", extra / "eleven" / "a.wav")
     code, _, err = cli("train", "--dataset", "fsdd", "--data", small_fsdd, "-o", tmp_path / "bad", *TRAIN,

@@ -134,21 +134,22 @@ def joined(a, b):
     """The clips of audio datasets ``a`` then ``b`` (the same classes) as one :class:`~datasets.AudioDataset`."""
     both = AudioDataset([*a.files, *b.files], [*a.labels, *b.labels], a.classes, [*a.segments, *b.segments], a.transform,
                         None if a.groups is None or b.groups is None else [*a.groups, *b.groups])
-    both.skipped = list(getattr(a, "skipped", []))
+    both.skipped = [*getattr(a, "skipped", []), *getattr(b, "skipped", [])]  # listed once each (skipped_files)
     return both
 
 
 def extra_clips(folder, classes):
     """The clips of the class folders in ``folder`` labelled as ``classes`` (every folder must name one of them), for
-    the training part only; their group (speaker) is the folder: they are never anyone's test speaker."""
+    the training part only; their group (speaker) is the folder: they are never anyone's test speaker. Unreadable
+    files are left out and listed in ``skipped``, as a corpus's are."""
     extra = AudioFolder(folder)
     unknown = sorted(set(extra.classes) - set(classes))
     if unknown:
         raise ValueError(f"{folder}: class folders {unknown} are not among the dataset's classes {list(classes)}")
-    if extra.skipped:
-        raise ValueError(f"{extra.skipped[0][0]}: cannot read it ({extra.skipped[0][1]})")
     labels = [classes.index(extra.classes[y]) for y in extra.labels]
-    return AudioDataset(extra.files, labels, classes, groups=[f"extra:{Path(folder).name}"] * len(extra.files))
+    clips = AudioDataset(extra.files, labels, classes, groups=[f"extra:{Path(folder).name}"] * len(extra.files))
+    clips.skipped = list(extra.skipped)
+    return clips
 
 
 def training_encoder(dataset, splits, encoder, rate):
