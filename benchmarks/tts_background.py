@@ -99,6 +99,27 @@ def synthesize(voice, stretch, text, wav):
         Path(f.name).unlink()
 
 
+def take(pool, k, words):
+    """Sentences ``pool[k:]`` up to (and just past) ``words`` words, joined by newlines, and the index after them."""
+    text, n = [], 0
+    while n < words and k < len(pool):
+        text.append(pool[k])
+        n += len(pool[k].split())
+        k += 1
+    return "\n".join(text), k
+
+
+def flite_texts(pool, minutes):
+    """``[(voice, stretch, text)]`` of the flite and festival files, each about ``minutes`` of speech, and the index
+    of the first sentence none of them speaks."""
+    texts, k = [], 0
+    for voice in (*FLITE_VOICES, "festival"):
+        for stretch in STRETCH:
+            text, k = take(pool, k, minutes * WORDS_PER_MINUTE * stretch)
+            texts.append((voice, stretch, text))
+    return texts, k
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", type=Path)
@@ -114,17 +135,9 @@ def main(argv=None):
         sys.exit(f"tts_background: error: {', '.join(missing)} not found (apt-get install flite festival)")
     pool = sentences()
     args.out.mkdir(parents=True, exist_ok=True)
-    jobs, k = [], 0
-    for voice in (*FLITE_VOICES, "festival"):
-        for stretch in STRETCH:
-            words, text = 0, []
-            while words < args.minutes * WORDS_PER_MINUTE * stretch and k < len(pool):
-                text.append(pool[k])
-                words += len(pool[k].split())
-                k += 1
-            wav = args.out / f"tts_{voice}_{stretch:g}.wav"
-            if not wav.exists():
-                jobs.append((voice, stretch, "\n".join(text), wav))
+    texts, k = flite_texts(pool, args.minutes)
+    jobs = [(voice, stretch, text, args.out / f"tts_{voice}_{stretch:g}.wav") for voice, stretch, text in texts]
+    jobs = [j for j in jobs if not j[-1].exists()]
     print(f"{len(pool)} sentences available, {k} used; synthesizing {len(jobs)} files", flush=True)
     with ThreadPoolExecutor(args.jobs) as ex:
         for _ in ex.map(lambda j: synthesize(*j), jobs):
@@ -136,26 +149,17 @@ def espeak_files(out, n, minutes, jobs, skip_minutes, seed=0):
     if shutil.which("espeak-ng") is None:
         sys.exit("tts_background: error: espeak-ng not found (apt-get install espeak-ng)")
     pool = sentences()
-    k = 0  # skip the sentences flite and festival speak at --minutes, so no sentence is in both folders
-    for stretch in STRETCH * (len(FLITE_VOICES) + 1):
-        words = 0
-        while words < skip_minutes * WORDS_PER_MINUTE * stretch and k < len(pool):
-            words += len(pool[k].split())
-            k += 1
+    _, k = flite_texts(pool, skip_minutes)  # after the sentences flite and festival speak: none is in both folders
     rng, variants = random.Random(seed), espeak_variants()
     out.mkdir(parents=True, exist_ok=True)
     todo = []
     for i in range(n):
         variant, accent = variants[i * len(variants) // n], rng.choice(ESPEAK_ACCENTS)  # spread over the list
         pitch, wpm = rng.randint(25, 75), rng.randint(130, 200)
-        words, text = 0, []
-        while words < minutes * wpm and k < len(pool):
-            text.append(pool[k])
-            words += len(pool[k].split())
-            k += 1
+        text, k = take(pool, k, minutes * wpm)
         wav = out / f"espeak_{i:02d}_{accent}_{variant}.wav"
         if text and not wav.exists():
-            todo.append((f"{accent}+{variant}", pitch, wpm, "\n".join(text), wav))
+            todo.append((f"{accent}+{variant}", pitch, wpm, text, wav))
     print(f"{len(pool)} sentences available, {k} used; synthesizing {len(todo)} files", flush=True)
     with ThreadPoolExecutor(jobs) as ex:
         list(ex.map(lambda j: espeak(*j), todo))
