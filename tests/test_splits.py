@@ -234,11 +234,17 @@ def test_loso_refit_trains_every_fold_again_on_five_speakers_for_the_chosen_epoc
     assert len(plan.splits[1]) == 0 and plan.splits[2].files == test.files
     assert set(plan.splits[0].groups) == {"jackson", "theo"} and plan.settings["validation"] is False
     run = tmp_path / "loso"
-    code, out, err = cli("train", "--dataset", "fsdd", "--data", small_fsdd, "-o", run, "--split", "loso", "--refit",
-                         *TRAIN, "--epochs", "3")
+    loso = ("train", "--dataset", "fsdd", "--data", small_fsdd, "-o", run, "--split", "loso", *TRAIN, "--epochs", "3")
+    assert cli(*loso)[0] == 0
+    before = json.loads((run / "loso.json").read_text())
+    folds = {p: p.stat().st_mtime_ns for p in run.glob("fold-*/model.pt")}
+    code, out, err = cli(*loso, "--refit")  # refits are added to a finished run: its folds are kept
     assert code == 0, err
     assert "refit on five speakers: mean" in out
+    assert {p: p.stat().st_mtime_ns for p in run.glob("fold-*/model.pt")} == folds
     summary = json.loads((run / "loso.json").read_text())
+    assert {k: {f: v for f, v in fold.items() if not f.startswith("refit_")} for k, fold in summary["folds"].items()} \
+        == before["folds"]
     for speaker, fold in summary["folds"].items():
         m = json.loads((run / f"fold-{speaker}" / "metrics.json").read_text())
         r = json.loads((run / f"refit-{speaker}" / "metrics.json").read_text())
@@ -249,10 +255,11 @@ def test_loso_refit_trains_every_fold_again_on_five_speakers_for_the_chosen_epoc
     assert summary["refit_mean_accuracy"] == pytest.approx(sum(f["refit_test_accuracy"] for f in summary["folds"].values()) / 3)
     (run / "loso.json").unlink()
     stamp = (run / "refit-theo" / "model.pt").stat().st_mtime_ns
-    assert cli("train", "--dataset", "fsdd", "--data", small_fsdd, "-o", run, "--split", "loso", "--refit", *TRAIN,
-               "--epochs", "3")[0] == 0
+    assert cli(*loso, "--refit")[0] == 0
     assert (run / "refit-theo" / "model.pt").stat().st_mtime_ns == stamp  # a finished refit is not trained again
     assert json.loads((run / "loso.json").read_text()) == summary
+    code, _, err = cli(*loso, "--refit")  # a run with its refits is finished
+    assert code == 2 and len(err) == 1 and "loso.json" in err[0]
     code, _, err = cli("train", "--dataset", "fsdd", "--data", small_fsdd, "-o", tmp_path / "one", "--refit", *TRAIN)
     assert code == 2 and len(err) == 1 and "--split loso" in err[0]
 

@@ -743,12 +743,13 @@ def train_loso(data, out, *, force=False, progress=True, refit=False, config=Tra
     (:func:`train` with ``validation=False``): the test speaker still chooses nothing, but no held-out speaker
     judges the refit model. ``loso.json`` then gives both, the refit's as ``refit_*``.
 
-    Finished folds (their ``model.pt``) are kept and read back, so a killed run continues where it stopped;
-    ``force`` trains every fold afresh. ``kwargs`` go to :func:`train`. Returns the summary dict.
+    Finished folds (their ``model.pt``) are kept and read back, so a killed run continues where it stopped and
+    ``refit`` adds the refits to a finished run without them; ``force`` trains every fold afresh. ``kwargs`` go to :func:`train`. Returns the summary dict.
     """
     out = Path(out)
-    if (out / "loso.json").exists() and not force:
-        raise OutputExists(out, "a finished leave-one-speaker-out run (loso.json)")
+    finished = out / "loso.json"
+    if finished.exists() and not force and not (refit and "refit_mean_accuracy" not in json.loads(finished.read_text())):
+        raise OutputExists(out, "a finished leave-one-speaker-out run (loso.json)")  # refits may be added to one
     speakers = FSDD(data, split="test").all_speakers
     folds = {}
     for i, speaker in enumerate(speakers):
