@@ -112,6 +112,28 @@ def test_real_speech_snr_rises_with_rate(fsdd_wav):
     assert snrs[2] > 15  # 1000 spikes/s on 8 kHz speech
 
 
+def test_emphasis_tilts_the_selection_gains_by_octaves_and_moves_spikes_up_the_kernels(fsdd_wav):
+    base = SpiketrumConfig(sr=8000, rate=1000, gains=tuple(np.linspace(0.5, 1.5, 40)))
+    f = base.center_freqs()
+    for db in (-3.0, 3.0, 6.0):
+        g = np.asarray(base.with_emphasis(db).gains) / np.asarray(base.gains)
+        octaves = np.log2(f[:, None] / f[None, :])  # every pair of kernels
+        np.testing.assert_allclose(20 * np.log10(g[:, None] / g[None, :]), db * octaves, atol=1e-9)
+        np.testing.assert_allclose(g[np.argmin(abs(f - 1000))], 10 ** (db / 20 * np.log2(f[np.argmin(abs(f - 1000))] / 1000)))
+    warped = dataclasses.replace(base, warp=1.1)
+    assert warped.with_emphasis(3.0).gains == base.with_emphasis(3.0).gains  # a channel keeps its gain under warp
+    assert base.with_emphasis(0.0) is base
+    with pytest.raises(ValueError, match="emphasis"):
+        base.with_emphasis(np.nan)
+    x, sr = sf.read(fsdd_wav)
+    high = []
+    for db in (0.0, 3.0, 6.0):
+        st = SpiketrumConfig(sr=sr, rate=1000).with_emphasis(db).encode(x, sr)
+        assert len(st) == round(1000 * x.size / sr)  # the rate stays exact
+        high.append(np.mean(np.asarray(f)[st.kernel] > 1000))
+    assert high[0] < high[1] < high[2], high
+
+
 def test_silence_gives_zero_spikes_and_a_warning():
     with pytest.warns(UserWarning, match="silent"):
         st = encode(np.zeros(4000), 8000, rate=1000)

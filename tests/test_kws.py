@@ -99,6 +99,9 @@ def test_bad_training_input_gives_one_line_and_exit_2(tiny_folder, tmp_path):
         ("train", "--dataset", "folder", "--data", tmp_path / "empty", "-o", tmp_path / "r2", *FAST),
         ("train", "--dataset", "folder", "--data", tiny_folder, "-o", tmp_path / "r3", "--resume", *FAST),
         ("train", "--dataset", "folder", "--data", tiny_folder, "-o", tmp_path / "r4", "--mixup", "0", *FAST),
+        ("train", "--dataset", "folder", "--data", tiny_folder, "-o", tmp_path / "r5", "--emphasis", "nan", *FAST),
+        ("train", "--dataset", "folder", "--data", tiny_folder, "-o", tmp_path / "r6", "--emphasis", "3", "--encoder",
+         "delta", *FAST),
         ("evaluate", tmp_path / "nomodel", "--dataset", "folder", "--data", tiny_folder),
         ("predict", tmp_path / "nomodel", tiny_folder / "0" / "0_theo_0.wav"),
     ]
@@ -109,12 +112,21 @@ def test_bad_training_input_gives_one_line_and_exit_2(tiny_folder, tmp_path):
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, (args, r.stderr)
 
 
+def test_emphasis_tilts_the_encoder_a_run_trains_on_and_saves(tiny_folder, tmp_path):
+    plain = kws.plan_training("folder", tiny_folder, tmp_path / "a", rate=500)
+    plan = kws.plan_training("folder", tiny_folder, tmp_path / "b", rate=500, emphasis=3.0)
+    assert plain.encoder.gains is None and plan.encoder == plain.encoder.with_emphasis(3.0)
+    assert plan.settings["encoder"]["gains"] == list(plan.encoder.gains)
+    assert not (tmp_path / "b").exists()  # a plan writes nothing
+
+
 def test_resume_with_other_settings_is_refused(tiny_folder, tmp_path):
     out = tmp_path / "run"
     assert run("train", "--dataset", "folder", "--data", tiny_folder, "-o", out, *FAST).returncode == 0
     r = run("train", "--dataset", "folder", "--data", tiny_folder, "-o", out, "--resume", *FAST[:-1], "--lr", 0.01, "-q")
     assert r.returncode == 2 and "lr" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    for extra, name in ((["--augment", "none"], "augment"), (["--encoder", "delta"], "encoder"), (["--hidden", 16], "model_kwargs")):
+    for extra, name in ((["--augment", "none"], "augment"), (["--encoder", "delta"], "encoder"), (["--emphasis", 3], "encoder"),
+                        (["--hidden", 16], "model_kwargs")):
         r = run("train", "--dataset", "folder", "--data", tiny_folder, "-o", out, "--resume", *FAST, *extra)
         assert r.returncode == 2 and name in r.stderr and len(r.stderr.strip().splitlines()) == 1, (extra, r.stderr)
 

@@ -52,6 +52,7 @@ _positive_int = _number(int, lambda v: v >= 1, "a positive integer")
 _positive_float = _number(float, lambda v: 0 < v < math.inf, "a positive finite number")
 _fraction = _number(float, lambda v: 0 < v <= 1, "a fraction in (0, 1]")
 _unit = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+_finite_float = _number(float, math.isfinite, "a finite number")
 
 
 def _shard(s):
@@ -266,7 +267,7 @@ def cmd_train(args):
     common = dict(model=args.model, encoder=args.encoder, rate=args.rate, dt_ms=args.dt_ms, augment=args.augment,
                   config=_train_config(args), model_kwargs=model_kwargs, cache_dir=args.cache, jobs=args.jobs,
                   options=options, noise_dir=args.noise_dir, progress=not args.quiet, force=args.force, tta=args.tta,
-                  extra_train=tuple(args.extra_train or ()))
+                  extra_train=tuple(args.extra_train or ()), emphasis=args.emphasis)
     if args.refit and args.split != "loso":
         raise ValueError("--refit trains every fold of --split loso again on its validation speaker too")
     if args.split == "loso":  # every fold, one after another
@@ -302,7 +303,8 @@ def _train_detector(args):
         raise ValueError("a detector trains on --dataset folder (a folder per keyword class)")
     clip_only = [f for f, v in (("--prune", args.prune), ("--distill", args.distill), ("--resume", args.resume),
                                 ("--augment", args.augment), ("--attention", args.attention), ("--mixup", args.mixup),
-                                ("--tta", args.tta), ("--extra-train", args.extra_train)) if v]
+                                ("--tta", args.tta), ("--extra-train", args.extra_train),
+                                ("--emphasis", args.emphasis)) if v]
     if clip_only or args.model != "srnn" or args.encoder != "spiketrum":
         raise ValueError(f"{(clip_only or ['--model/--encoder'])[0]} is not available for a detector (an srnn on the "
                          "causal spiketrum encoder)")
@@ -647,6 +649,9 @@ def build_parser():
                    "(default) or reset the membrane to 0; `spiketrum export` (NIR) needs zero")
     t.add_argument("--encoder", choices=audio_encoders(), default="spiketrum")
     t.add_argument("--rate", type=_positive_float, default=1000.0, help="spikes per second (default 1000)")
+    t.add_argument("--emphasis", type=_finite_float, default=0.0, metavar="DB",
+                   help="spiketrum: tilt the kernels' selection gains by DB per octave (0 dB at 1 kHz), a pre-emphasis "
+                   "that moves spikes from the vowels' low harmonics to the consonants (default 0)")
     t.add_argument("--dt-ms", type=_positive_float, default=10.0, help="time bin of the spike tensor in ms (default 10)")
     t.add_argument("--augment", metavar="SPEC",
                    help="training augmentation, key:value,... with keys deletion, jitter (ms), insertion (spikes/s per "

@@ -152,10 +152,14 @@ def extra_clips(folder, classes):
     return clips
 
 
-def training_encoder(dataset, splits, encoder, rate):
+def training_encoder(dataset, splits, encoder, rate, emphasis=0.0):
     """The encoder config a run trains on: ``encoder`` at ``rate`` spikes/s and the corpus's sample rate, in the
-    channel layout SNNs train on (``for_training``)."""
-    return make_config(encoder, SAMPLE_RATES.get(dataset) or corpus_rate(splits), rate=rate).for_training()
+    channel layout SNNs train on (``for_training``), with ``emphasis`` dB per octave on its selection gains
+    (``with_emphasis``; spiketrum only)."""
+    enc = make_config(encoder, SAMPLE_RATES.get(dataset) or corpus_rate(splits), rate=rate).for_training()
+    if emphasis and not hasattr(enc, "with_emphasis"):
+        raise ValueError(f"emphasis tilts the selection of spiketrum's kernels; the {encoder} encoder has none")
+    return enc.with_emphasis(emphasis) if emphasis else enc
 
 
 def corpus_rate(splits):
@@ -492,7 +496,8 @@ def _check_output(out, resume, force):
 
 def plan_training(dataset, data, out, *, split="official", model="srnn", encoder="spiketrum", rate=1000.0, dt_ms=10.0,
                   augment=None, config=TrainConfig(), model_kwargs=None, cache_dir=None, resume=False, noise_dir=None,
-                  options=(), force=False, group_by=None, split_lists=None, tta=None, validation=True, extra_train=()):
+                  options=(), force=False, group_by=None, split_lists=None, tta=None, validation=True, extra_train=(),
+                  emphasis=0.0):
     """Step 1 of :func:`train`: check every argument and combination of options, read the corpus's file list,
     and decide the encoder and the settings; writes and encodes nothing. Returns a :class:`TrainPlan`."""
     out = Path(out)
@@ -510,6 +515,8 @@ def plan_training(dataset, data, out, *, split="official", model="srnn", encoder
             raise ValueError("training on the validation part joins audio parts; a spike dataset's parts are its files")
         if extra_train:
             raise ValueError("extra training clips are audio for the encoder; a spike dataset has none")
+        if emphasis:
+            raise ValueError("emphasis tilts an encoder's selection of kernels; a spike dataset has no encoder")
     else:
         augment, noise_dir, no_noise = _noise_policy(augment, data, noise_dir)
     checkpoint = out / "checkpoint.pt"
@@ -528,7 +535,7 @@ def plan_training(dataset, data, out, *, split="official", model="srnn", encoder
             splits = (joined(splits[0], splits[1]), splits[1].subset([]), splits[2])
         for folder in extra_train:
             splits = (joined(splits[0], extra_clips(folder, splits[0].classes)), *splits[1:])
-        enc = training_encoder(dataset, splits, encoder, rate)
+        enc = training_encoder(dataset, splits, encoder, rate, emphasis)
     if tta is None:  # the default's warps need kernels that warp: other encoders keep its tilts
         tta = as_tta(DEFAULT_TTA if not spike_input else None)
         tta = tta if hasattr(enc, "warp") else dataclasses.replace(tta, warp=0.0)
@@ -686,7 +693,7 @@ def report(plan, trainer, test_set, skipped=(), start=None):
 def train(dataset, data, out, *, split="official", model="srnn", encoder="spiketrum", rate=1000.0, dt_ms=10.0,
           augment=None, config=TrainConfig(), model_kwargs=None, cache_dir=None, jobs=1, resume=False,
           noise_dir=None, options=(), callbacks=(), progress=True, device=None, force=False, group_by=None,
-          split_lists=None, tta=None, validation=True, extra_train=()):
+          split_lists=None, tta=None, validation=True, extra_train=(), emphasis=0.0):
     """Train a keyword-spotting SNN and write the run folder ``out``; returns the metrics dict.
 
     The steps: :func:`plan_training` (every check; nothing written or encoded), :func:`prepare_data`
@@ -717,6 +724,9 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
     keeps the last: the epoch count must have been chosen before, on the validation part (a refit, as
     :func:`train_loso` does with ``refit``).
 
+    ``emphasis`` tilts the spiketrum encoder's selection gains by that many dB per octave
+    (:meth:`~spiketrum.encoder.SpiketrumConfig.with_emphasis`); the saved encoder config holds the gains.
+
     Inside a process group (``with snn.trainer.distributed():`` under torchrun) every process calls this:
     rank 0 encodes the corpus first and the others then read its cache; training is data-parallel
     (see :class:`~snn.trainer.Trainer`), and only rank 0 writes files.
@@ -727,7 +737,8 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
     plan = plan_training(dataset, data, out, split=split, model=model, encoder=encoder, rate=rate, dt_ms=dt_ms, augment=augment,
                          config=config, model_kwargs=model_kwargs, cache_dir=cache_dir, resume=resume,
                          noise_dir=noise_dir, options=options, force=force, group_by=group_by, split_lists=split_lists,
-                         tta=tta, validation=validation, extra_train=extra_train)
+                         tta=tta, validation=validation, extra_train=extra_train,
+                         emphasis=emphasis)
     train_set, val_set, test_set, skipped = prepare_data(plan, jobs, progress)
     net = build(plan)
     trainer = fit(plan, net, train_set, val_set, callbacks, device, progress)
