@@ -737,8 +737,7 @@ def train(dataset, data, out, *, split="official", model="srnn", encoder="spiket
     plan = plan_training(dataset, data, out, split=split, model=model, encoder=encoder, rate=rate, dt_ms=dt_ms, augment=augment,
                          config=config, model_kwargs=model_kwargs, cache_dir=cache_dir, resume=resume,
                          noise_dir=noise_dir, options=options, force=force, group_by=group_by, split_lists=split_lists,
-                         tta=tta, validation=validation, extra_train=extra_train,
-                         emphasis=emphasis)
+                         tta=tta, validation=validation, extra_train=extra_train, emphasis=emphasis)
     train_set, val_set, test_set, skipped = prepare_data(plan, jobs, progress)
     net = build(plan)
     trainer = fit(plan, net, train_set, val_set, callbacks, device, progress)
@@ -755,7 +754,8 @@ def train_loso(data, out, *, force=False, progress=True, refit=False, config=Tra
     judges the refit model. ``loso.json`` then gives both, the refit's as ``refit_*``.
 
     Finished folds (their ``model.pt``) are kept and read back, so a killed run continues where it stopped and
-    ``refit`` adds the refits to a finished run without them; ``force`` trains every fold afresh. ``kwargs`` go to :func:`train`. Returns the summary dict.
+    ``refit`` adds the refits to a finished run without them; ``force`` trains every fold afresh. ``kwargs`` go
+    to :func:`train`. Returns the summary dict.
     """
     out = Path(out)
     finished = out / "loso.json"
