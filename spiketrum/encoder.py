@@ -160,7 +160,7 @@ class SpiketrumConfig(EncoderConfig):
         --------
         >>> cfg = SpiketrumConfig(sr=8000, rate=1000).with_emphasis(6.0)
         >>> f = cfg.center_freqs()
-        >>> round(20 * np.log10(cfg.gains[-1] / cfg.gains[0]) / np.log2(f[-1] / f[0]), 6)  # dB per octave
+        >>> round(float(20 * np.log10(cfg.gains[-1] / cfg.gains[0]) / np.log2(f[-1] / f[0])), 6)  # dB per octave
         6.0
         >>> SpiketrumConfig(sr=8000, rate=1000).with_emphasis(0.0).gains is None
         True
