@@ -42,6 +42,7 @@ VARIANTS = {
     "tilt+voices": dict(augment=DEFAULT_AUGMENT, extra_train="VOICES"),
     "tilt+voices+h512": dict(augment=DEFAULT_AUGMENT, extra_train="VOICES", model_kwargs={"hidden": (512,)}),
     "tilt+emph3": dict(augment=DEFAULT_AUGMENT, emphasis=10 * math.log10(2)),  # gains sqrt(f / 1 kHz): 3.01 dB/octave
+    "tilt+voices+emph3": dict(augment=DEFAULT_AUGMENT, extra_train="VOICES", emphasis=10 * math.log10(2)),
     "ema": dict(augment=BEFORE, ema=0.995),
     "rate2000": dict(augment=BEFORE, rate=2000.0),
     "conv": dict(augment=BEFORE, model="conv"),
