@@ -35,6 +35,8 @@ VARIANTS = {
     "tilt+shift3": dict(augment=DEFAULT_AUGMENT.replace("shift:1", "shift:3")),
     "tilt+h512": dict(augment=DEFAULT_AUGMENT, model_kwargs={"hidden": (512,)}),
     "tilt+warp": dict(augment=DEFAULT_AUGMENT + ",warp:0.1"),
+    "tilt+warp15": dict(augment=DEFAULT_AUGMENT + ",warp:0.15"),
+    "tilt+warp20": dict(augment=DEFAULT_AUGMENT + ",warp:0.2"),
     "tilt+warp-noshift": dict(augment=DEFAULT_AUGMENT.replace("shift:1,", "") + ",warp:0.1"),
     "tilt+copies8": dict(augment=DEFAULT_AUGMENT.replace("copies:4", "copies:8")),
     "tilt+mixup": dict(augment=DEFAULT_AUGMENT, mixup=0.2),
